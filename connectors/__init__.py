@@ -1,0 +1,1 @@
+"""Southbound protocol adapters. edgeflow finds them through the ``edgeflow.connectors`` entry points."""

@@ -1,0 +1,1 @@
+"""KubeEdge DeviceTwin: the MQTT eventbus protocol and the DMI gRPC mapper interface."""

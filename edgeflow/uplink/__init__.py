@@ -1,0 +1,1 @@
+"""Northbound transports: where shipped events go."""
