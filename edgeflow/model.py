@@ -544,9 +544,12 @@ class ReadingBatch:
     ``table``). Numeric values (floats, bools, integers exact in a float64) ride in ``values``; any other
     value (strings, arrays, binary, objects, huge integers) sits in ``objects`` at the same index, with
     ``values`` NaN there. ``objects`` is ``None`` when the batch is all numeric, the common case.
+
+    ``starts`` is set only on aggregates (window results): the start of the window each reading
+    summarises, with ``origins`` holding its end. ``None`` otherwise.
     """
 
-    __slots__ = ("objects", "origins", "series", "table", "values")
+    __slots__ = ("objects", "origins", "series", "starts", "table", "values")
 
     def __init__(
         self,
@@ -555,15 +558,22 @@ class ReadingBatch:
         values: npt.NDArray[np.float64],
         series: npt.NDArray[np.int32],
         objects: npt.NDArray[np.object_] | None = None,
+        starts: npt.NDArray[np.int64] | None = None,
     ) -> None:
         n = len(origins)
-        if len(values) != n or len(series) != n or (objects is not None and len(objects) != n):
+        if (
+            len(values) != n
+            or len(series) != n
+            or (objects is not None and len(objects) != n)
+            or (starts is not None and len(starts) != n)
+        ):
             raise ValueError("ReadingBatch columns must have the same length")
         self.table = table
         self.origins = origins
         self.values = values
         self.series = series
         self.objects = objects
+        self.starts = starts
 
     def __len__(self) -> int:
         return len(self.origins)
@@ -607,12 +617,16 @@ class ReadingBatch:
             objects = np.concatenate(
                 [b.objects if b.objects is not None else np.full(len(b), None, object) for b in batches]
             )
+        starts: npt.NDArray[np.int64] | None = None
+        if any(b.starts is not None for b in batches):
+            starts = np.concatenate([b.starts if b.starts is not None else b.origins for b in batches])
         return cls(
             table,
             np.concatenate([b.origins for b in batches]),
             np.concatenate([b.values for b in batches]),
             np.concatenate([b.series for b in batches]),
             objects,
+            starts,
         )
 
     def take(self, index: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> ReadingBatch:
@@ -623,6 +637,7 @@ class ReadingBatch:
             self.values[index],
             self.series[index],
             None if self.objects is None else self.objects[index],
+            None if self.starts is None else self.starts[index],
         )
 
     def value_at(self, i: int) -> Any:
