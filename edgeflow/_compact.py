@@ -286,16 +286,16 @@ def _decode_body(r: Reader, stream_id: str, seq: int, alarm: bool) -> DecodedBat
         pos = np.cumsum(r.uints(n_obj).astype(np.int64))
         if int(pos[-1]) >= n or (n_obj > 1 and (np.diff(pos) <= 0).any()):
             raise CodecError("bad non-numeric reading positions")
-        objs = np.full(n, None, dtype=object)
+        found = np.full(n, None, dtype=object)
         for p in pos.tolist():
-            objs[p] = unpack_value(r)
-        objects_by.append((objs, pos))
+            found[p] = unpack_value(r)
+        objects_by.append((found, pos))
     series: list[DecodedSeries] = []
-    for (info, flags, n, _), t, found, col in zip(metas, times, objects_by, numeric, strict=True):
-        objs = None
+    for (info, flags, n, _), t, got, col in zip(metas, times, objects_by, numeric, strict=True):
+        objs: npt.NDArray[np.object_] | None = None
         values = col
-        if found is not None:
-            objs, pos = found
+        if got is not None:
+            objs, pos = got
             values = np.full(n, np.nan)
             numeric_mask = np.ones(n, dtype=bool)
             numeric_mask[pos] = False

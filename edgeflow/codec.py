@@ -60,6 +60,17 @@ __all__ = [
     "reconstruct",
 ]
 
+_MALFORMED: Final = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    UnicodeError,
+)
+
 ENCODINGS: Final[tuple[EncodingName, ...]] = ("edgex-json", "compact")
 
 
@@ -101,9 +112,14 @@ def decode(payload: bytes) -> DecodedBatch:
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise CodecError(f"payload must be bytes, not {type(payload).__name__}")
     data = bytes(payload)
-    if detect_encoding(data) == "compact":
-        return decode_compact(data)
-    return decode_edgex_json(data)
+    try:
+        if detect_encoding(data) == "compact":
+            return decode_compact(data)
+        return decode_edgex_json(data)
+    except CodecError:
+        raise
+    except _MALFORMED as exc:  # a defect the format checks above did not name; still the caller's input
+        raise CodecError(f"malformed {detect_encoding(data)} payload: {exc!r}") from exc
 
 
 def merge_points(batches: Iterable[DecodedBatch]) -> dict[tuple[str, str], DecodedSeries]:
