@@ -372,7 +372,7 @@ def test_writable_binary_is_refused() -> None:
     ],
 )
 def test_unreadable_profiles(tmp_path: Path, text: str, needle: str) -> None:
-    with pytest.raises(ConfigError, match="p.yaml") as ei:
+    with pytest.raises(ConfigError, match=r"p\.yaml") as ei:
         load_profile(_write(tmp_path, "p.yaml", text))
     assert needle in str(ei.value)
 
