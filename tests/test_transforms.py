@@ -90,7 +90,7 @@ def test_base() -> None:
 
 
 def test_step_order_base_scale_offset() -> None:
-    # 2**3 = 8 → ×3 = 24 → +1 = 25 (any other order gives something else)
+    # 2**3 = 8, times 3 = 24, plus 1 = 25 (any other order gives something else)
     assert read("Float64", 3.0, base=2, scale=3, offset=1) == TransformResult(25.0, ValueType.FLOAT64)
 
 
