@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeflow._replay_csv import parse_times
+from edgeflow._replay_csv import parse_times, read_csv
 from edgeflow.errors import ConfigError, ValueFormatError
 from edgeflow.model import Event, Reading, ValueType, encode_add_event_request
 from edgeflow.replay import load_rules, main
@@ -48,7 +48,9 @@ def _rules(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def _run(csv_path: Path, rules: Path, tmp_path: Path, *extra: str) -> tuple[dict[str, object], list[list[str]]]:
+def _run(
+    csv_path: Path, rules: Path, tmp_path: Path, *extra: str
+) -> tuple[dict[str, object], list[list[str]]]:
     report = tmp_path / "report.json"
     recon = tmp_path / "recon.csv"
     args = ["--csv", str(csv_path), "--sep", ";", "--time-column", "datetime"]
@@ -163,8 +165,6 @@ def test_missing_column_and_bad_value_are_named(tmp_path: Path) -> None:
     base = ["--csv", str(p), "--time-column", "t", "--rules", str(rules)]
     assert main([*base, "--value-column", "w"]) == 2
     with pytest.raises(ValueFormatError, match="no column 'w'"):
-        from edgeflow._replay_csv import read_csv
-
         read_csv(p, sep=",", time_column="t", value_columns=["w"])
     with pytest.raises(ValueFormatError, match=r"line 3: 'v' value 'oops'"):
         read_csv(p, sep=",", time_column="t", value_columns=["v"])

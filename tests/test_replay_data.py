@@ -56,4 +56,5 @@ def test_nab_swing_reconstruction_stays_within_the_bound(
     report = json.loads(report_path.read_text())
     assert report["readings_in"] == len(values) == 22695
     assert report["max_abs_error"] == pytest.approx(max(errors), rel=1e-12)
-    assert report["savings"] > 0.99
+    # One EdgeX event per shipped point still saves the three quarters the swing filter drops.
+    assert report["savings"] > (0.99 if encoding == "compact" else 0.7)
