@@ -52,7 +52,9 @@ def parse_times(texts: list[str], path: Path, first_line: int = 2) -> npt.NDArra
     if _EPOCH.match(stripped[0]):
         for i, s in enumerate(stripped):
             if not _EPOCH.match(s):
-                raise _fail(path, first_line + i, f"time {texts[i]!r} is not an epoch number like the rows before")
+                raise _fail(
+                    path, first_line + i, f"time {texts[i]!r} is not an epoch number like the rows before"
+                )
         if all(s.lstrip("+-").isdigit() for s in stripped):
             ints = [int(s) for s in stripped]
             big = max(abs(x) for x in ints)
@@ -75,7 +77,9 @@ def parse_times(texts: list[str], path: Path, first_line: int = 2) -> npt.NDArra
         try:
             dt = datetime.fromisoformat(s.replace("z", "Z"))
         except ValueError:
-            raise _fail(path, first_line + i, f"time {texts[i]!r} is not in a known format ({_FORMATS})") from None
+            raise _fail(
+                path, first_line + i, f"time {texts[i]!r} is not in a known format ({_FORMATS})"
+            ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
