@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from edgeflow._varint import Reader, Writer, uvarint_encode, zigzag
+from edgeflow._varint import Reader, Writer, uvarint_size, zigzag
 from edgeflow.errors import CodecError
 
 __all__ = ["read_times", "read_values", "write_times", "write_values"]
@@ -147,7 +147,7 @@ def _decimal_plan(v: _F64) -> tuple[int, npt.NDArray[np.bool_], _I64, int] | Non
             # Exceptions repeat the previous exact integer, so they cost a zero delta.
             filled = _fill_forward(ok, np.where(ok, ints, 0.0).astype(np.int64))
             deltas = np.diff(filled, prepend=np.int64(0))
-            est = len(uvarint_encode(zigzag(deltas))) + (n - count) * 10
+            est = uvarint_size(zigzag(deltas)) + (n - count) * 10
             best = (k, ok, filled, est)
             best_count = count
             if count == n:
@@ -242,7 +242,8 @@ def read_values(r: Reader, n: int) -> _F64:
     if mode == _V_FLOAT32:
         x32 = _unplanes(r.take(4 * n), n, 4).astype(np.uint32)
         u32 = np.bitwise_xor.accumulate(x32)
-        return u32.view(np.float32).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN from a hostile payload
+            return u32.view(np.float32).astype(np.float64)
     if mode == _V_FLOAT64:
         x = _unplanes(r.take(8 * n), n, 8)
         return np.bitwise_xor.accumulate(x).view(np.float64)

@@ -68,6 +68,22 @@ def test_corrupted_payloads_decode_or_raise_codec_error(payload: bytes, data: st
     _decode_or_codec_error(bytes(buf))
 
 
+COMPRESSED = [p for p in VALID if p[:3] == b"EFC" and p[4] & 0x02]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(COMPRESSED), st.data())
+def test_corrupted_bodies_decode_or_raise_codec_error(payload: bytes, data: st.DataObject) -> None:
+    """Corrupt the columns themselves (inside the zstd frame), not just the frame."""
+    head = 5 + 1 + payload[5] + 1  # magic, version, flags, stream id (short), seq (< 128)
+    body = bytearray(zstandard.ZstdDecompressor().decompress(payload[head:]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        body = body[: data.draw(st.integers(0, len(body)))]
+    _decode_or_codec_error(payload[:head] + zstandard.ZstdCompressor().compress(bytes(body)))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_codec_error(data: bytes) -> None:
