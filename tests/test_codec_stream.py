@@ -152,3 +152,16 @@ def test_reconstruct_falls_back_to_time_keyed_when_runs_do_not_pair() -> None:
     at = [0, 10, 20, 30]  # one run of times against two runs of points
     got = reconstruct(points_t, points_v, at, "hold")
     assert got.tolist() == [0.0, 0.0, 10.0, 10.0]
+
+
+def test_decoded_batch_back_to_a_columnar_batch() -> None:
+    src = SeriesTable()
+    batches = _batches(src, 1)
+    decoded = decode(make_encoder("compact").encode(batches[0])[0].payload)
+    table = SeriesTable()
+    back = decoded.to_batch(table)
+    assert len(back) == 20
+    assert [i.resource for i in table] == ["temperature", "valve"]
+    assert back.value_at(10) is False
+    assert back.value_at(11) is True
+    assert back.values[:10].tolist() == batches[0].values[:10].tolist()

@@ -58,3 +58,27 @@ def test_nab_swing_reconstruction_stays_within_the_bound(
     assert report["max_abs_error"] == pytest.approx(max(errors), rel=1e-12)
     # One EdgeX event per shipped point still saves the three quarters the swing filter drops.
     assert report["savings"] > (0.99 if encoding == "compact" else 0.7)
+
+
+def test_skab_all_channels_semicolon_crlf(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "timeseries/skab_anomaly_free.csv"
+    with src.open(newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    header = rows[0]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- type: pmc_mr\n  max_error: 0.01\n")
+    recon_path = tmp_path / "recon.csv"
+    args = ["--csv", str(src), "--sep", ";", "--time-column", "datetime", "--rules", str(rules)]
+    for col in header[1:]:
+        args += ["--value-column", col]  # "Volume Flow RateRMS" has spaces
+    assert main([*args, "--reconstruct", str(recon_path)]) == 0
+    with recon_path.open(newline="") as fh:
+        recon = list(csv.reader(fh, delimiter=";"))
+    assert recon[0] == header
+    assert len(recon) == len(rows) == 9406
+    worst = max(
+        abs(float(got) - float(want))
+        for r, x in zip(recon[1:], rows[1:], strict=True)
+        for got, want in zip(r[1:], x[1:], strict=True)
+    )
+    assert worst <= 0.01 * (1 + 1e-12)
