@@ -17,6 +17,7 @@ baseline "deadband at E + batched JSON + zlib" (Node-RED deadband, compare with 
 batch of kept readings as newline-joined ``{"ts": <epoch ms>, "value": <v>}``, zlib level 9, one batch per
 ``--batch`` input rows, the same batching as ours). Also printed: the lossless batch + zlib baseline of
 every reading, and what sending the series names in every compact message costs. Nothing is asserted.
+``benchmarks/swing_decimals.py`` measures a swing filter that meets the target without a quantum.
 """
 
 from __future__ import annotations
