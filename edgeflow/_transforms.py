@@ -34,7 +34,7 @@ from edgeflow.errors import ValueFormatError, WriteRejectedError
 from edgeflow.model import ValueType, format_value, parse_value
 
 if TYPE_CHECKING:
-    from edgeflow.profiles import DeviceCommand, DeviceResource, ResourceProperties
+    from edgeflow.profiles import DeviceCommand, DeviceProfile, DeviceResource, ResourceProperties
 
 __all__ = [
     "NAN",
@@ -46,6 +46,7 @@ __all__ = [
     "check_assertion",
     "check_write",
     "go_value_string",
+    "process_read",
     "read_value_type",
     "transform_read",
     "transform_write",
@@ -85,11 +86,16 @@ class TransformMode(StrEnum):
 @dataclass(frozen=True, slots=True)
 class TransformResult:
     """A transformed value and its value type. ``special`` is ``"overflow"`` or ``"NaN"`` when the
-    transform failed the EdgeX way; ``value`` is then that text and ``value_type`` String."""
+    transform failed the EdgeX way; ``value`` is then that text and ``value_type`` String.
+
+    :func:`process_read` also sets ``mapped`` (a ``mappings`` hit turned the value into its String
+    label) and ``assertion_failed`` (EdgeX then drops the whole event and sets the device DOWN)."""
 
     value: Any
     value_type: ValueType
     special: str | None = None
+    mapped: bool = False
+    assertion_failed: bool = False
 
     @classmethod
     def failed(cls, special: str) -> TransformResult:
@@ -486,3 +492,27 @@ def apply_mappings(command: DeviceCommand | None, resource_name: str, value_str:
 
 def _lookup(mappings: Mapping[str, str], key: str) -> str | None:
     return mappings.get(key) if mappings else None
+
+
+def process_read(
+    profile: DeviceProfile,
+    resource: DeviceResource | str,
+    value: Any,
+    *,
+    command: str | None = None,
+    shift_convention: ShiftConvention | str = ShiftConvention.V3,
+    mode: TransformMode | str = TransformMode.EDGEX,
+) -> TransformResult:
+    """Everything device-sdk-go does to one raw value on its way to a reading, in its order
+    (``CommandValuesToEventDTO``): transforms (:func:`transform_read`), the assertion check, then the
+    ``mappings`` of the resource operation (``command``'s, else the profile-wide lookup of
+    :meth:`DeviceProfile.mappings_for`). A mapped value becomes a String reading with the label."""
+    res = profile.resource(resource) if isinstance(resource, str) else resource
+    result = transform_read(res, value, shift_convention=shift_convention, mode=mode)
+    failed = not check_assertion(res, result)
+    label = _lookup(profile.mappings_for(res.name, command), go_value_string(result.value_type, result.value))
+    if label is not None:
+        return TransformResult(label, ValueType.STRING, result.special, mapped=True, assertion_failed=failed)
+    if failed:
+        return TransformResult(result.value, result.value_type, result.special, assertion_failed=True)
+    return result

@@ -53,6 +53,7 @@ from edgeflow._transforms import (
     check_assertion,
     check_write,
     go_value_string,
+    process_read,
     read_value_type,
     transform_read,
     transform_write,
@@ -91,6 +92,7 @@ __all__ = [
     "load_kubeedge",
     "load_profile",
     "parse_duration",
+    "process_read",
     "profile_from_dict",
     "read_value_type",
     "transform_read",
@@ -163,6 +165,14 @@ class _EdgexModel(BaseModel):
         frozen=True,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: object) -> object:
+        # Go decodes ``key: ~`` (or an empty ``deviceCommands:``) to the zero value: treat it as absent.
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
 
 def _to_text(v: object) -> object:
     # YAML turns ``defaultValue: 0`` into an int; EdgeX (Go yaml.v3) keeps the scalar as a string.
@@ -199,11 +209,6 @@ class ResourceProperties(_EdgexModel):
     def _stringify(cls, v: object) -> object:
         return _to_text(v)
 
-    @field_validator("optional", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: object) -> object:
-        return {} if v is None else v
-
     @property
     def readable(self) -> bool:
         return "R" in self.read_write
@@ -228,11 +233,6 @@ class DeviceResource(_EdgexModel):
     def _name(cls, v: object) -> object:
         return _to_text(v)
 
-    @field_validator("tags", "attributes", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: object) -> object:
-        return {} if v is None else v
-
 
 class ResourceOperation(_EdgexModel):
     device_resource: str = Field(min_length=1)
@@ -247,8 +247,6 @@ class ResourceOperation(_EdgexModel):
     @field_validator("mappings", mode="before")
     @classmethod
     def _mapping_text(cls, v: object) -> object:
-        if v is None:
-            return {}
         if isinstance(v, Mapping):
             return {_to_text(k): _to_text(x) for k, x in v.items()}
         return v
@@ -284,6 +282,8 @@ class DeviceProfile(_EdgexModel):
     device_commands: list[DeviceCommand] = Field(default_factory=list)
     created: int | None = None
     modified: int | None = None
+    #: EdgeX 4.x writes the timestamps as ``dbTimestamp: {created, modified}`` in YAML.
+    db_timestamp: dict[str, Any] | None = None
 
     @field_validator("model", "manufacturer", mode="before")
     @classmethod
@@ -419,11 +419,6 @@ class Device(_EdgexModel):
     @classmethod
     def _stringify(cls, v: object) -> object:
         return _to_text(v)
-
-    @field_validator("protocols", "tags", "properties", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: object) -> object:
-        return {} if v is None else v
 
 
 # --------------------------------------------------------------------------------------------------
