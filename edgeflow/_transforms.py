@@ -23,6 +23,7 @@ integer register with ``scale: 0.1`` reads as a Float64 ``2.5`` rather than Edge
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -111,10 +112,15 @@ class _Overflow(Exception):
 # --------------------------------------------------------------------------------------------------
 
 
+_F32: Final = struct.Struct("<f")
+
+
 def _f32(x: float) -> float:
-    """``float32(x)`` as a Python float (±Inf when out of range, as Go does)."""
-    with np.errstate(over="ignore"):
-        return float(np.float32(x))
+    """``float32(x)`` as a Python float, rounded to nearest (±Inf when out of range, as Go does)."""
+    try:
+        return float(_F32.unpack(_F32.pack(x))[0])
+    except OverflowError:
+        return math.copysign(math.inf, x)
 
 
 def _wrap(vt: ValueType, i: int) -> int:
@@ -510,7 +516,8 @@ def process_read(
     res = profile.resource(resource) if isinstance(resource, str) else resource
     result = transform_read(res, value, shift_convention=shift_convention, mode=mode)
     failed = not check_assertion(res, result)
-    label = _lookup(profile.mappings_for(res.name, command), go_value_string(result.value_type, result.value))
+    mappings = profile.mappings_for(res.name, command)
+    label = _lookup(mappings, go_value_string(result.value_type, result.value)) if mappings else None
     if label is not None:
         return TransformResult(label, ValueType.STRING, result.special, mapped=True, assertion_failed=failed)
     if failed:
