@@ -645,6 +645,8 @@ class ReadingBatch:
         if self.objects is not None and self.objects[i] is not None:
             return self.objects[i]
         info = self.table.info(int(self.series[i]))
+        if not (info.value_type.is_numeric or info.value_type is ValueType.BOOL):
+            return None  # a non-numeric reading whose value is null (objectValue: null)
         v = float(self.values[i])
         if info.value_type is ValueType.BOOL:
             return v != 0.0

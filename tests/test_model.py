@@ -486,3 +486,15 @@ def test_series_table_interns_once() -> None:
     assert table.lookup("d", "r") == 0
     assert table.lookup("d", "x") is None
     assert [i.resource for i in table] == ["r"]
+
+
+def test_null_object_value_survives_the_batch() -> None:
+    table = SeriesTable()
+    rs = [
+        Reading("d", "o", "p", ValueType.OBJECT, None, 5),
+        Reading("d", "o2", "p", ValueType.OBJECT, {"k": 1}, 5),
+    ]
+    batch = batch_from_readings(table, rs, source="o")
+    assert [batch.value_at(i) for i in range(len(batch))] == [None, {"k": 1}]
+    (ev,) = batch.to_events()
+    assert ev.readings[0].to_dict(with_id=False)["objectValue"] is None
