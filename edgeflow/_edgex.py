@@ -373,6 +373,12 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> DeviceProfile:
     """Validate a parsed EdgeX device profile; :class:`ConfigError` lists each problem's key path."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"a device profile must be a mapping, not {type(data).__name__}", source=source)
+    if "deviceResources" not in data and "kind" in data and "spec" in data:
+        raise ConfigError(
+            f"this is a Kubernetes {data['kind']} object, not an EdgeX device profile; "
+            "load KubeEdge CRDs with load_kubeedge()",
+            source=source,
+        )
     try:
         profile = DeviceProfile.model_validate(data, context={_DEFER: True})
     except ValidationError as exc:

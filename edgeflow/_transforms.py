@@ -410,11 +410,10 @@ def check_write(resource: DeviceResource, value: Any) -> Any:
             typed: Any = bytes(value)
         elif vt in (ValueType.OBJECT, ValueType.OBJECT_ARRAY):
             typed = value
-        elif isinstance(value, str) and vt is not ValueType.STRING:
-            typed = parse_value(vt, value)
         else:
-            format_value(vt, value)  # raises on a wrong type or an out-of-range integer
-            typed = int(value) if vt.is_integer else float(value) if vt.is_float else value
+            raw = parse_value(vt, value) if isinstance(value, str) and vt is not ValueType.STRING else value
+            format_value(vt, raw)  # raises on a wrong type, an out-of-range integer or Float32
+            typed = int(raw) if vt.is_integer else float(raw) if vt.is_float else raw
     except ValueFormatError as exc:
         raise WriteRejectedError(f"not a valid {vt.value}: {exc}", resource=resource.name) from None
     if vt.is_numeric:

@@ -149,9 +149,11 @@ def test_float32_round_trip_7_digits(v: float) -> None:
     assert _close7(v, parse_value(ValueType.FLOAT32, text))
 
 
-@given(st.lists(st.floats(allow_nan=False), max_size=8))
-def test_float_array_round_trip(values: list[float]) -> None:
-    back = parse_value(ValueType.FLOAT64_ARRAY, format_value(ValueType.FLOAT64_ARRAY, values))
+@given(st.sampled_from([32, 64]), st.data())
+def test_float_array_round_trip(width: int, data: st.DataObject) -> None:
+    vt = ValueType.FLOAT32_ARRAY if width == 32 else ValueType.FLOAT64_ARRAY
+    values = data.draw(st.lists(st.floats(allow_nan=False, width=width), max_size=8))  # type: ignore[arg-type]
+    back = parse_value(vt, format_value(vt, values))
     assert len(back) == len(values)
     assert all(_close7(a, b) for a, b in zip(values, back, strict=True))
 

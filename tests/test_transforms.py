@@ -235,6 +235,8 @@ def test_check_write(shared_data: Path) -> None:
     assert check_write(res("Object"), {"a": 1}) == {"a": 1}
     assert check_write(res("String"), "hi") == "hi"
     assert check_write(res("Float32", maximum=1.5), "1.5") == 1.5
+    with pytest.raises(WriteRejectedError, match="overflows Float32"):
+        check_write(res("Float32"), "1e39")
     assert check_write(res("Int16", maximum=9.5), 9) == 9  # the bound is truncated to Int16, as in Go
     with pytest.raises(WriteRejectedError):
         check_write(res("Int16", maximum=9.5), 10)
