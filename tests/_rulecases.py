@@ -82,7 +82,7 @@ def series(draw: st.DrawFn, *, backwards: bool = False, nan: bool = False) -> tu
     steps = rng.integers(1, 10 * SEC, n)
     if backwards:
         back = rng.random(n) < 0.1
-        steps[back] = -rng.integers(0, 30 * SEC, back.sum())
+        steps[back] = -rng.integers(1, 30 * SEC, back.sum())
     t = (T0 + np.cumsum(steps)).tolist()
     vals = v.tolist()
     if nan:

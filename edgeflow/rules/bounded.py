@@ -65,8 +65,9 @@ class PointRule(Rule):
         """Run the algorithm over strictly increasing, finite readings; ``keys[k]`` is reading k's position."""
 
     @abstractmethod
-    def _close(self, st: Any, out: Emit, key: int) -> None:
-        """Emit whatever the series holds open (end of stream, or a reset)."""
+    def _close(self, st: Any, out: Emit, key: int, *, reset: bool = False) -> None:
+        """Emit whatever the series holds open (end of stream, or a reset). On a reset the last point
+        emitted must carry the origin of the last reading accepted, so the cloud sees where the run ends."""
 
     @abstractmethod
     def _state_to_json(self, st: Any) -> Any: ...
@@ -168,7 +169,7 @@ class PointRule(Rule):
                     stats.dropped += 1
                     continue
                 drain()
-                self._close(st, emitted, i)
+                self._close(st, emitted, i, reset=True)
                 st = self._states[sid] = self._new_state()
             last_t = t
             run_t.append(t)

@@ -146,7 +146,7 @@ class ExceptionRule(Rule):
         if len(batch) == 0:
             return RuleOutput(batch)
         out_pos: list[int] = []
-        beats: list[tuple[int, int, int, Any]] = []  # (after input position, series, origin, value)
+        beats: list[tuple[float, int, int, Any]] = []  # (sort key, series, origin, value)
         late_pos: list[int] = []
         origins, values, objects = batch.origins, batch.values, batch.objects
         for sid, idx in group_by_series(batch.series):
@@ -217,7 +217,7 @@ class ExceptionRule(Rule):
         vs: list[float],
         objs: list[Any] | None,
         out_pos: list[int],
-        beats: list[tuple[int, int, int, Any]],
+        beats: list[tuple[float, int, int, Any]],
         late_pos: list[int],
     ) -> None:
         stats = self.stats
@@ -255,6 +255,9 @@ class ExceptionRule(Rule):
                     stats.dropped += 1
                     continue
                 if self.backwards == "reset":
+                    if st.sent and st.last_t is not None and st.last_t > st.sent_t:
+                        # the held value at the last accepted origin marks where the run ends
+                        beats.append((i - 0.5, sid, st.last_t, st.sent_v))
                     st = self._states[sid] = _State()
             if st.last_t is None or t > st.last_t:
                 st.last_t = t
@@ -297,7 +300,7 @@ class ExceptionRule(Rule):
                 st.has = True
                 st.ref = x
             elif self.heartbeat is not None and st.sent and t - st.beat_t >= self.heartbeat:
-                beats.append((i, sid, st.sent_t, st.sent_v))
+                beats.append((i + 0.5, sid, st.sent_t, st.sent_v))
                 st.beat_t = t
                 stats.heartbeats += 1
             if self.compare == "in":
@@ -305,7 +308,7 @@ class ExceptionRule(Rule):
                 st.ref = x
 
     def _assemble(
-        self, batch: ReadingBatch, out_pos: list[int], beats: list[tuple[int, int, int, Any]]
+        self, batch: ReadingBatch, out_pos: list[int], beats: list[tuple[float, int, int, Any]]
     ) -> ReadingBatch:
         if not beats:
             if len(out_pos) == len(batch):
@@ -314,11 +317,11 @@ class ExceptionRule(Rule):
         kept = batch.take(np.asarray(out_pos, dtype=np.intp))
         hb = self._beats_batch(beats)
         both = ReadingBatch.concat(self.table, [kept, hb])
-        keys = np.asarray(out_pos + [b[0] for b in beats], dtype=np.float64)
-        keys[len(out_pos) :] += 0.5  # a heartbeat goes right after the reading that triggered it
+        # a heartbeat goes right after the reading that triggered it, a reset's closing point right before
+        keys = np.asarray([float(p) for p in out_pos] + [b[0] for b in beats], dtype=np.float64)
         return both.take(np.argsort(keys, kind="stable"))
 
-    def _beats_batch(self, beats: list[tuple[int, int, int, Any]]) -> ReadingBatch:
+    def _beats_batch(self, beats: list[tuple[float, int, int, Any]]) -> ReadingBatch:
         n = len(beats)
         origins = np.asarray([b[2] for b in beats], dtype=np.int64)
         series = np.asarray([b[1] for b in beats], dtype=np.int32)
@@ -336,10 +339,10 @@ class ExceptionRule(Rule):
     def _advance(self, now_ns: int) -> RuleOutput:
         if self.heartbeat is None:
             return RuleOutput(self.empty())
-        beats: list[tuple[int, int, int, Any]] = []
+        beats: list[tuple[float, int, int, Any]] = []
         for sid, st in self._states.items():
             if st.sent and now_ns - st.beat_t >= self.heartbeat:
-                beats.append((0, sid, st.sent_t, st.sent_v))
+                beats.append((0.0, sid, st.sent_t, st.sent_v))
                 st.beat_t = now_ns
         self.stats.heartbeats += len(beats)
         return RuleOutput(self._beats_batch(beats) if beats else self.empty())
