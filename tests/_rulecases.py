@@ -108,7 +108,7 @@ def check_compressor(
     """Run ``rule`` over one series in chunks, rebuild the accepted readings from the shipped points the
     way the cloud does, and assert every one is within ``bound``. Also: NaN readings come out as NaN
     points at their origin, late readings come out in ``late`` unchanged. Returns (accepted, points)."""
-    from edgeflow.rules import reconstruct  # noqa: PLC0415
+    from edgeflow.rules import reconstruct
 
     sink, _, sid = run_one(rule, origins, values, chunk=chunk)
     out = sink.batch

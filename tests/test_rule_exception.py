@@ -89,7 +89,12 @@ def test_hold_error_within_the_gap(
     data: tuple[list[int], list[float]], gap: float, chunk: int, policy: str, eq: bool
 ) -> None:
     t, v = data
-    rule = {"type": "deadband", "absolute": gap, "backwards": policy, "mode": "deadbandEq" if eq else "deadband"}
+    rule = {
+        "type": "deadband",
+        "absolute": gap,
+        "backwards": policy,
+        "mode": "deadbandEq" if eq else "deadband",
+    }
     sink, _, sid = run_one(rule, t, v, chunk=chunk)
     out = sink.batch
     m = out.series == sid
@@ -142,11 +147,12 @@ def test_heartbeat_resends_the_last_sent_reading_with_its_original_origin() -> N
 
 def test_heartbeat_on_advance_without_readings() -> None:
     clock = ManualClock(T0)
-    sink, pipe, _ = run_one({"type": "on_change", "heartbeat": 60}, [T0], ["idle"])
+    _sink, pipe, _ = run_one({"type": "on_change", "heartbeat": 60}, [T0], ["idle"])
     assert pipe.advance(clock.advance(59 * SEC)).batch.objects is None
     beat = pipe.advance(clock.advance(1 * SEC)).batch
     assert beat.origins.tolist() == [T0]
-    assert beat.objects is not None and beat.objects.tolist() == ["idle"]
+    assert beat.objects is not None
+    assert beat.objects.tolist() == ["idle"]
     assert len(pipe.advance(clock.advance(30 * SEC)).batch) == 0
     assert len(pipe.advance(clock.advance(30 * SEC)).batch) == 1
     hb = run_one({"type": "heartbeat", "interval": 5}, [0, SEC], [1.0, 2.0])[1]
@@ -154,7 +160,20 @@ def test_heartbeat_on_advance_without_readings() -> None:
 
 
 def test_on_change_works_on_any_value_without_coercion() -> None:
-    vals: list[object] = ["on", "on", "off", 1.0, 1.0, "1", [1, 2], [1, 2], {"a": 1}, {"a": 1}, b"\x00", b"\x00"]
+    vals: list[object] = [
+        "on",
+        "on",
+        "off",
+        1.0,
+        1.0,
+        "1",
+        [1, 2],
+        [1, 2],
+        {"a": 1},
+        {"a": 1},
+        b"\x00",
+        b"\x00",
+    ]
     sink, _, _ = run_one({"type": "on_change"}, range(len(vals)), vals)
     assert sink.values("d", "r") == ["on", "off", 1.0, "1", [1, 2], {"a": 1}, b"\x00"]
     sink, _, _ = run_one({"type": "on_change", "mode": "rbei"}, range(4), ["a", "a", "b", "b"])
@@ -165,7 +184,9 @@ def test_deadband_passes_non_numeric_readings_unchanged_or_drops_them_by_option(
     sink, pipe, _ = run_one({"type": "deadband", "absolute": 1.0}, range(4), [1.0, "fault", 1.2, 3.0])
     assert sink.values("d", "r") == [1.0, "fault", 3.0]
     assert pipe.stats()[0].non_numeric == 1
-    sink, _, _ = run_one({"type": "deadband", "absolute": 1.0, "non_numeric": "drop"}, range(3), [1.0, "x", 3.0])
+    sink, _, _ = run_one(
+        {"type": "deadband", "absolute": 1.0, "non_numeric": "drop"}, range(3), [1.0, "x", 3.0]
+    )
     assert sink.values("d", "r") == [1.0, 3.0]
 
 
@@ -173,7 +194,9 @@ def test_nan_policy() -> None:
     nan = float("nan")
     sink, pipe, _ = run_one({"type": "deadband", "absolute": 1.0}, range(4), [1.0, nan, 1.2, 3.0])
     vals = sink.values("d", "r")
-    assert vals[0] == 1.0 and math.isnan(vals[1]) and vals[2:] == [3.0]
+    assert vals[0] == 1.0
+    assert math.isnan(vals[1])
+    assert vals[2:] == [3.0]
     assert pipe.stats()[0].nan == 1
     sink, _, _ = run_one({"type": "deadband", "absolute": 1.0, "nan": "drop"}, range(4), [1.0, nan, 1.2, 3.0])
     assert sink.values("d", "r") == [1.0, 3.0]
@@ -189,7 +212,9 @@ def test_nan_policy() -> None:
         ("accept", [(10, 0.0), (20, 9.0), (40, 5.0)], []),
     ],
 )
-def test_backwards_time_policies(policy: str, out: list[tuple[int, float]], late: list[tuple[int, float]]) -> None:
+def test_backwards_time_policies(
+    policy: str, out: list[tuple[int, float]], late: list[tuple[int, float]]
+) -> None:
     sink, pipe, _ = run_one(
         {"type": "deadband", "absolute": 1.0, "backwards": policy}, [10, 30, 20, 40], [0.0, 0.5, 9.0, 5.0]
     )

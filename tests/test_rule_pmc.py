@@ -12,7 +12,9 @@ def test_hand_worked_midrange_segments() -> None:
     # E = 1: [1, 2, 3] has range 2 = 2E → one segment, midrange 2.0, at its first origin 10.
     # 3.5 would widen it to 2.5 > 2 → new segment [3.5, 4, 5] (range 1.5), midrange 4.25 at 40.
     # 9 starts a third segment, emitted at flush: (70, 9.0).
-    sink, pipe, _ = run_one({"type": "pmc_mr", "max_error": 1.0}, [10, 20, 30, 40, 50, 60, 70], [1, 2, 3, 3.5, 4, 5, 9])
+    sink, pipe, _ = run_one(
+        {"type": "pmc_mr", "max_error": 1.0}, [10, 20, 30, 40, 50, 60, 70], [1, 2, 3, 3.5, 4, 5, 9]
+    )
     assert sink.points("d", "r") == [(10, 2.0), (40, 4.25), (70, 9.0)]
     assert sink.outputs[0].interpolation == {0: "hold"}
     assert pipe.stats()[0].readings_in == 7
@@ -32,7 +34,9 @@ def test_segment_point_goes_out_when_the_segment_closes() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(data=series(), e=st.floats(0.0, 20), chunk=st.integers(1, 60))
-def test_hold_reconstruction_within_max_error(data: tuple[list[int], list[float]], e: float, chunk: int) -> None:
+def test_hold_reconstruction_within_max_error(
+    data: tuple[list[int], list[float]], e: float, chunk: int
+) -> None:
     t, v = data
     check_compressor({"type": "pmc_mr", "max_error": e}, "hold", e, t, v, chunk)
 
@@ -54,8 +58,11 @@ def test_bound_holds_with_nan_and_backwards_time(
 def test_nan_passes_through_without_breaking_the_segment() -> None:
     sink, pipe, _ = run_one({"type": "pmc_mr", "max_error": 1.0}, [1, 2, 3, 4], [1.0, float("nan"), 1.5, 1.2])
     pts = sink.points("d", "r")
-    assert pts[0][0] == 2 and pts[0][1] != pts[0][1]  # the NaN reading, as it came
+    assert pts[0][0] == 2
+    assert pts[0][1] != pts[0][1]
     assert pts[1:] == [(1, 1.25)]
     assert pipe.stats()[0].nan == 1
-    sink, _, _ = run_one({"type": "pmc_mr", "max_error": 1.0, "nan": "drop"}, [1, 2, 3], [1.0, float("nan"), 1.5])
+    sink, _, _ = run_one(
+        {"type": "pmc_mr", "max_error": 1.0, "nan": "drop"}, [1, 2, 3], [1.0, float("nan"), 1.5]
+    )
     assert sink.points("d", "r") == [(1, 1.25)]

@@ -58,7 +58,9 @@ def test_comp_min_skips_readings_too_soon_after_an_archive() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(data=series(), e=st.floats(0.001, 20), chunk=st.integers(1, 60))
-def test_reconstruction_within_twice_comp_dev(data: tuple[list[int], list[float]], e: float, chunk: int) -> None:
+def test_reconstruction_within_twice_comp_dev(
+    data: tuple[list[int], list[float]], e: float, chunk: int
+) -> None:
     t, v = data
     check_compressor({"type": "sdt", "comp_dev": e}, "linear", 2 * e, t, v, chunk)
 

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from edgeflow.errors import RuleError
 from edgeflow.rules.expr import compile_expression
 
 __all__ = [
@@ -355,7 +356,10 @@ class ExpressionSpec(_Spec):
 
     @model_validator(mode="after")
     def _check(self) -> ExpressionSpec:
-        compile_expression(self.expr)
+        try:
+            compile_expression(self.expr)
+        except RuleError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
