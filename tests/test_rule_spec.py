@@ -124,3 +124,17 @@ def test_bad_durations(bad: object) -> None:
 def test_errors_name_the_field(raw: dict[str, object], needle: str) -> None:
     with pytest.raises(ValidationError, match=needle):
         specs(raw)
+
+
+def test_pipeline_spec_takes_a_match_and_rules() -> None:
+    from edgeflow.rules import PipelineSpec
+
+    p = PipelineSpec.model_validate(
+        yaml.safe_load(
+            "name: temps\nmatch: {device: 'pump-*', resource: temp}\nrules:\n  - {type: swing, max_error: 0.5}\n"
+        )
+    )
+    assert p.match.device == ["pump-*"]
+    assert isinstance(p.rules[0], SwingSpec)
+    with pytest.raises(ValidationError, match=r"match\.devices"):
+        PipelineSpec.model_validate({"name": "x", "match": {"devices": "a"}})

@@ -42,6 +42,7 @@ __all__ = [
     "NanPolicy",
     "NonNumericPolicy",
     "OnChangeSpec",
+    "PipelineSpec",
     "PmcSpec",
     "RangeSpec",
     "RuleSpec",
@@ -400,3 +401,12 @@ RuleSpec = Annotated[
     | AlarmSpec,
     Field(discriminator="type"),
 ]
+
+
+class PipelineSpec(_Spec):
+    """One pipeline as a config declares it: the series it takes (``match``; all when left out) and its
+    rules in order. Several pipelines may take the same reading; each keeps its own state."""
+
+    name: str = Field(min_length=1)
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    rules: list[RuleSpec] = Field(default_factory=list)
