@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeflow.errors import RuleError
 from edgeflow.model import SeriesTable
 from edgeflow.rules import PipelineOutput, build_pipeline
 from edgeflow.testing import ListSource, run
-from tests._rulecases import SEC, T0, pipeline, specs
+from tests._rulecases import SEC, T0, pipeline, run_one, series, specs
 
 
 def test_rules_run_in_order_and_count_in_and_out() -> None:
@@ -196,3 +198,46 @@ def test_restore_refuses_a_snapshot_of_another_pipeline() -> None:
         p.restore({"version": 99, "rules": []})
     with pytest.raises(RuleError, match="series"):
         p.restore({"version": 1, "rules": [{"type": "swing", "state": {"series": [["d", "r"]]}}]})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    a=series(backwards=True, nan=True),
+    b=series(backwards=True, nan=True),
+    seed=st.integers(0, 2**32 - 1),
+    chunk=st.integers(1, 50),
+    rule=st.sampled_from(
+        [
+            {"type": "swing", "max_error": 0.5, "backwards": "reset"},
+            {"type": "pmc_mr", "max_error": 0.5},
+            {"type": "sdt", "comp_dev": 0.5, "backwards": "drop"},
+            {"type": "deadband", "absolute": 0.5},
+            {"type": "deadband", "absolute": 0.5, "heartbeat": 20, "backwards": "reset"},
+        ]
+    ),
+)
+def test_interleaved_series_give_what_each_gives_alone(
+    a: tuple[list[int], list[float]],
+    b: tuple[list[int], list[float]],
+    seed: int,
+    chunk: int,
+    rule: dict[str, object],
+) -> None:
+    alone = [run_one(rule, t, v, chunk=chunk)[0].points("d", "r") for t, v in (a, b)]
+    # interleave the two series at random, keeping each one's own order
+    rng = np.random.default_rng(seed)
+    tags = rng.permutation([0] * len(a[0]) + [1] * len(b[0])).tolist()
+    pos = [0, 0]
+    table = SeriesTable()
+    src = ListSource(table)
+    for k in tags:
+        t, v = (a, b)[k]
+        src.add(f"dev{k}", "r", [t[pos[k]]], [v[pos[k]]])
+        pos[k] += 1
+    sink = run(pipeline(table, rule), src.batches(chunk))
+    together = [sink.points(f"dev{k}", "r") for k in (0, 1)]
+    for got, want in zip(together, alone, strict=True):
+        assert [p[0] for p in got] == [p[0] for p in want]
+        assert np.array_equal(
+            np.asarray([p[1] for p in got]), np.asarray([p[1] for p in want]), equal_nan=True
+        )

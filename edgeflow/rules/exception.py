@@ -33,9 +33,10 @@ from edgeflow.rules.base import (
     RuleOutput,
     decode_value,
     encode_value,
-    group_by_series,
+    increasing_after_first,
     restore_series,
     snapshot_series,
+    split_series,
 )
 from edgeflow.rules.spec import DeadbandSpec, HeartbeatSpec, MinIntervalSpec, OnChangeSpec
 
@@ -148,26 +149,37 @@ class ExceptionRule(Rule):
         out_pos: list[int] = []
         beats: list[tuple[float, int, int, Any]] = []  # (sort key, series, origin, value)
         late_pos: list[int] = []
-        origins, values, objects = batch.origins, batch.values, batch.objects
-        for sid, idx in group_by_series(batch.series):
+        split = split_series(batch.series)
+        order = split.order
+        ts_a = batch.origins[order]
+        vs_a = batch.values[order]
+        objs = None if batch.objects is None else batch.objects[order].tolist()
+        if self._fast:
+            clean = ~np.isnan(vs_a) & increasing_after_first(ts_a, split)
+            if objs is not None:
+                clean &= np.asarray([o is None for o in objs], dtype=bool)
+            dirty = split.group_any(~clean)
+        tl, vl, ol = ts_a.tolist(), vs_a.tolist(), order.tolist()
+        bounds = split.bounds
+        for g, sid in enumerate(split.sids):
+            a, b = bounds[g], bounds[g + 1]
             st = self._states.get(sid)
             if st is None:
                 st = self._states[sid] = _State()
-            ts = origins[idx]
-            vs = values[idx]
-            if (
-                self._fast
-                and (objects is None or all(o is None for o in objects[idx]))
-                and not np.isnan(vs).any()
-                and (len(ts) < 2 or bool((ts[1:] > ts[:-1]).all()))
-                and (st.last_t is None or int(ts[0]) > st.last_t)
-            ):
-                keep = self._fast_loop(st, ts.tolist(), vs.tolist())
-                out_pos.extend(idx[keep].tolist())
+            if self._fast and not dirty[g] and (st.last_t is None or tl[a] > st.last_t):
+                keep = self._fast_loop(st, tl[a:b], vl[a:b])
+                out_pos.extend([ol[a + k] for k in keep])
             else:
-                objs = None if objects is None else objects[idx].tolist()
                 self._general_loop(
-                    sid, st, idx.tolist(), ts.tolist(), vs.tolist(), objs, out_pos, beats, late_pos
+                    sid,
+                    st,
+                    ol[a:b],
+                    tl[a:b],
+                    vl[a:b],
+                    None if objs is None else objs[a:b],
+                    out_pos,
+                    beats,
+                    late_pos,
                 )
         out = self._assemble(batch, out_pos, beats)
         late = batch.take(np.asarray(sorted(late_pos), dtype=np.intp)) if late_pos else None
