@@ -2,7 +2,7 @@
 :func:`inspect_file`, which recognises any profile, device list or CRD file and describes it as plain
 JSON-able data (what ``edgeflow inspect FILE`` prints).
 
-Both are re-exported by :mod:`edgeflow.profiles`.
+Both are public through :mod:`edgeflow.profiles`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeflow._kubeedge import KUBE_TO_TWIN_TYPE, KubeDevice, KubeDeviceModel, KubeObject, kubeedge_from_dict
-from edgeflow._load import load_yaml_documents
-from edgeflow.errors import ConfigError
-from edgeflow.profiles import (
+from edgeflow._edgex import (
     AutoEvent,
     Device,
     DeviceProfile,
@@ -25,6 +22,9 @@ from edgeflow.profiles import (
     devices_from_dict,
     profile_from_dict,
 )
+from edgeflow._kubeedge import KUBE_TO_TWIN_TYPE, KubeDevice, KubeDeviceModel, KubeObject, kubeedge_from_dict
+from edgeflow._load import load_yaml_documents
+from edgeflow.errors import ConfigError
 
 __all__ = ["DEFAULT_COLLECT_CYCLE_MS", "inspect_file", "kube_to_edgex"]
 

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgeflow._load import config_error, load_yaml_documents
 from edgeflow.errors import ConfigError, UnsupportedVersionError
@@ -62,12 +70,23 @@ KUBE_TO_TWIN_TYPE: Final[dict[str, str]] = {
 }
 
 
+def _drop_nulls(data: object) -> object:
+    # Kubernetes treats ``key: null`` as absent (``configData:`` with nothing under it is common).
+    if isinstance(data, Mapping):
+        return {k: v for k, v in data.items() if v is not None}
+    return data
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    _nulls = model_validator(mode="before")(_drop_nulls)
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    _nulls = model_validator(mode="before")(_drop_nulls)
 
 
 def _stringify(v: object) -> object:
@@ -99,11 +118,6 @@ class ProtocolConfig(_Strict):
 
     protocol_name: str = Field("", alias="protocolName")
     config_data: dict[str, Any] = Field(default_factory=dict, alias="configData")
-
-    @field_validator("config_data", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: object) -> object:
-        return {} if v is None else v
 
 
 class PushMethodHTTP(_Strict):

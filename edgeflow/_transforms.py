@@ -23,6 +23,7 @@ integer register with ``scale: 0.1`` reads as a Float64 ``2.5`` rather than Edge
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -34,7 +35,7 @@ from edgeflow.errors import ValueFormatError, WriteRejectedError
 from edgeflow.model import ValueType, format_value, parse_value
 
 if TYPE_CHECKING:
-    from edgeflow.profiles import DeviceCommand, DeviceResource, ResourceProperties
+    from edgeflow._edgex import DeviceCommand, DeviceProfile, DeviceResource, ResourceProperties
 
 __all__ = [
     "NAN",
@@ -46,6 +47,7 @@ __all__ = [
     "check_assertion",
     "check_write",
     "go_value_string",
+    "process_read",
     "read_value_type",
     "transform_read",
     "transform_write",
@@ -85,11 +87,16 @@ class TransformMode(StrEnum):
 @dataclass(frozen=True, slots=True)
 class TransformResult:
     """A transformed value and its value type. ``special`` is ``"overflow"`` or ``"NaN"`` when the
-    transform failed the EdgeX way; ``value`` is then that text and ``value_type`` String."""
+    transform failed the EdgeX way; ``value`` is then that text and ``value_type`` String.
+
+    :func:`process_read` also sets ``mapped`` (a ``mappings`` hit turned the value into its String
+    label) and ``assertion_failed`` (EdgeX then drops the whole event and sets the device DOWN)."""
 
     value: Any
     value_type: ValueType
     special: str | None = None
+    mapped: bool = False
+    assertion_failed: bool = False
 
     @classmethod
     def failed(cls, special: str) -> TransformResult:
@@ -105,10 +112,15 @@ class _Overflow(Exception):
 # --------------------------------------------------------------------------------------------------
 
 
+_F32: Final = struct.Struct("<f")
+
+
 def _f32(x: float) -> float:
-    """``float32(x)`` as a Python float (±Inf when out of range, as Go does)."""
-    with np.errstate(over="ignore"):
-        return float(np.float32(x))
+    """``float32(x)`` as a Python float, rounded to nearest (±Inf when out of range, as Go does)."""
+    try:
+        return float(_F32.unpack(_F32.pack(x))[0])
+    except OverflowError:
+        return math.copysign(math.inf, x)
 
 
 def _wrap(vt: ValueType, i: int) -> int:
@@ -398,11 +410,10 @@ def check_write(resource: DeviceResource, value: Any) -> Any:
             typed: Any = bytes(value)
         elif vt in (ValueType.OBJECT, ValueType.OBJECT_ARRAY):
             typed = value
-        elif isinstance(value, str) and vt is not ValueType.STRING:
-            typed = parse_value(vt, value)
         else:
-            format_value(vt, value)  # raises on a wrong type or an out-of-range integer
-            typed = int(value) if vt.is_integer else float(value) if vt.is_float else value
+            raw = parse_value(vt, value) if isinstance(value, str) and vt is not ValueType.STRING else value
+            format_value(vt, raw)  # raises on a wrong type, an out-of-range integer or Float32
+            typed = int(raw) if vt.is_integer else float(raw) if vt.is_float else raw
     except ValueFormatError as exc:
         raise WriteRejectedError(f"not a valid {vt.value}: {exc}", resource=resource.name) from None
     if vt.is_numeric:
@@ -486,3 +497,28 @@ def apply_mappings(command: DeviceCommand | None, resource_name: str, value_str:
 
 def _lookup(mappings: Mapping[str, str], key: str) -> str | None:
     return mappings.get(key) if mappings else None
+
+
+def process_read(
+    profile: DeviceProfile,
+    resource: DeviceResource | str,
+    value: Any,
+    *,
+    command: str | None = None,
+    shift_convention: ShiftConvention | str = ShiftConvention.V3,
+    mode: TransformMode | str = TransformMode.EDGEX,
+) -> TransformResult:
+    """Everything device-sdk-go does to one raw value on its way to a reading, in its order
+    (``CommandValuesToEventDTO``): transforms (:func:`transform_read`), the assertion check, then the
+    ``mappings`` of the resource operation (``command``'s, else the profile-wide lookup of
+    :meth:`DeviceProfile.mappings_for`). A mapped value becomes a String reading with the label."""
+    res = profile.resource(resource) if isinstance(resource, str) else resource
+    result = transform_read(res, value, shift_convention=shift_convention, mode=mode)
+    failed = not check_assertion(res, result)
+    mappings = profile.mappings_for(res.name, command)
+    label = _lookup(mappings, go_value_string(result.value_type, result.value)) if mappings else None
+    if label is not None:
+        return TransformResult(label, ValueType.STRING, result.special, mapped=True, assertion_failed=failed)
+    if failed:
+        return TransformResult(result.value, result.value_type, result.special, assertion_failed=True)
+    return result

@@ -149,9 +149,11 @@ def test_float32_round_trip_7_digits(v: float) -> None:
     assert _close7(v, parse_value(ValueType.FLOAT32, text))
 
 
-@given(st.lists(st.floats(allow_nan=False), max_size=8))
-def test_float_array_round_trip(values: list[float]) -> None:
-    back = parse_value(ValueType.FLOAT64_ARRAY, format_value(ValueType.FLOAT64_ARRAY, values))
+@given(st.sampled_from([32, 64]), st.data())
+def test_float_array_round_trip(width: int, data: st.DataObject) -> None:
+    vt = ValueType.FLOAT32_ARRAY if width == 32 else ValueType.FLOAT64_ARRAY
+    values = data.draw(st.lists(st.floats(allow_nan=False, width=width), max_size=8))  # type: ignore[arg-type]
+    back = parse_value(vt, format_value(vt, values))
     assert len(back) == len(values)
     assert all(_close7(a, b) for a, b in zip(values, back, strict=True))
 
@@ -486,3 +488,15 @@ def test_series_table_interns_once() -> None:
     assert table.lookup("d", "r") == 0
     assert table.lookup("d", "x") is None
     assert [i.resource for i in table] == ["r"]
+
+
+def test_null_object_value_survives_the_batch() -> None:
+    table = SeriesTable()
+    rs = [
+        Reading("d", "o", "p", ValueType.OBJECT, None, 5),
+        Reading("d", "o2", "p", ValueType.OBJECT, {"k": 1}, 5),
+    ]
+    batch = batch_from_readings(table, rs, source="o")
+    assert [batch.value_at(i) for i in range(len(batch))] == [None, {"k": 1}]
+    (ev,) = batch.to_events()
+    assert ev.readings[0].to_dict(with_id=False)["objectValue"] is None

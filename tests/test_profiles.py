@@ -528,3 +528,58 @@ def test_inspect_refuses_unknown_files(tmp_path: Path) -> None:
         inspect_file(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match=r"deviceResources\[0\].properties.valueType"):
         inspect_file(_write(tmp_path, "p.yaml", PROFILE_HEAD + _resource("a", vt="Int17")))
+
+
+# --------------------------------------------------------------------------------------------------
+# Public face
+# --------------------------------------------------------------------------------------------------
+
+
+def test_public_names() -> None:
+    import edgeflow.profiles as public
+
+    assert len(set(public.__all__)) == len(public.__all__)
+    missing = [n for n in public.__all__ if not hasattr(public, n)]
+    assert missing == []
+    for name in ("load_profile", "load_devices", "load_kubeedge", "inspect_file", "validation_problems"):
+        assert name in public.__all__
+
+
+def test_null_is_absent_and_edgex4_fields(tmp_path: Path) -> None:
+    text = """\
+apiVersion: v3
+name: P4
+dbTimestamp: {created: 1700000000000, modified: 1700000000001}
+labels:
+deviceResources:
+- name: t
+  attributes:
+  properties: {valueType: Float64, readWrite: R, minimum: ~, optional: ~}
+deviceCommands:
+"""
+    p = load_profile(_write(tmp_path, "p4.yaml", text))
+    assert p.api_version == "v3"
+    assert p.labels == []
+    assert p.device_commands == []
+    assert p.db_timestamp == {"created": 1700000000000, "modified": 1700000000001}
+    t = p.resource("t")
+    assert t.attributes == {}
+    assert t.properties.minimum is None
+    with pytest.raises(ConfigError) as ei:
+        profile_from_dict({"name": None, "deviceResources": [{"name": "t", "properties": None}]})
+    assert [path for path, _ in ei.value.problems] == ["name", "deviceResources[0].properties"]
+    dev = Device.model_validate(
+        {
+            "name": "d",
+            "profileName": "P4",
+            "parent": "gw",
+            "protocols": None,
+            "autoEvents": [
+                {"interval": "1ms", "sourceName": "t", "onChangeThreshold": 0.5, "retention": {"maxCap": 10}}
+            ],
+        }
+    )
+    assert dev.parent == "gw"
+    assert dev.protocols == {}
+    assert dev.auto_events[0].on_change_threshold == 0.5
+    assert dev.auto_events[0].interval_seconds == 0.001

@@ -21,6 +21,7 @@ from edgeflow.profiles import (
     kube_to_edgex,
     kubeedge_from_dict,
     load_kubeedge,
+    load_profile,
 )
 
 pytestmark = pytest.mark.data
@@ -178,6 +179,11 @@ def test_v1alpha2_is_refused(tmp_path: Path) -> None:
     assert isinstance(ei.value, ConfigError)
     with pytest.raises(UnsupportedVersionError):
         inspect_file(f)
+
+
+def test_a_crd_is_not_a_profile(shared_data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"Kubernetes DeviceModel object.*load_kubeedge"):
+        load_profile(shared_data / KE / TEMP_MODEL)
 
 
 def test_other_objects_are_refused() -> None:

@@ -14,16 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeflow.rules import reconstruct
-from tests._rulecases import SEC, T0, check_compressor, run_one, series
+from tests._rulecases import SEC, check_compressor, run_one, series
 
 
 def test_hand_worked_line_then_plateau() -> None:
-    # 0..5 lie on v = t, then 10,10,10,10: E = 1.
-    # Anchor (0, 0). Up to t=5 the slope window is [ (5-1)/5, (5+1)/5 ] ∩ ... = [0.8, 1.2] ∩ [.., ..] → [1, 1]?
-    # t=1: [0, 2]; t=2: [0.5, 1.5]; t=3: [2/3, 4/3]; t=4: [0.75, 1.25]; t=5: [0.8, 1.2].
-    # t=6 (v=10): [9/6, 11/6] = [1.5, 1.83] does not meet [0.8, 1.2] → segment ends at t=5 with slope 1.0,
-    # end value 5.0. New anchor (5, 5); t=6 gives [4, 6]; t=7 (10): [2, 3]; disjoint → ends at t=6 with
-    # slope 5 → (6, 10). Anchor (6, 10); t=7,8,9 stay at 10 → slope [−1/3.., ..] ∋ 0 → flush (9, 10).
+    # E = 1, anchor (0, 0). Slope windows [(v-1)/t, (v+1)/t]: t=1 [0, 2], t=2 [0.5, 1.5], t=3 [2/3, 4/3],
+    # t=4 [0.75, 1.25], t=5 [0.8, 1.2]; their meet is [0.8, 1.2]. t=6 (v=10) asks [1.5, 11/6]: disjoint, so
+    # the segment ends at t=5 with the middle slope 1.0: point (5, 5.0). From (5, 5): t=6 [4, 6], t=7 (v=10)
+    # [2, 3]: disjoint, ends at t=6 with slope 5: (6, 10.0). From (6, 10): t=7..9 stay at 10, the window
+    # keeps 0; flush ends it at (9, 10.0).
     sink, _, _ = run_one({"type": "swing", "max_error": 1.0}, range(10), [0, 1, 2, 3, 4, 5, 10, 10, 10, 10])
     assert sink.points("d", "r") == [(0, 0.0), (5, 5.0), (6, 10.0), (9, 10.0)]
 
@@ -103,9 +102,9 @@ def test_non_numeric_readings_pass_unchanged() -> None:
 
 
 def test_series_are_independent() -> None:
-    from edgeflow.model import SeriesTable  # noqa: PLC0415
-    from edgeflow.testing import ListSource, run  # noqa: PLC0415
-    from tests._rulecases import pipeline  # noqa: PLC0415
+    from edgeflow.model import SeriesTable
+    from edgeflow.testing import ListSource, run
+    from tests._rulecases import pipeline
 
     table = SeriesTable()
     src = ListSource(table)
@@ -122,9 +121,9 @@ def test_series_are_independent() -> None:
 def test_snapshot_restore_mid_stream_gives_identical_output(
     data: tuple[list[int], list[float]], cut: int, chunk: int
 ) -> None:
-    from edgeflow.model import SeriesTable  # noqa: PLC0415
-    from edgeflow.testing import ListSource, run  # noqa: PLC0415
-    from tests._rulecases import pipeline  # noqa: PLC0415
+    from edgeflow.model import SeriesTable
+    from edgeflow.testing import ListSource, run
+    from tests._rulecases import pipeline
 
     t, v = data
     cut = min(cut, len(t))

@@ -16,6 +16,7 @@ from edgeflow.model import ValueType
 from edgeflow.profiles import (
     NAN,
     OVERFLOW,
+    DeviceProfile,
     DeviceResource,
     ResourceProperties,
     TransformResult,
@@ -24,6 +25,7 @@ from edgeflow.profiles import (
     check_write,
     go_value_string,
     load_profile,
+    process_read,
     read_value_type,
     transform_read,
     transform_write,
@@ -233,6 +235,8 @@ def test_check_write(shared_data: Path) -> None:
     assert check_write(res("Object"), {"a": 1}) == {"a": 1}
     assert check_write(res("String"), "hi") == "hi"
     assert check_write(res("Float32", maximum=1.5), "1.5") == 1.5
+    with pytest.raises(WriteRejectedError, match="overflows Float32"):
+        check_write(res("Float32"), "1e39")
     assert check_write(res("Int16", maximum=9.5), 9) == 9  # the bound is truncated to Int16, as in Go
     with pytest.raises(WriteRejectedError):
         check_write(res("Int16", maximum=9.5), 10)
@@ -329,3 +333,20 @@ def test_float_mode_int_round_trip(v: int, scale: float, offset: float) -> None:
     out = transform_read(r, v, mode="float")
     assert out.value_type is ValueType.FLOAT64
     assert transform_write(r, out.value, mode="float") == v
+
+
+def test_process_read_runs_the_sdk_order(shared_data: Path) -> None:
+    p = load_profile(shared_data / "edgex" / "modbus.test.device.profile.yml")
+    on = process_read(p, "SwitchA", True)
+    assert on == TransformResult("ON", ValueType.STRING, mapped=True)
+    # SwitchB is read on its own: the mappings come from the profile-wide lookup
+    assert process_read(p, "SwitchB", False).value == "OFF"
+    assert process_read(p, "OperationMode", 10, command="HVACValues").value == "VAM Heat"
+    assert process_read(p, "OperationMode", 7) == TransformResult(7, ValueType.INT16)  # unmapped: unchanged
+    assert process_read(p, "RoomTemperature", 215.0) == TransformResult(21.5, ValueType.FLOAT32)
+    guarded = res("Int16", assertion="1")
+    prof = DeviceProfile(name="g", device_resources=[guarded])
+    assert process_read(prof, "r", 0).assertion_failed
+    assert not process_read(prof, guarded, 1).assertion_failed
+    with pytest.raises(KeyError):
+        process_read(p, "Nope", 1)

@@ -26,7 +26,14 @@ import numpy.typing as npt
 
 from edgeflow.errors import RuleError
 from edgeflow.model import ReadingBatch, SeriesTable
-from edgeflow.rules.base import Rule, RuleOutput, group_by_series, restore_series, snapshot_series
+from edgeflow.rules.base import (
+    Rule,
+    RuleOutput,
+    increasing_after_first,
+    restore_series,
+    snapshot_series,
+    split_series,
+)
 
 __all__ = ["Emit", "PointRule"]
 
@@ -65,8 +72,9 @@ class PointRule(Rule):
         """Run the algorithm over strictly increasing, finite readings; ``keys[k]`` is reading k's position."""
 
     @abstractmethod
-    def _close(self, st: Any, out: Emit, key: int) -> None:
-        """Emit whatever the series holds open (end of stream, or a reset)."""
+    def _close(self, st: Any, out: Emit, key: int, *, reset: bool = False) -> None:
+        """Emit whatever the series holds open (end of stream, or a reset). On a reset the last point
+        emitted must carry the origin of the last reading accepted, so the cloud sees where the run ends."""
 
     @abstractmethod
     def _state_to_json(self, st: Any) -> Any: ...
@@ -83,29 +91,41 @@ class PointRule(Rule):
         emitted_sid: list[int] = []
         raw_pos: list[int] = []
         late_pos: list[int] = []
-        objects = batch.objects
-        for sid, idx in group_by_series(batch.series):
+        split = split_series(batch.series)
+        order = split.order
+        ts_a = batch.origins[order]
+        vs_a = batch.values[order]
+        finite = np.isfinite(vs_a)
+        obj_mask: npt.NDArray[np.bool_] | None = None
+        if batch.objects is not None:
+            obj_mask = np.asarray([o is not None for o in batch.objects[order]], dtype=bool)
+            finite &= ~obj_mask
+        dirty = split.group_any(~(finite & increasing_after_first(ts_a, split)))
+        tl, vl, ol = ts_a.tolist(), vs_a.tolist(), order.tolist()
+        bounds = split.bounds
+        for g, sid in enumerate(split.sids):
+            a, b = bounds[g], bounds[g + 1]
             st = self._states.get(sid)
             if st is None:
                 st = self._states[sid] = self._new_state()
-            ts_a = batch.origins[idx]
-            vs_a = batch.values[idx]
             n_before = len(emitted)
             last_t = self._last_t.get(sid)
-            clean_time = (len(ts_a) < 2 or bool((ts_a[1:] > ts_a[:-1]).all())) and (
-                last_t is None or int(ts_a[0]) > last_t
-            )
-            finite = np.isfinite(vs_a)
-            if objects is not None:
-                obj_mask = np.asarray([o is not None for o in objects[idx]], dtype=bool)
-                finite &= ~obj_mask
+            if not dirty[g] and (last_t is None or tl[a] > last_t):
+                self._feed(st, tl[a:b], vl[a:b], ol[a:b], emitted)
+                self._last_t[sid] = tl[b - 1]
             else:
-                obj_mask = None
-            if clean_time and bool(finite.all()):
-                self._feed(st, ts_a.tolist(), vs_a.tolist(), idx.tolist(), emitted)
-                self._last_t[sid] = int(ts_a[-1])
-            else:
-                self._slow(sid, st, idx, ts_a, vs_a, finite, obj_mask, emitted, raw_pos, late_pos)
+                self._slow(
+                    sid,
+                    st,
+                    order[a:b],
+                    ts_a[a:b],
+                    vs_a[a:b],
+                    finite[a:b],
+                    None if obj_mask is None else obj_mask[a:b],
+                    emitted,
+                    raw_pos,
+                    late_pos,
+                )
             emitted_sid.extend([sid] * (len(emitted) - n_before))
         out = self._assemble(batch, emitted, emitted_sid, raw_pos)
         self.stats.late += len(late_pos)
@@ -168,7 +188,7 @@ class PointRule(Rule):
                     stats.dropped += 1
                     continue
                 drain()
-                self._close(st, emitted, i)
+                self._close(st, emitted, i, reset=True)
                 st = self._states[sid] = self._new_state()
             last_t = t
             run_t.append(t)

@@ -33,9 +33,10 @@ from edgeflow.rules.base import (
     RuleOutput,
     decode_value,
     encode_value,
-    group_by_series,
+    increasing_after_first,
     restore_series,
     snapshot_series,
+    split_series,
 )
 from edgeflow.rules.spec import DeadbandSpec, HeartbeatSpec, MinIntervalSpec, OnChangeSpec
 
@@ -146,28 +147,39 @@ class ExceptionRule(Rule):
         if len(batch) == 0:
             return RuleOutput(batch)
         out_pos: list[int] = []
-        beats: list[tuple[int, int, int, Any]] = []  # (after input position, series, origin, value)
+        beats: list[tuple[float, int, int, Any]] = []  # (sort key, series, origin, value)
         late_pos: list[int] = []
-        origins, values, objects = batch.origins, batch.values, batch.objects
-        for sid, idx in group_by_series(batch.series):
+        split = split_series(batch.series)
+        order = split.order
+        ts_a = batch.origins[order]
+        vs_a = batch.values[order]
+        objs = None if batch.objects is None else batch.objects[order].tolist()
+        if self._fast:
+            clean = ~np.isnan(vs_a) & increasing_after_first(ts_a, split)
+            if objs is not None:
+                clean &= np.asarray([o is None for o in objs], dtype=bool)
+            dirty = split.group_any(~clean)
+        tl, vl, ol = ts_a.tolist(), vs_a.tolist(), order.tolist()
+        bounds = split.bounds
+        for g, sid in enumerate(split.sids):
+            a, b = bounds[g], bounds[g + 1]
             st = self._states.get(sid)
             if st is None:
                 st = self._states[sid] = _State()
-            ts = origins[idx]
-            vs = values[idx]
-            if (
-                self._fast
-                and (objects is None or all(o is None for o in objects[idx]))
-                and not np.isnan(vs).any()
-                and (len(ts) < 2 or bool((ts[1:] > ts[:-1]).all()))
-                and (st.last_t is None or int(ts[0]) > st.last_t)
-            ):
-                keep = self._fast_loop(st, ts.tolist(), vs.tolist())
-                out_pos.extend(idx[keep].tolist())
+            if self._fast and not dirty[g] and (st.last_t is None or tl[a] > st.last_t):
+                keep = self._fast_loop(st, tl[a:b], vl[a:b])
+                out_pos.extend([ol[a + k] for k in keep])
             else:
-                objs = None if objects is None else objects[idx].tolist()
                 self._general_loop(
-                    sid, st, idx.tolist(), ts.tolist(), vs.tolist(), objs, out_pos, beats, late_pos
+                    sid,
+                    st,
+                    ol[a:b],
+                    tl[a:b],
+                    vl[a:b],
+                    None if objs is None else objs[a:b],
+                    out_pos,
+                    beats,
+                    late_pos,
                 )
         out = self._assemble(batch, out_pos, beats)
         late = batch.take(np.asarray(sorted(late_pos), dtype=np.intp)) if late_pos else None
@@ -217,7 +229,7 @@ class ExceptionRule(Rule):
         vs: list[float],
         objs: list[Any] | None,
         out_pos: list[int],
-        beats: list[tuple[int, int, int, Any]],
+        beats: list[tuple[float, int, int, Any]],
         late_pos: list[int],
     ) -> None:
         stats = self.stats
@@ -255,6 +267,9 @@ class ExceptionRule(Rule):
                     stats.dropped += 1
                     continue
                 if self.backwards == "reset":
+                    if st.sent and st.last_t is not None and st.last_t > st.sent_t:
+                        # the held value at the last accepted origin marks where the run ends
+                        beats.append((i - 0.5, sid, st.last_t, st.sent_v))
                     st = self._states[sid] = _State()
             if st.last_t is None or t > st.last_t:
                 st.last_t = t
@@ -297,7 +312,7 @@ class ExceptionRule(Rule):
                 st.has = True
                 st.ref = x
             elif self.heartbeat is not None and st.sent and t - st.beat_t >= self.heartbeat:
-                beats.append((i, sid, st.sent_t, st.sent_v))
+                beats.append((i + 0.5, sid, st.sent_t, st.sent_v))
                 st.beat_t = t
                 stats.heartbeats += 1
             if self.compare == "in":
@@ -305,7 +320,7 @@ class ExceptionRule(Rule):
                 st.ref = x
 
     def _assemble(
-        self, batch: ReadingBatch, out_pos: list[int], beats: list[tuple[int, int, int, Any]]
+        self, batch: ReadingBatch, out_pos: list[int], beats: list[tuple[float, int, int, Any]]
     ) -> ReadingBatch:
         if not beats:
             if len(out_pos) == len(batch):
@@ -314,11 +329,11 @@ class ExceptionRule(Rule):
         kept = batch.take(np.asarray(out_pos, dtype=np.intp))
         hb = self._beats_batch(beats)
         both = ReadingBatch.concat(self.table, [kept, hb])
-        keys = np.asarray(out_pos + [b[0] for b in beats], dtype=np.float64)
-        keys[len(out_pos) :] += 0.5  # a heartbeat goes right after the reading that triggered it
+        # a heartbeat goes right after the reading that triggered it, a reset's closing point right before
+        keys = np.asarray([float(p) for p in out_pos] + [b[0] for b in beats], dtype=np.float64)
         return both.take(np.argsort(keys, kind="stable"))
 
-    def _beats_batch(self, beats: list[tuple[int, int, int, Any]]) -> ReadingBatch:
+    def _beats_batch(self, beats: list[tuple[float, int, int, Any]]) -> ReadingBatch:
         n = len(beats)
         origins = np.asarray([b[2] for b in beats], dtype=np.int64)
         series = np.asarray([b[1] for b in beats], dtype=np.int32)
@@ -336,10 +351,10 @@ class ExceptionRule(Rule):
     def _advance(self, now_ns: int) -> RuleOutput:
         if self.heartbeat is None:
             return RuleOutput(self.empty())
-        beats: list[tuple[int, int, int, Any]] = []
+        beats: list[tuple[float, int, int, Any]] = []
         for sid, st in self._states.items():
             if st.sent and now_ns - st.beat_t >= self.heartbeat:
-                beats.append((0, sid, st.sent_t, st.sent_v))
+                beats.append((0.0, sid, st.sent_t, st.sent_v))
                 st.beat_t = now_ns
         self.stats.heartbeats += len(beats)
         return RuleOutput(self._beats_batch(beats) if beats else self.empty())

@@ -142,11 +142,14 @@ def _compile(expr: str, node: ast.expr) -> Compiled:
         raise _err(expr, node, f"operator {type(node.op).__name__} is not allowed")
     if isinstance(node, ast.BoolOp):
         parts = [_compile(expr, v) for v in node.values]
-        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+        is_and = isinstance(node.op, ast.And)
+        combine = np.logical_and if is_and else np.logical_or
 
         def boolop(env: Mapping[str, Any]) -> Any:
             out = parts[0](env)
             for p in parts[1:]:
+                if np.ndim(out) == 0 and bool(out) != is_and:
+                    return out  # one reading: short-circuit as Python does
                 out = combine(out, p(env))
             return out
 
@@ -183,7 +186,14 @@ def _compile(expr: str, node: ast.expr) -> Compiled:
         return compare
     if isinstance(node, ast.IfExp):
         cond, yes, no = _compile(expr, node.test), _compile(expr, node.body), _compile(expr, node.orelse)
-        return lambda env: np.where(cond(env), yes(env), no(env))
+
+        def ifexp(env: Mapping[str, Any]) -> Any:
+            c = cond(env)
+            if np.ndim(c) == 0:
+                return yes(env) if bool(c) else no(env)
+            return np.where(c, yes(env), no(env))
+
+        return ifexp
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS:
             raise _err(expr, node, f"only the functions {', '.join(sorted(_FUNCS))} may be called")

@@ -43,7 +43,7 @@ from edgeflow.rules.spec import (
 from edgeflow.rules.swing import SwingRule
 from edgeflow.rules.window import WindowRule
 
-__all__ = ["Pipeline", "PipelineOutput", "build_pipeline", "build_rule"]
+__all__ = ["Interpolation", "Pipeline", "PipelineOutput", "RuleStats", "build_pipeline", "build_rule"]
 
 SNAPSHOT_VERSION = 1
 

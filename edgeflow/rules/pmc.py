@@ -4,7 +4,8 @@ A segment grows while max - min of its values stays within 2E; the reading that 
 the next segment. A closed segment is emitted as one point: its first reading's origin and the midrange
 (max + min) / 2. Holding each point until the next one (``hold`` reconstruction) is within E of every
 reading of the segment. The decision needs no time arithmetic; time order only matters for the
-reconstruction, hence the ``backwards`` policy.
+reconstruction, hence the ``backwards`` policy. On a ``reset`` the closed segment's constant is also
+emitted at its last origin, so the cloud sees where the run ended.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ __all__ = ["PmcRule"]
 
 
 class _Pmc:
-    __slots__ = ("has", "mn", "mx", "t0")
+    __slots__ = ("has", "mn", "mx", "t0", "tl")
 
     def __init__(self) -> None:
         self.has = False
-        self.t0 = 0
+        self.t0 = 0  # origin of the segment's first reading
+        self.tl = 0  # origin of its last
         self.mn = 0.0
         self.mx = 0.0
 
@@ -75,15 +77,19 @@ class PmcRule(PointRule):
             else:
                 mn = nmn
                 mx = nmx
-        st.t0, st.mn, st.mx = t0, mn, mx
+        st.t0, st.mn, st.mx, st.tl = t0, mn, mx, ts[-1]
 
-    def _close(self, st: _Pmc, out: Emit, key: int) -> None:
+    def _close(self, st: _Pmc, out: Emit, key: int, *, reset: bool = False) -> None:
         if st.has:
-            out.append((key, st.t0, (st.mn + st.mx) * 0.5))
+            mid = (st.mn + st.mx) * 0.5
+            out.append((key, st.t0, mid))
+            if reset and st.tl > st.t0:
+                # the same constant at the segment's last origin marks where the run ends
+                out.append((key, st.tl, mid))
             st.has = False
 
     def _state_to_json(self, st: _Pmc) -> Any:
-        return {"t0": st.t0, "mn": st.mn, "mx": st.mx} if st.has else None
+        return {"t0": st.t0, "tl": st.tl, "mn": st.mn, "mx": st.mx} if st.has else None
 
     def _state_from_json(self, d: Any) -> _Pmc:
         st = _Pmc()
@@ -91,7 +97,7 @@ class PmcRule(PointRule):
             return st
         try:
             st.has = True
-            st.t0, st.mn, st.mx = int(d["t0"]), float(d["mn"]), float(d["mx"])
+            st.t0, st.tl, st.mn, st.mx = int(d["t0"]), int(d["tl"]), float(d["mn"]), float(d["mx"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RuleError(f"pmc_mr snapshot state {d!r} is malformed: {exc}") from exc
         return st

@@ -120,7 +120,7 @@ class SdtRule(PointRule):
             tp, vp = t, v
         st.ta, st.va, st.tp, st.vp, st.su, st.sl, st.n = ta, va, tp, vp, su, sl, n
 
-    def _close(self, st: _Sdt, out: Emit, key: int) -> None:
+    def _close(self, st: _Sdt, out: Emit, key: int, *, reset: bool = False) -> None:
         if st.has and st.n > 0:
             out.append((key, st.tp, st.vp))
             st.ta, st.va = st.tp, st.vp

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from edgeflow.errors import RuleError
 from edgeflow.rules.expr import compile_expression
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "NanPolicy",
     "NonNumericPolicy",
     "OnChangeSpec",
+    "PipelineSpec",
     "PmcSpec",
     "RangeSpec",
     "RuleSpec",
@@ -355,7 +357,10 @@ class ExpressionSpec(_Spec):
 
     @model_validator(mode="after")
     def _check(self) -> ExpressionSpec:
-        compile_expression(self.expr)
+        try:
+            compile_expression(self.expr)
+        except RuleError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -396,3 +401,12 @@ RuleSpec = Annotated[
     | AlarmSpec,
     Field(discriminator="type"),
 ]
+
+
+class PipelineSpec(_Spec):
+    """One pipeline as a config declares it: the series it takes (``match``; all when left out) and its
+    rules in order. Several pipelines may take the same reading; each keeps its own state."""
+
+    name: str = Field(min_length=1)
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    rules: list[RuleSpec] = Field(default_factory=list)

@@ -100,7 +100,7 @@ class SwingRule(PointRule):
             tp = t
         st.t0, st.y0, st.u, st.l, st.n, st.tp = t0, y0, u, lo, n, tp
 
-    def _close(self, st: _Swing, out: Emit, key: int) -> None:
+    def _close(self, st: _Swing, out: Emit, key: int, *, reset: bool = False) -> None:
         if st.has and st.n > 0:
             st.y0 = st.y0 + (st.u + st.l) * 0.5 * (st.tp - st.t0)
             st.t0 = st.tp
