@@ -15,7 +15,8 @@ The path of a batch::
     ...
     decoded = decode(payload)                       # either encoding, detected from the bytes
     series = merge_points([decoded, ...])           # per (device, resource), in shipping order
-    y = reconstruct(s.origins, s.values, t, s.interpolation)
+    s = series[("boiler", "temperature")]
+    y = reconstruct(s.origins, s.values, times_ns, s.interpolation)  # what the cloud sees at times_ns
 
 Every malformed payload raises :class:`~edgeflow.errors.CodecError`, and nothing else.
 """
