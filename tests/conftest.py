@@ -43,7 +43,9 @@ class ModbusTestServer:
 
     ``registers``: valid ranges ``(first, count)`` of holding and input registers (addresses outside
     them answer exception 2); ``bits``: number of coils and discrete inputs from address 0.
-    ``stop()`` and ``start()`` again serve the same data on the same port.
+    ``action``: pymodbus's per-request hook (``async (fc, start, address, count, registers, values)``,
+    returning an exception code to answer with). ``stop()`` and ``start()`` again serve the same data on
+    the same port.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class ModbusTestServer:
         bits: int = 2048,
         framer: str = "socket",
         serial_port: str | None = None,
+        action: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -71,7 +74,7 @@ class ModbusTestServer:
         def flags() -> list[Any]:
             return [SimData(0, count=bits, values=False, datatype=DataType.BITS)]
 
-        self._devices = [SimDevice(u, simdata=(flags(), flags(), regs(), regs())) for u in units]
+        self._devices = [SimDevice(u, simdata=(flags(), flags(), regs(), regs()), action=action) for u in units]
 
     def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
         if not sending:
