@@ -3,12 +3,16 @@ reused by every test module that needs one."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-#: The steering repository's shared data, beside the project checkout.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The steering repository's shared data, beside the project checkout (``EDGEFLOW_SHARED_DATA`` overrides,
+#: for checkouts elsewhere, such as git worktrees).
+SHARED_DATA = Path(
+    os.environ.get("EDGEFLOW_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 @pytest.fixture(scope="session")
