@@ -78,7 +78,9 @@ class ModbusTestServer:
         def flags() -> list[Any]:
             return [SimData(0, count=bits, values=False, datatype=DataType.BITS)]
 
-        self._devices = [SimDevice(u, simdata=(flags(), flags(), regs(), regs()), action=action) for u in units]
+        self._devices = [
+            SimDevice(u, simdata=(flags(), flags(), regs(), regs()), action=action) for u in units
+        ]
 
     def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
         if not sending:
@@ -98,7 +100,11 @@ class ModbusTestServer:
 
         if self.serial_port is not None:
             server = ModbusSerialServer(
-                self._devices, framer=FramerType.RTU, port=self.serial_port, baudrate=115200, trace_pdu=self._trace_pdu
+                self._devices,
+                framer=FramerType.RTU,
+                port=self.serial_port,
+                baudrate=115200,
+                trace_pdu=self._trace_pdu,
             )
         else:
             framer = FramerType.RTU if self.framer == "rtu" else FramerType.SOCKET
@@ -117,7 +123,9 @@ class ModbusTestServer:
             await server.shutdown()
             await asyncio.sleep(0.05)
 
-    async def set(self, table: str, address: int, values: Sequence[int] | Sequence[bool], unit: int = 1) -> None:
+    async def set(
+        self, table: str, address: int, values: Sequence[int] | Sequence[bool], unit: int = 1
+    ) -> None:
         """Write the datastore directly: ``table`` is ``co``, ``di``, ``hr`` or ``ir``."""
         fc = {"co": 5, "di": 2, "hr": 6, "ir": 4}[table]
         result = await self._core.async_setValues(unit, fc, address, list(values))
@@ -149,3 +157,23 @@ async def modbus_server() -> AsyncIterator[ModbusServerFactory]:
     yield make
     for server in started:
         await server.stop()
+
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def raw_tcp_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[int]]]:
+    """Factory: ``port = await raw_tcp_server(handler)`` serves ``handler(reader, writer)`` on a free
+    loopback port: a device that stays silent, answers junk, or hangs up (closed at the end of the test)."""
+    servers: list[asyncio.Server] = []
+
+    async def make(handler: RawHandler) -> int:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield make
+    for server in servers:
+        server.close()
+        await server.wait_closed()

@@ -23,7 +23,13 @@ def _edgex_device(port: int) -> Device:
             "profileName": "Test-Device-Modbus-Profile",
             "serviceName": "device-modbus",
             "protocols": {
-                "modbus-tcp": {"Address": "127.0.0.1", "Port": str(port), "UnitID": "1", "Timeout": "5", "IdleTimeout": "5"}
+                "modbus-tcp": {
+                    "Address": "127.0.0.1",
+                    "Port": str(port),
+                    "UnitID": "1",
+                    "Timeout": "5",
+                    "IdleTimeout": "5",
+                }
             },
             "autoEvents": [{"interval": "1s", "sourceName": "Values"}],
         }
@@ -41,7 +47,9 @@ async def test_edgex_test_profile_end_to_end(modbus_server: Any, shared_data: Pa
     await server.set("co", 14, [False])  # SwitchB
     await server.set("hr", 1, [3])  # OperationMode: Dry
     await server.set("hr", 2, [0x0000, 0x0007])  # FanSpeed Int32 in HR2-3: VAM Super Hi
-    await server.set("ir", 3, [0xFF38])  # RoomTemperature rawType Int16: -200 (x0.1 = -20.0 °C, by the service)
+    await server.set(
+        "ir", 3, [0xFF38]
+    )  # RoomTemperature rawType Int16: -200 (x0.1 = -20.0 °C, by the service)
     await server.set("hr", 5, [0x00D7])  # Temperature rawType Int16: 215 (21.5 °C)
     await server.set("hr", 4, [0xBEEF])  # a register no resource names, inside the coalesced range
 
@@ -82,7 +90,8 @@ async def test_edgex_test_profile_end_to_end(modbus_server: Any, shared_data: Pa
 
         # A write through the same profile: FanSpeed (Int32 over HR2-3), Temperature (rawType Int16)
         await connector.write(
-            "Modbus-TCP-test-device", [(profile.resource("FanSpeed"), 9), (profile.resource("Temperature"), 250.0)]
+            "Modbus-TCP-test-device",
+            [(profile.resource("FanSpeed"), 9), (profile.resource("Temperature"), 250.0)],
         )
         assert await server.get("hr", 2, 4) == [0, 9, 0xBEEF, 250]
 
@@ -162,7 +171,9 @@ async def test_request_size_limits(modbus_server: Any) -> None:
     # a device with a smaller limit
     server.reset_counts()
     small = ModbusConnector({"max_registers_per_read": 10, "max_gap_registers": 200})
-    small.add_device(_tcp("d", server.port), _profile([(f"r{a}", "INPUT_REGISTERS", a, "Int16") for a in range(30)]))
+    small.add_device(
+        _tcp("d", server.port), _profile([(f"r{a}", "INPUT_REGISTERS", a, "Int16") for a in range(30)])
+    )
     async with small:
         await small.read("d", small.device("d")[1].device_resources)
     assert server.counts[4] == 3
@@ -202,7 +213,9 @@ async def test_devices_on_one_gateway_share_a_connection_with_their_own_unit(mod
 
 async def test_illegal_address_is_a_typed_error_with_code_and_place(modbus_server: Any) -> None:
     server = await modbus_server(registers=((0, 10),))
-    profile = _profile([("ok", "HOLDING_REGISTERS", 1, "Int16"), ("missing", "HOLDING_REGISTERS", 50, "Int16")])
+    profile = _profile(
+        [("ok", "HOLDING_REGISTERS", 1, "Int16"), ("missing", "HOLDING_REGISTERS", 50, "Int16")]
+    )
     connector = ModbusConnector()
     connector.add_device(_tcp("d", server.port), profile)
     async with connector:

@@ -52,10 +52,24 @@ def _cases() -> list[Case]:
         Case("u16", "Uint16", (0xFF38,), 65336),
         Case("i16_swapflags_ignored", "Int16", (0x1234,), 0x1234, byte_swap=True, word_swap=True),
         Case("i64", "Int64", (0x0102, 0x0304, 0x0506, 0x0708), 0x0102030405060708),
-        Case("i64_neg_swapflags_ignored", "Int64", (0xFFFF, 0xFFFF, 0xFFFF, 0xFF38), -200, byte_swap=True, word_swap=True),
+        Case(
+            "i64_neg_swapflags_ignored",
+            "Int64",
+            (0xFFFF, 0xFFFF, 0xFFFF, 0xFF38),
+            -200,
+            byte_swap=True,
+            word_swap=True,
+        ),
         Case("u64", "Uint64", (0xFFFF, 0xFFFF, 0xFFFF, 0xFF38), 18446744073709551416),
         Case("f64", "Float64", (0x4009, 0x21FB, 0x5444, 0x2D18), PI64),
-        Case("f64_swapflags_ignored", "Float64", (0x4009, 0x21FB, 0x5444, 0x2D18), PI64, byte_swap=True, word_swap=True),
+        Case(
+            "f64_swapflags_ignored",
+            "Float64",
+            (0x4009, 0x21FB, 0x5444, 0x2D18),
+            PI64,
+            byte_swap=True,
+            word_swap=True,
+        ),
         Case("raw_i16_f32", "Float32", (0xFF38,), -200.0, raw_type="Int16"),
         Case("raw_u16_f32", "Float32", (0xFF38,), 65336.0, raw_type="Uint16"),
         Case("raw_i16_f64", "Float64", (0x00D7,), 215.0, raw_type="INT16"),
@@ -97,7 +111,15 @@ def _cases() -> list[Case]:
             Case(f"i32neg_{tag}", "Int32", neg[bs, ws], -200, byte_swap=bs, word_swap=ws),
             Case(f"u32_{tag}", "Uint32", neg[bs, ws], 4294967096, byte_swap=bs, word_swap=ws),
             Case(f"f32_{tag}", "Float32", pi[bs, ws], PI32, byte_swap=bs, word_swap=ws),
-            Case(f"raw_i32_f64_{tag}", "Float64", neg[bs, ws], -200.0, raw_type="Int32", byte_swap=bs, word_swap=ws),
+            Case(
+                f"raw_i32_f64_{tag}",
+                "Float64",
+                neg[bs, ws],
+                -200.0,
+                raw_type="Int32",
+                byte_swap=bs,
+                word_swap=ws,
+            ),
         ]
     return cases
 
@@ -249,12 +271,20 @@ async def test_write_coils_strings_and_edge_values(modbus_server: Any) -> None:
                 },
                 {
                     "name": "text",
-                    "attributes": {"primaryTable": "HOLDING_REGISTERS", "startingAddress": 20, "stringRegisterSize": 2},
+                    "attributes": {
+                        "primaryTable": "HOLDING_REGISTERS",
+                        "startingAddress": 20,
+                        "stringRegisterSize": 2,
+                    },
                     "properties": {"valueType": "String", "readWrite": "RW"},
                 },
                 {
                     "name": "temp",
-                    "attributes": {"primaryTable": "HOLDING_REGISTERS", "startingAddress": 30, "rawType": "Int16"},
+                    "attributes": {
+                        "primaryTable": "HOLDING_REGISTERS",
+                        "startingAddress": 30,
+                        "rawType": "Int16",
+                    },
                     "properties": {"valueType": "Float32", "readWrite": "RW", "scale": 0.1},
                 },
                 {

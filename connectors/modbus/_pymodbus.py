@@ -185,6 +185,10 @@ class ModbusLink:
             raise
         if not task.done():
             await _cancel(task)
+            if self._received:
+                # pymodbus raises inside data_received on a frame it cannot decode; asyncio then drops
+                # the connection. Bytes came back, so it was an answer, just not a valid one.
+                raise LinkGarbled(f"undecodable response ({self._received} bytes); connection dropped")
             raise LinkClosed("connection lost during the request")
         try:
             return task.result()
