@@ -30,7 +30,7 @@ def shared_data() -> Path:
 import asyncio  # noqa: E402
 import collections  # noqa: E402
 import socket  # noqa: E402
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence  # noqa: E402
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 
@@ -101,7 +101,7 @@ class ModbusTestServer:
         if self.serial_port is not None:
             server = ModbusSerialServer(
                 self._devices,
-                framer=FramerType.RTU,
+                framer=FramerType.ASCII if self.framer == "ascii" else FramerType.RTU,
                 port=self.serial_port,
                 baudrate=115200,
                 trace_pdu=self._trace_pdu,
@@ -177,3 +177,34 @@ async def raw_tcp_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[int
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two connected pseudo-terminals made by socat (skips where socat is absent): a serial line for
+    a pymodbus serial server on one end and the connector on the other."""
+    import shutil
+    import subprocess
+    import time
+
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.skip("socat is not installed")
+    pytest.importorskip("serial")
+    a, b = str(tmp_path / "ttyA"), str(tmp_path / "ttyB")
+    proc = subprocess.Popen(
+        [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(500):
+            if os.path.exists(a) and os.path.exists(b):
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("socat did not create the pseudo-terminals")
+        yield a, b
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

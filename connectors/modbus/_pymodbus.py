@@ -135,11 +135,11 @@ class ModbusLink:
     async def connect(self) -> None:
         """Open the connection; raises LinkClosed (refused, no such port) or LinkTimeout."""
         self.close()
-        client = self._build()
-        client.set_max_no_responses(_NEVER)
-        self._client = client
         self._lost = asyncio.get_running_loop().create_future()
         try:
+            client = self._build()  # RuntimeError here where pyserial is missing
+            client.set_max_no_responses(_NEVER)
+            self._client = client
             async with asyncio.timeout(self.spec.timeout):
                 ok = await client.connect()
         except TimeoutError:
@@ -147,9 +147,11 @@ class ModbusLink:
             raise LinkTimeout(
                 f"connect to {self.spec.describe()} timed out after {self.spec.timeout:g} s"
             ) from None
-        except (ModbusException, OSError, ValueError) as exc:
+        except Exception as exc:  # pymodbus, pyserial (termios.error, SerialException), OSError: all mapped
             self.close()
-            raise LinkClosed(f"cannot connect to {self.spec.describe()}: {exc}") from None
+            raise LinkClosed(
+                f"cannot connect to {self.spec.describe()}: {type(exc).__name__}: {exc}"
+            ) from None
         if not ok:
             self.close()
             raise LinkClosed(f"cannot connect to {self.spec.describe()}")
@@ -196,7 +198,7 @@ class ModbusLink:
             if not self.connected:
                 raise LinkClosed(f"connection lost during the request: {exc}") from None
             raise LinkGarbled(str(exc)) from None
-        except (OSError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        except Exception as exc:  # anything else pymodbus lets out while decoding
             raise LinkGarbled(f"{type(exc).__name__}: {exc}") from None
 
     async def read(
