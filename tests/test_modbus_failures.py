@@ -318,3 +318,25 @@ async def test_unknown_device_and_resource(modbus_server: Any) -> None:
             await connector.read("x", TEMP)
         with pytest.raises(ConnectorError, match="not in the device's profile"):
             await connector.read("d", other.device_resources)
+
+
+async def test_idle_timeout_closes_and_the_next_read_reopens(modbus_server: Any) -> None:
+    server = await modbus_server()
+    await server.set("hr", 4, [5])
+    device = Device(
+        name="idle",
+        profile_name="p",
+        protocols={
+            "modbus-tcp": {"Address": "127.0.0.1", "Port": server.port, "UnitID": 1, "IdleTimeout": "100ms"}
+        },
+    )
+    connector = ModbusConnector()
+    connector.add_device(device, PROFILE)
+    async with connector:
+        assert not connector.connected("idle")  # lazy
+        assert (await _read_temp(connector, "idle")) == 5.0
+        assert connector.connected("idle")
+        await _until(lambda: not connector.connected("idle"))
+        assert (await _read_temp(connector, "idle")) == 5.0  # reopened, no error
+        assert connector.health("idle") == DeviceHealth.UP
+    assert not connector.connected("idle")  # close() closed it

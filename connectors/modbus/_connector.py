@@ -161,6 +161,10 @@ class ModbusConnector(Connector):
     def health(self, device: str) -> DeviceHealth:
         return self._state(device).health
 
+    def connected(self, device: str) -> bool:
+        """Whether the device's connection is open right now (connections open on the first read)."""
+        return self._state(device).conn.link.connected
+
     def request_count(self, device: str) -> int:
         """Modbus requests sent on the device's connection so far (all devices sharing it)."""
         return self._state(device).conn.requests
