@@ -101,11 +101,6 @@ def test_rtu_and_rtu_over_tcp() -> None:
             "more than 0",
         ),
         (
-            {"modbus-tcp": {"Address": "h", "Port": 502, "UnitID": 1, "Baud": 9600}},
-            "modbus-tcp.Baud",
-            "unknown property",
-        ),
-        (
             {
                 "modbus-rtu": {
                     "Address": "/dev/x",
@@ -252,12 +247,6 @@ def test_attributes_parse_like_edgex() -> None:
             "past address 65535",
         ),
         (
-            {"primaryTable": "HOLDING_REGISTERS", "startingAddress": 1, "scale": 2},
-            "Int16",
-            "scale",
-            "unknown attribute",
-        ),
-        (
             {"primaryTable": "HOLDING_REGISTERS", "startingAddress": 1},
             "Uint8",
             "attributes",
@@ -394,3 +383,19 @@ def test_planner() -> None:
     # the request size limit
     many = [_pt(f"r{i}", hr, i * 2, 2) for i in range(100)]  # 200 registers, contiguous
     assert [b.count for b in plan(many, Limits())] == [124, 76]
+
+
+def test_unknown_properties_and_attributes_are_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # EdgeX ignores keys it does not know; edgeflow does too, but says so, naming the key path.
+    spec = parse_link(_device({"modbus-tcp": {"Address": "h", "Port": 502, "UnitID": 1, "Baud": 9600}}))
+    assert spec.port == 502
+    attrs = {"primaryTable": "HOLDING_REGISTERS", "startingAddress": 1, "isByteswap": True}
+    point = parse_point("d", _resource(attrs, "Int32"), "prof")
+    assert not point.byte_swap
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("devices.dev.protocols.modbus-tcp.Baud: unknown property" in m for m in messages), messages
+    assert any(
+        "profiles.prof.deviceResources.r.attributes.isByteswap: unknown attribute" in m for m in messages
+    )

@@ -114,11 +114,13 @@ async def _read_temp(connector: ModbusConnector, device: str) -> Any:
 
 async def test_backoff_fails_fast_and_caps(modbus_server: Any) -> None:
     server = await modbus_server()
-    port = server.port
-    await server.stop()  # nothing listens: connection refused
     connector = ModbusConnector({"reconnect_min": 0.05, "reconnect_max": 0.1})
-    connector.add_device(_device("d", port), PROFILE)
+    connector.add_device(_device("d", server.port), PROFILE)
     async with connector:
+        assert (await _read_temp(connector, "d")) == 0.0
+        await server.stop()  # drops the connection; nothing listens: connection refused
+        assert not connector.connected("d")
+        server.reset_counts()
         with pytest.raises(ConnectorError, match="cannot connect") as first:
             await _read_temp(connector, "d")
         assert not isinstance(first.value, DeviceOfflineError)
@@ -128,7 +130,26 @@ async def test_backoff_fails_fast_and_caps(modbus_server: Any) -> None:
             await _read_temp(connector, "d")
         await server.start()
         await asyncio.sleep(0.15)  # past the capped backoff
+        assert not connector.connected("d")
         assert (await _read_temp(connector, "d")) == 0.0
+        assert connector.connected("d")
+
+
+async def test_pymodbus_does_not_reconnect_on_its_own(modbus_server: Any) -> None:
+    server = await modbus_server()
+    connector = ModbusConnector()
+    connector.add_device(_device("d", server.port), PROFILE)
+    async with connector:
+        assert (await _read_temp(connector, "d")) == 0.0
+        await server.stop()
+        await _until(lambda: not connector.connected("d"))
+        await server.start()
+        # pymodbus's own reconnect (on by default, 0.1 s after a lost connection, doubling) is off:
+        # nothing dials the server in the background; the next read does.
+        await asyncio.sleep(0.5)
+        assert not connector.connected("d")
+        assert (await _read_temp(connector, "d")) == 0.0
+        assert connector.connected("d")
 
 
 @pytest.mark.parametrize(

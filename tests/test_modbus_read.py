@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,12 @@ async def test_devices_on_one_gateway_share_a_connection_with_their_own_unit(mod
         assert (await connector.read("two", profile.device_resources))[0].value == 22
         # one connection: its request counter is shared
         assert connector.request_count("one") == connector.request_count("two") == 2
+        # many reads at once on the shared connection: one at a time on the wire, each gets its own unit's value
+        results = await asyncio.gather(
+            *(connector.read("one" if i % 2 else "two", profile.device_resources) for i in range(40))
+        )
+        assert [r[0].value for r in results] == [11 if i % 2 else 22 for i in range(40)]
+        assert server.counts[3] == 42
 
 
 async def test_illegal_address_is_a_typed_error_with_code_and_place(modbus_server: Any) -> None:

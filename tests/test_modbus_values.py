@@ -311,6 +311,11 @@ async def test_write_coils_strings_and_edge_values(modbus_server: Any) -> None:
         # the service divides by the scale: 21.7 / 0.1 = 216.99999999999997 is written as 217, not 216
         await connector.write("dev", [(profile.resource("temp"), 21.7 / 0.1)])
         assert await server.get("hr", 30, 1) == [217]
+        await connector.write("dev", [(profile.resource("temp"), -2.5)])  # halves away from zero
+        assert await server.get("hr", 30, 1) == [0xFFFD]
+        await connector.write("dev", [(profile.resource("temp"), 2.5)])
+        assert await server.get("hr", 30, 1) == [3]
+        await connector.write("dev", [(profile.resource("temp"), 21.7 / 0.1)])
         with pytest.raises(WriteRejectedError, match="Int16") as info:
             await connector.write("dev", [(profile.resource("temp"), 40000.0)])
         assert info.value.device == "dev"

@@ -133,8 +133,8 @@ def _to_int(point: Point, value: Any) -> int:
                 address=point.where(),
             )
         # A float value over an integer rawType is the inverse-scaled value (21.7 / 0.1 = 216.99999999999997):
-        # round to the nearest integer (EdgeX truncates, and writes 216).
-        return round(value)
+        # round to the nearest integer, halves away from zero (EdgeX truncates, and writes 216).
+        return int(math.copysign(math.floor(abs(value) + 0.5), value))
     if isinstance(value, str):
         try:
             return int(value.strip(), 0)

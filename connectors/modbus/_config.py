@@ -16,6 +16,7 @@ Numbers may be written as strings (EdgeX 2.x files hold every property as a stri
 
 from __future__ import annotations
 
+import logging
 import re
 import struct
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ __all__ = [
     "parse_link",
     "parse_point",
 ]
+
+log = logging.getLogger(__name__)
 
 PROTOCOL_KEYS = ("modbus-tcp", "modbus-rtu", "modbus-ascii", "modbus-rtu-tcp")
 
@@ -235,10 +238,11 @@ def parse_link(device: Device) -> LinkSpec:
     for key in required:
         if props.get(key) in (None, ""):
             problems.append((f"{path}.{key}", "is required"))
-    known = set(required) | set(_COMMON_OPTIONAL)
+    known = set(required) | set(_COMMON_OPTIONAL) | ({"Port"} if serial else set())
     for key in props:
         if key not in known:
-            problems.append((f"{path}.{key}", f"unknown property; expected {', '.join(sorted(known))}"))
+            # EdgeX ignores properties it does not know; so do we, loudly (a typo is the likely cause)
+            log.warning("%s.%s: unknown property, ignored; known: %s", path, key, ", ".join(sorted(known)))
     if problems:
         raise ConfigError(f"device {device.name!r}: invalid {kind} protocol properties", problems=problems)
 
@@ -341,8 +345,12 @@ def parse_point(device: str, resource: DeviceResource, profile: str) -> Point:
 
     for key in attrs:
         if key not in _KNOWN_ATTRIBUTES:
-            problems.append(
-                (f"{path}.{key}", f"unknown attribute; expected {', '.join(sorted(_KNOWN_ATTRIBUTES))}")
+            # EdgeX ignores attributes it does not know; so do we, loudly (a typo is the likely cause)
+            log.warning(
+                "%s.%s: unknown attribute, ignored; known: %s",
+                path,
+                key,
+                ", ".join(sorted(_KNOWN_ATTRIBUTES)),
             )
 
     table_raw = attrs.get("primaryTable")

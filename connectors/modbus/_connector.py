@@ -117,13 +117,13 @@ class ModbusConnector(Connector):
         self._close_after: int = opts["close_after_timeouts"]
         self._states: dict[str, _DeviceState] = {}
         self._connections: dict[tuple[Any, ...], _Connection] = {}
+        self._validated: dict[str, tuple[LinkSpec, dict[str, Point]]] = {}
 
     # ------------------------------------------------------------------ devices
 
     def validate_device(self, device: Device, profile: DeviceProfile) -> None:
         spec = parse_link(device)
-        for resource in profile.device_resources:
-            parse_point(device.name, resource, profile.name)
+        points = {r.name: parse_point(device.name, r, profile.name) for r in profile.device_resources}
         for other in self._states.values():
             if other.spec.gateway == spec.gateway and other.spec.line_settings != spec.line_settings:
                 raise ConfigError(
@@ -132,16 +132,16 @@ class ModbusConnector(Connector):
                         (f"devices.{device.name}.protocols.{spec.kind}", "must match the other device's")
                     ],
                 )
+        self._validated[device.name] = (spec, points)
 
     def add_device(self, device: Device, profile: DeviceProfile) -> None:
-        super().add_device(device, profile)
-        spec = parse_link(device)
+        super().add_device(device, profile)  # calls validate_device
+        spec, points = self._validated.pop(device.name)
         conn = self._connections.get(spec.gateway)
         if conn is None:
             conn = _Connection(ModbusLink(spec))
             self._connections[spec.gateway] = conn
         conn.link.backstop = max(conn.link.backstop, spec.timeout + 1.0)
-        points = {r.name: parse_point(device.name, r, profile.name) for r in profile.device_resources}
         self._states[device.name] = _DeviceState(device.name, spec, conn, points)
 
     def _state(self, device: str) -> _DeviceState:
