@@ -129,6 +129,17 @@ async def test_rtu_over_tcp_silent_unit_times_out_then_recovers(modbus_server: A
             hang["on"] = False
             await server.set("ir", 0, [8])
             assert (await connector.read("r", status))[0].value == 8
+            # a read cancelled by its caller (the scheduler gave up) drops the RTU connection too
+            hang["on"] = True
+            task = asyncio.create_task(connector.read("r", status))
+            await asyncio.sleep(0.05)
+            assert connector.connected("r")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not connector.connected("r")
+            hang["on"] = False
+            assert (await connector.read("r", status))[0].value == 8
     finally:
         release.set()
 

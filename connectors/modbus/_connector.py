@@ -226,6 +226,10 @@ class ModbusConnector(Connector):
                 conn.link.close()
                 state.health = DeviceHealth.DOWN
                 raise ConnectorError(f"{state.spec.describe()}: {exc}", **where) from None
+            except asyncio.CancelledError:
+                if state.spec.framing != "socket":
+                    conn.link.close()  # the answer may still come, and would be taken for the next one's
+                raise
             finally:
                 self._arm_idle(state)
             conn.timeouts = 0
