@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import resource
 import statistics
 import sys
@@ -36,8 +35,10 @@ from connectors.modbus import ModbusConnector
 from edgeflow.errors import ConnectorError
 from edgeflow.profiles import Device, DeviceProfile
 
-SHARED = Path(
-    os.environ.get("EDGEFLOW_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_ROOT = Path(__file__).resolve().parents[1]
+SHARED = next(
+    (c for c in (_ROOT.parent / "shared" / "data", _ROOT.parent.parent / "shared" / "data") if c.is_dir()),
+    _ROOT.parent / "shared" / "data",
 )
 
 
