@@ -30,7 +30,7 @@ from typing import Final, Literal
 
 from edgeflow.errors import OutboxError
 
-__all__ = ["Outbox", "OutboxItem", "OutboxRecord", "OverflowPolicy"]
+__all__ = ["Outbox", "OutboxItem", "OutboxRecord", "OverflowPolicy", "StreamState"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload   BLOB    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (alarm, id);
+CREATE TABLE IF NOT EXISTS streams (
+    key       TEXT    PRIMARY KEY,
+    stream_id TEXT    NOT NULL,
+    next_seq  INTEGER NOT NULL
+);
 """
+
+StreamState = tuple[str, str, int]
+"""``(key, stream_id, next_seq)``: where a producer's stream stands, saved with the batches it made, so
+after a restart it resumes the same stream without reusing a sequence number."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,22 +188,23 @@ class Outbox:
 
     # -- putting ----------------------------------------------------------------------------------
 
-    def put_nowait(self, items: Sequence[OutboxItem]) -> int:
+    def put_nowait(self, items: Sequence[OutboxItem], stream: StreamState | None = None) -> int:
         """Commit ``items`` (one transaction) under the ``drop-*`` policies; returns how many were
-        stored. Under ``block`` a batch without room raises :class:`OutboxError` — use :meth:`put`."""
+        stored. Under ``block`` a batch without room raises :class:`OutboxError` — use :meth:`put`.
+        ``stream`` is saved in the same transaction (see :meth:`stream_state`)."""
         stored = 0
-        for group in self._groups(items):
+        for group in self._groups(items) or [[]]:
             if self.overflow == "block" and not self._has_room(sum(i.size for i in group)):
                 raise OutboxError(
                     f"outbox {self.path} is full ({self.queued_bytes} of {self.max_bytes} bytes)"
                 )
-            stored += self._put_sync(group)
+            stored += self._put_sync(group, stream)
         return stored
 
-    async def put(self, items: Sequence[OutboxItem]) -> int:
+    async def put(self, items: Sequence[OutboxItem], stream: StreamState | None = None) -> int:
         """Commit ``items``; durable when this returns. Under ``block`` waits for room."""
         stored = 0
-        for group in self._groups(items):
+        for group in self._groups(items) or [[]]:
             if self.overflow == "block":
                 need = sum(i.size for i in group)
                 while not self._has_room(need):
@@ -205,9 +215,9 @@ class Outbox:
                     finally:
                         self._room_waiters -= 1
             if self.synchronous == "full":
-                stored += await asyncio.to_thread(self._put_sync, group)
+                stored += await asyncio.to_thread(self._put_sync, group, stream)
             else:
-                stored += self._put_sync(group)
+                stored += self._put_sync(group, stream)
         return stored
 
     def _groups(self, items: Sequence[OutboxItem]) -> list[list[OutboxItem]]:
@@ -236,15 +246,24 @@ class Outbox:
     def _has_room(self, need: int) -> bool:
         return self.queued_bytes + need <= self.max_bytes
 
-    def _put_sync(self, items: list[OutboxItem]) -> int:
+    def _put_sync(self, items: list[OutboxItem], stream: StreamState | None) -> int:
         need = sum(i.size for i in items)
         with self._lock:
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
+                if stream is not None:
+                    db.execute(
+                        "INSERT INTO streams (key, stream_id, next_seq) VALUES (?, ?, ?)"
+                        " ON CONFLICT (key) DO UPDATE SET stream_id = excluded.stream_id, next_seq = excluded.next_seq",
+                        stream,
+                    )
+                if not items:
+                    db.execute("COMMIT")
+                    return 0
                 if not self._has_room(need):
                     if self.overflow == "drop-newest":
-                        db.execute("ROLLBACK")
+                        db.execute("COMMIT")
                         self._count_drop(len(items), sum(i.readings for i in items), need)
                         log.warning(
                             "outbox %s full: dropped %d new batches (drop-newest); %d dropped so far",
@@ -320,6 +339,12 @@ class Outbox:
         self.dropped_batches += batches
         self.dropped_readings += readings
         self.dropped_bytes += size
+
+    def stream_state(self, key: str) -> tuple[str, int] | None:
+        """``(stream_id, next_seq)`` last saved under ``key`` with :meth:`put`, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT stream_id, next_seq FROM streams WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
 
     # -- taking and acknowledging -----------------------------------------------------------------
 
