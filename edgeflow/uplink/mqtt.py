@@ -19,50 +19,25 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
 
+from edgeflow.codec import Encoder, Interpolation, make_encoder, new_stream_id
 from edgeflow.errors import TransportSecurityError, UplinkError
 from edgeflow.model import ReadingBatch
 from edgeflow.outbox import Outbox, OutboxItem, OutboxRecord
 from edgeflow.uplink._paho import Backoff, ConnectParams, MqttConnection, make_ssl_context
 from edgeflow.uplink.spec import MqttUplinkSpec, template_fields
 
-__all__ = ["EncodedLike", "EncoderLike", "MetricsSink", "MqttUplink"]
+__all__ = ["EncoderFactory", "MetricsSink", "MqttUplink"]
 
 log = logging.getLogger(__name__)
 
 
-class EncodedLike(Protocol):
-    """What the uplink needs of an encoded batch (``edgeflow.codec.EncodedBatch``)."""
-
-    @property
-    def payload(self) -> bytes: ...
-    @property
-    def stream_id(self) -> str: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def readings(self) -> int: ...
-    @property
-    def topic_fields(self) -> Mapping[str, str]: ...
-
-
-class EncoderLike(Protocol):
-    @property
-    def stream_id(self) -> str: ...
-    @property
-    def next_seq(self) -> int: ...
-    def encode(
-        self, batch: ReadingBatch, interpolation: Mapping[int, str] | None = None, *, alarm: bool = False
-    ) -> Sequence[EncodedLike]: ...
-
-
-EncoderFactory = Callable[..., EncoderLike]
-"""``factory(encoding_name, stream_id=..., first_seq=...)`` → an encoder (``edgeflow.codec.make_encoder``)."""
+EncoderFactory = Callable[..., Encoder]
+"""``factory(encoding_name, stream_id=..., first_seq=...)`` → an encoder; default :func:`edgeflow.codec.make_encoder`."""
 
 
 class MetricsSink(Protocol):
@@ -71,11 +46,8 @@ class MetricsSink(Protocol):
     def inc(self, name: str, value: float = 1.0) -> None: ...
 
 
-def _default_encoder_factory(name: str, *, stream_id: str, first_seq: int = 0) -> EncoderLike:
-    from edgeflow import codec
-
-    enc: EncoderLike = codec.make_encoder(name, stream_id=stream_id, first_seq=first_seq)
-    return enc
+def _default_encoder_factory(name: str, *, stream_id: str, first_seq: int = 0) -> Encoder:
+    return make_encoder(name, stream_id=stream_id, first_seq=first_seq)
 
 
 _TOPIC_ESCAPES = str.maketrans({"/": "%2F", "+": "%2B", "#": "%23"})
@@ -128,9 +100,9 @@ class MqttUplink:
         #: The stream this uplink numbers its batches in. Saved in the outbox with every commit, so a
         #: restart on the same outbox resumes it (no sequence number is ever reused; the receiver's
         #: gaps mean real loss); a new outbox starts a new stream.
-        self.stream_id = f"{service}-{secrets.token_hex(6)}"
+        self.stream_id = f"{service}-{new_stream_id()}"
         self._stream_key = f"mqtt:{service}:{spec.encoding}"
-        self._encoder: EncoderLike | None = None
+        self._encoder: Encoder | None = None
         self._outbox: Outbox | None = None
         self._conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -141,7 +113,7 @@ class MqttUplink:
         self._stopping = False
         # batching
         self._acc: list[ReadingBatch] = []
-        self._acc_interp: dict[int, str] = {}
+        self._acc_interp: dict[int, Interpolation] = {}
         self._acc_n = 0
         self._acc_timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
@@ -231,7 +203,7 @@ class MqttUplink:
     async def send(
         self,
         batch: ReadingBatch,
-        interpolation: Mapping[int, str] | None = None,
+        interpolation: Mapping[int, Interpolation] | None = None,
         *,
         alarm: bool = False,
     ) -> None:
@@ -276,7 +248,7 @@ class MqttUplink:
         await self._commit(ReadingBatch.concat(batches[0].table, batches), interp or None, alarm=False)
 
     async def _commit(
-        self, batch: ReadingBatch, interpolation: Mapping[int, str] | None, *, alarm: bool
+        self, batch: ReadingBatch, interpolation: Mapping[int, Interpolation] | None, *, alarm: bool
     ) -> None:
         assert self._encoder is not None
         assert self._outbox is not None
