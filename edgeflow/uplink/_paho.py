@@ -21,6 +21,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,12 @@ class MqttConnection:
         c.on_message = self._handle_message
         c.on_subscribe = self._handle_subscribe
         c.on_log = self._handle_log
+        # Set before connect, so paho never writes from the connect thread: it asks for a writer
+        # instead, and every read and write happens on the loop.
+        c.on_socket_close = self._handle_socket_close
+        c.on_socket_register_write = self._register_write
+        c.on_socket_unregister_write = self._unregister_write
+        self._loop_thread = threading.get_ident()
         self._client = c
 
     # -- connecting -------------------------------------------------------------------------------
@@ -220,21 +227,30 @@ class MqttConnection:
             self._abandon()
             raise TransportSecurityError(f"TLS handshake with {p.where} failed: {exc.reason or exc}") from exc
         except (OSError, TimeoutError) as exc:
+            ctx = p.ssl_context
+            handshaking = isinstance(ctx, ClientTlsContext) and ctx.last_socket is not None
             self._abandon()
+            if handshaking:  # TCP was up, the TLS handshake broke: not a TLS endpoint, or it refused us
+                raise TransportSecurityError(
+                    f"TLS handshake with {p.where} failed: {exc or type(exc).__name__} (is that port speaking TLS?)"
+                ) from exc
             raise UplinkError(f"cannot reach broker {p.where}: {exc or type(exc).__name__}") from exc
         sock = self._client.socket()
-        if not isinstance(sock, socket.socket):  # pragma: no cover - paho always returns a socket here
+        if not isinstance(sock, socket.socket):
+            # lost while connecting (paho already called on_disconnect, which recorded why)
             self._abandon()
-            raise UplinkError(f"broker {p.where}: no socket after connect")
+            if (
+                self._connack.done()
+                and not self._connack.cancelled()
+                and self._connack.exception() is not None
+            ):
+                raise self._connack.exception() from None  # type: ignore[misc]
+            raise UplinkError(f"broker {p.where}: connection lost while connecting")
         self._sock = sock
         if isinstance(p.ssl_context, ClientTlsContext):
             p.ssl_context.last_socket = None
-        c = self._client
-        c.on_socket_close = self._handle_socket_close
-        c.on_socket_register_write = self._register_write
-        c.on_socket_unregister_write = self._unregister_write
         self._loop.add_reader(sock, self._readable)
-        if c.want_write():
+        if self._client.want_write():
             self._loop.add_writer(sock, self._writable)
         self._misc_task = self._loop.create_task(self._misc(), name=f"mqtt-misc {p.client_id}")
         try:
@@ -247,7 +263,9 @@ class MqttConnection:
         except BaseException:
             self._abandon()
             raise
-        c.on_log = None  # only needed to learn why a handshake broke; costs a format per packet after
+        self._client.on_log = (
+            None  # only needed to learn why a handshake broke; costs a format per packet after
+        )
         log.info("connected to %s as %s (MQTT %s)", p.where, p.client_id, p.protocol)
 
     def _handle_connect(self, _c: Any, _u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
@@ -275,21 +293,28 @@ class MqttConnection:
         if (
             self.params.ssl_context is not None
             and not self._connack.done()
-            and ("SSL" in err or "TLS" in err)
+            and ("ssl" in err.lower() or "tls" in err.lower())
         ):
             return TransportSecurityError(
-                f"TLS to {self.params.where}: the broker closed the connection during the handshake: {err}"
+                f"TLS to {self.params.where}: the broker ended the TLS session before accepting the client"
+                f" (does it require a client certificate this client does not have?): {err}"
             )
         detail = f": {err}" if err else ""
         return UplinkError(f"connection to {self.params.where} lost ({rc}){detail}")
 
     # -- socket driving ---------------------------------------------------------------------------
 
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
     def _register_write(self, _c: Any, _u: Any, sock: Any) -> None:
-        self._loop.add_writer(sock, self._writable)
+        self._on_loop(self._loop.add_writer, sock, self._writable)
 
     def _unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
-        self._loop.remove_writer(sock)
+        self._on_loop(self._loop.remove_writer, sock)
 
     def _readable(self) -> None:
         self._client.loop_read()
@@ -304,8 +329,12 @@ class MqttConnection:
             await asyncio.sleep(1.0)
 
     def _handle_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._on_loop(self._forget_socket, sock)
+
+    def _forget_socket(self, sock: Any) -> None:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(sock)
+        with contextlib.suppress(ValueError, OSError):
             self._loop.remove_writer(sock)
 
     def _handle_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _props: Any) -> None:
