@@ -198,8 +198,12 @@ class Receiver:
     async def _connect(self) -> MqttConnection:
         conn = MqttConnection(self._params, on_message=self._on_message)
         await conn.connect()
-        for t in self.topics:
-            await conn.subscribe(t, 1)
+        try:
+            for t in self.topics:
+                await conn.subscribe(t, 1)
+        except BaseException:
+            await conn.disconnect()
+            raise
         self._conn = conn
         self._subscribed.set()
         return conn
@@ -227,13 +231,9 @@ class Receiver:
 
     # -- messages ---------------------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes, mid: int) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         self.counts["messages"] += 1
-        try:
-            self.handle(topic, payload)
-        finally:
-            if self._conn is not None:
-                self._conn.ack(mid)
+        self.handle(topic, payload)
 
     def handle(self, topic: str, payload: bytes) -> DecodedBatch | None:
         """Decode one message and pass it on; None if it was a duplicate, malformed or foreign."""

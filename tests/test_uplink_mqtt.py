@@ -107,7 +107,13 @@ async def test_topic_template_splits_a_batch_by_device(mosquitto: MosquittoBroke
 
 
 async def test_alarm_jumps_the_queue(mosquitto_factory: MosquittoFactory, tmp_path: Path) -> None:
-    broker = mosquitto_factory(start=False)
+    broker = mosquitto_factory()
+    order: list[tuple[int, bool]] = []
+    rx = Receiver(
+        broker.url, ["edgeflow/+/batches"], on_batch=lambda b, tp: order.append((b.seq, b.alarm)), keep=True
+    )
+    await rx.start()  # its session (subscription, queued messages) outlives the outage
+    broker.stop()
     up = MqttUplink(uplink_spec(broker.url, tmp_path / "ob.sqlite"), service="s")
     await up.start()  # broker down: start does not fail, batches wait in the outbox
     t = table()
@@ -115,12 +121,7 @@ async def test_alarm_jumps_the_queue(mosquitto_factory: MosquittoFactory, tmp_pa
         await up.send(make_batch(t, i))
     await up.send(make_batch(t, 250, per_series=1), alarm=True)  # the reading after batch 9's last
     assert up.stats()["queued"] == 11
-    order: list[tuple[int, bool]] = []
     broker.start()
-    rx = Receiver(
-        broker.url, ["edgeflow/+/batches"], on_batch=lambda b, tp: order.append((b.seq, b.alarm)), keep=True
-    )
-    await rx.start()
     await wait_for(lambda: len(order) == 11, 20, "all batches")
     assert order[0] == (10, True)
     assert [s for s, _ in order[1:]] == list(range(10))
@@ -172,7 +173,10 @@ async def test_large_send_is_split_at_max_readings(mosquitto: MosquittoBroker, t
 async def test_stop_keeps_unsent_batches_and_restart_resumes_the_stream(
     mosquitto_factory: MosquittoFactory, tmp_path: Path
 ) -> None:
-    broker = mosquitto_factory(start=False)
+    broker = mosquitto_factory()
+    rx = Receiver(broker.url, ["edgeflow/+/batches"], keep=True)
+    await rx.start()  # its session (subscription, queued messages) outlives the outage
+    broker.stop()
     path = tmp_path / "ob.sqlite"
     t = table()
     up = MqttUplink(uplink_spec(broker.url, path), service="s")
@@ -182,8 +186,6 @@ async def test_stop_keeps_unsent_batches_and_restart_resumes_the_stream(
     stream = up.stream_id
     await up.stop(flush_timeout=0.2)
     broker.start()
-    rx = Receiver(broker.url, ["edgeflow/+/batches"], keep=True)
-    await rx.start()
     up2 = MqttUplink(uplink_spec(broker.url, path), service="s")
     await up2.start()
     assert up2.stream_id == stream

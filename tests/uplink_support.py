@@ -55,11 +55,12 @@ def check_series(series: dict[tuple[str, str], DecodedSeries], batches: range, p
         np.testing.assert_allclose(s.values, expected_value(sid, want))
 
 
-def uplink_spec(url: str, outbox: Path, **kw: Any) -> MqttUplinkSpec:
+def uplink_spec(url: str, path: Path, **kw: Any) -> MqttUplinkSpec:
+    """A spec for tests: outbox at ``path``, quick reconnects; ``kw`` overrides (dicts are merged)."""
     doc: dict[str, Any] = {
         "type": "mqtt",
         "url": url,
-        "outbox": {"path": str(outbox)},
+        "outbox": {"path": str(path)},
         "reconnect": {"initial_delay": 0.1, "max_delay": 1.0},
         "keepalive": 5,
     }

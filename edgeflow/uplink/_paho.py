@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 #: CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes 4 and 5 onto 0x86/0x87).
 _AUTH_CODES: Final = {0x86, 0x87, 0x8C}
 
-MessageHandler = Callable[[str, bytes, int], None]
-"""``(topic, payload, mid)``; call :meth:`MqttConnection.ack` with ``mid`` when the message is safe."""
+MessageHandler = Callable[[str, bytes], None]
+"""``(topic, payload)``; the message is acknowledged to the broker when the handler returns."""
 
 AckHandler = Callable[[int, bool], None]
 """``(mid, ok)`` when the broker answers a QoS 1 publish."""
@@ -420,11 +420,14 @@ class MqttConnection:
             fut.set_result(list(codes))
 
     def _handle_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        """Hand the message over, then acknowledge it: a QoS 1 message is confirmed to the broker only
+        after the handler has dealt with it."""
         if self._on_message is None:
             return
-        self._on_message(msg.topic, bytes(msg.payload), msg.mid if msg.qos > 0 else 0)
-
-    def ack(self, mid: int) -> None:
-        """Acknowledge an incoming QoS 1 message (after it is safely handled)."""
-        if mid and not self.closed.done():
-            self._client.ack(mid, 1)
+        try:
+            self._on_message(msg.topic, bytes(msg.payload))
+        except Exception:
+            log.exception("message handler failed on %s", msg.topic)
+        finally:
+            if msg.qos > 0:
+                self._client.ack(msg.mid, msg.qos)

@@ -120,6 +120,7 @@ class MqttUplink:
         self._bytes_per_reading = 16.0
         # counters
         self.last_error: BaseException | None = None
+        self._final_outbox_stats: dict[str, int | float] = {}
         self._c = {
             "readings_in": 0,
             "batches_committed": 0,
@@ -140,6 +141,13 @@ class MqttUplink:
         if self._outbox is None:
             raise UplinkError("uplink not started")
         return self._outbox
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next committed batch will carry (resumed after a restart)."""
+        if self._encoder is None:
+            raise UplinkError("uplink not started")
+        return self._encoder.next_seq
 
     @property
     def connected(self) -> bool:
@@ -194,6 +202,7 @@ class MqttUplink:
                 await self._task
             self._task = None
         self._flush_acks()
+        self._final_outbox_stats = self._outbox_stats()
         self._outbox.close()
         self._outbox = None
         log.info("uplink %s stopped: %s", self.service, self.stats())
@@ -436,22 +445,26 @@ class MqttUplink:
         ``dropped_by_policy`` (batches), ``dropped_readings``, ``bytes_shipped`` (payload bytes
         confirmed), ``reconnects``, ``connected`` (0/1), and more."""
         out: dict[str, int | float] = dict(self._c)
-        ob = self._outbox
-        if ob is not None:
-            out.update(
-                queued=ob.queued_batches,
-                queued_readings=ob.queued_readings,
-                queued_bytes=ob.queued_bytes,
-                inflight=len(self._inflight),
-                acked=ob.acked_batches,
-                acked_readings=ob.acked_readings,
-                dropped_by_policy=ob.dropped_batches,
-                dropped_readings=ob.dropped_readings,
-                bytes_shipped=ob.acked_bytes,
-                outbox_file_bytes=ob.file_bytes(),
-                recovered=ob.recovered_batches,
-            )
+        out.update(self._outbox_stats())
         out["sent"] = self._c["published"]
         out["connected"] = int(self.connected)
         out["batching"] = self._acc_n
         return out
+
+    def _outbox_stats(self) -> dict[str, int | float]:
+        ob = self._outbox
+        if ob is None:
+            return self._final_outbox_stats
+        return dict(
+            queued=ob.queued_batches,
+            queued_readings=ob.queued_readings,
+            queued_bytes=ob.queued_bytes,
+            inflight=len(self._inflight),
+            acked=ob.acked_batches,
+            acked_readings=ob.acked_readings,
+            dropped_by_policy=ob.dropped_batches,
+            dropped_readings=ob.dropped_readings,
+            bytes_shipped=ob.acked_bytes,
+            outbox_file_bytes=ob.file_bytes(),
+            recovered=ob.recovered_batches,
+        )
