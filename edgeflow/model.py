@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -192,6 +193,7 @@ def format_value(vt: ValueType, value: Any) -> str:
     return _format_scalar(vt, value)
 
 
+_GO_INT: Final = re.compile(r"[+-]?[0-9]+")
 _FLOAT_WORDS: Final = {"nan": math.nan, "+inf": math.inf, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -214,10 +216,10 @@ def _parse_scalar(vt: ValueType, text: str) -> Any:
             raise ValueFormatError(f"{text!r} is not a {vt.value}") from None
         return f
     if vt.is_integer:
-        try:
-            i = int(t, 10)
-        except ValueError:
-            raise ValueFormatError(f"{text!r} is not an {vt.value}") from None
+        # strconv.ParseInt: an optional sign and ASCII digits (Python's int() also takes "1_000" and "٣")
+        if not _GO_INT.fullmatch(t):
+            raise ValueFormatError(f"{text!r} is not an {vt.value}")
+        i = int(t, 10)
         lo, hi = vt.int_range
         if not lo <= i <= hi:
             raise ValueFormatError(f"{text!r} is out of range for {vt.value} [{lo}, {hi}]")
@@ -645,6 +647,8 @@ class ReadingBatch:
         if self.objects is not None and self.objects[i] is not None:
             return self.objects[i]
         info = self.table.info(int(self.series[i]))
+        if not (info.value_type.is_numeric or info.value_type is ValueType.BOOL):
+            return None  # a non-numeric reading whose value is null (objectValue: null)
         v = float(self.values[i])
         if info.value_type is ValueType.BOOL:
             return v != 0.0

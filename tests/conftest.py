@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
-#: The steering repository's shared data, beside the project checkout.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The steering repository's shared data, beside the project checkout (or beside the folder of
+#: worktrees, for a checkout in ``wt/<name>``).
+_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = next(
+    (c for c in (_ROOT.parent / "shared" / "data", _ROOT.parent.parent / "shared" / "data") if c.is_dir()),
+    _ROOT.parent / "shared" / "data",
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,268 @@
+"""What every rule shares: its output, its counters, per-series grouping, and series keys for snapshots.
+
+A rule is a small stateful object over :class:`~edgeflow.model.ReadingBatch`:
+
+* ``process(batch)`` takes readings in and returns a :class:`RuleOutput`;
+* ``flush()`` emits what it holds (open segments, open windows) at the end of a stream;
+* ``advance(now_ns)`` tells it event time moved on without readings (closes windows, sends heartbeats);
+* ``snapshot()`` / ``restore()`` give its state as plain JSON values, keyed by series *name* (device and
+  resource), never by the process-local series id, so a restarted process with a differently ordered
+  :class:`~edgeflow.model.SeriesTable` restores the right state.
+
+Time comes only from the readings' origins (or ``advance``), never from the wall clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeflow.errors import RuleError
+from edgeflow.model import ReadingBatch, SeriesTable, ValueType
+
+__all__ = [
+    "Interpolation",
+    "Rule",
+    "RuleOutput",
+    "RuleStats",
+    "SeriesSplit",
+    "batch_from_lists",
+    "decode_value",
+    "encode_value",
+    "group_by_series",
+    "increasing_after_first",
+    "series_from_key",
+    "series_key",
+    "split_series",
+]
+
+Interpolation = Literal["hold", "linear"]
+"""How the cloud rebuilds a series between shipped points: ``hold`` (step: the last point at or before
+a time) or ``linear`` (straight line between neighbouring points)."""
+
+
+@dataclass
+class RuleStats:
+    """Counters of one rule in a pipeline. ``readings_out`` counts what the rule emitted into the batch
+    (points, window results and heartbeats included); the other counters say why readings did not go on."""
+
+    index: int
+    type: str
+    readings_in: int = 0
+    readings_out: int = 0
+    late: int = 0
+    backwards: int = 0
+    dropped: int = 0
+    nan: int = 0
+    non_numeric: int = 0
+    heartbeats: int = 0
+    alarms: int = 0
+    errors: int = 0
+
+
+@dataclass
+class RuleOutput:
+    """What one call of a rule produced. ``None`` means empty."""
+
+    batch: ReadingBatch
+    alarms: ReadingBatch | None = None
+    late: ReadingBatch | None = None
+
+
+def batch_from_lists(
+    table: SeriesTable,
+    origins: list[int],
+    values: list[float],
+    series: list[int],
+    objects: list[Any] | None = None,
+    starts: list[int] | None = None,
+) -> ReadingBatch:
+    """A batch from plain lists (``objects`` entries ``None`` where the value is numeric)."""
+    obj: npt.NDArray[np.object_] | None = None
+    if objects is not None and any(o is not None for o in objects):
+        obj = np.empty(len(objects), dtype=object)
+        obj[:] = objects
+    return ReadingBatch(
+        table,
+        np.asarray(origins, dtype=np.int64),
+        np.asarray(values, dtype=np.float64),
+        np.asarray(series, dtype=np.int32),
+        obj,
+        None if starts is None else np.asarray(starts, dtype=np.int64),
+    )
+
+
+def group_by_series(series: npt.NDArray[np.int32]) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
+    """``(series id, positions)`` for each series in ``series``, positions in arrival order."""
+    n = len(series)
+    if n == 0:
+        return
+    first = series[0]
+    if (series == first).all():
+        yield int(first), np.arange(n, dtype=np.intp)
+        return
+    order = np.argsort(series, kind="stable")
+    ss = series[order]
+    cuts = np.flatnonzero(ss[1:] != ss[:-1]) + 1
+    bounds = [0, *cuts.tolist(), n]
+    for a, b in itertools.pairwise(bounds):
+        yield int(ss[a]), order[a:b]
+
+
+@dataclass
+class SeriesSplit:
+    """A batch's readings sorted by series (stable: arrival order within a series). Group ``g`` is
+    ``sids[g]`` over sorted positions ``bounds[g]:bounds[g + 1]``; ``order`` maps them to batch positions."""
+
+    order: npt.NDArray[np.intp]
+    bounds: list[int]
+    sids: list[int]
+
+    @property
+    def starts(self) -> npt.NDArray[np.intp]:
+        return np.asarray(self.bounds[:-1], dtype=np.intp)
+
+    def group_any(self, mask: npt.NDArray[np.bool_]) -> list[bool]:
+        """For a mask over sorted positions: does each group have a True."""
+        if len(mask) == 0:
+            return []
+        found: list[bool] = (np.add.reduceat(mask.astype(np.int32), self.starts) > 0).tolist()
+        return found
+
+
+def split_series(series: npt.NDArray[np.int32]) -> SeriesSplit:
+    """Sort a batch's series column once, so per-series loops pay no numpy call per series."""
+    n = len(series)
+    if n == 0:
+        return SeriesSplit(np.empty(0, dtype=np.intp), [0], [])
+    first = int(series[0])
+    if (series == first).all():
+        return SeriesSplit(np.arange(n, dtype=np.intp), [0, n], [first])
+    order = np.argsort(series, kind="stable")
+    ss = series[order]
+    cuts = np.flatnonzero(ss[1:] != ss[:-1]) + 1
+    bounds = [0, *cuts.tolist(), n]
+    return SeriesSplit(order, bounds, ss[bounds[:-1]].tolist())
+
+
+def increasing_after_first(ts: npt.NDArray[np.int64], split: SeriesSplit) -> npt.NDArray[np.bool_]:
+    """Over sorted positions: False where an origin is not after the one before it in the same series."""
+    ok = np.ones(len(ts), dtype=bool)
+    if len(ts) > 1:
+        ok[1:] = ts[1:] > ts[:-1]
+    ok[split.starts] = True
+    return ok
+
+
+def series_key(table: SeriesTable, sid: int) -> list[str]:
+    """A series' stable name for snapshots: device, resource, profile, value type, units, source."""
+    info = table.info(sid)
+    return [info.device, info.resource, info.profile, info.value_type.value, info.units, info.source]
+
+
+def series_from_key(table: SeriesTable, key: Any) -> int:
+    """The id in ``table`` of a series named by :func:`series_key` (interned if not yet seen)."""
+    if not isinstance(key, list) or len(key) != 6 or not all(isinstance(k, str) for k in key):
+        raise RuleError(
+            f"snapshot series key {key!r} is not [device, resource, profile, type, units, source]"
+        )
+    return table.intern(key[0], key[1], key[2], ValueType.parse(key[3]), key[4], key[5])
+
+
+class Rule(ABC):
+    """Base of every rule. Subclasses set ``kind`` and ``interpolation``."""
+
+    kind: ClassVar[str]
+    #: How the cloud reconstructs what this rule emits; ``None`` leaves the upstream mode unchanged.
+    interpolation: ClassVar[Interpolation | None] = None
+
+    def __init__(self, table: SeriesTable, index: int = 0) -> None:
+        self.table = table
+        self.stats = RuleStats(index=index, type=self.kind)
+
+    @abstractmethod
+    def _process(self, batch: ReadingBatch) -> RuleOutput: ...
+
+    def process(self, batch: ReadingBatch) -> RuleOutput:
+        self.stats.readings_in += len(batch)
+        out = self._process(batch)
+        self.stats.readings_out += len(out.batch)
+        return out
+
+    def flush(self) -> RuleOutput:
+        out = self._flush()
+        self.stats.readings_out += len(out.batch)
+        return out
+
+    def advance(self, now_ns: int) -> RuleOutput:
+        out = self._advance(int(now_ns))
+        self.stats.readings_out += len(out.batch)
+        return out
+
+    def _flush(self) -> RuleOutput:
+        return RuleOutput(ReadingBatch.empty(self.table))
+
+    def _advance(self, now_ns: int) -> RuleOutput:
+        return RuleOutput(ReadingBatch.empty(self.table))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The rule's state as plain JSON values. Stateless rules return ``{}``."""
+        return {}
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        """Replace the rule's state with ``snap`` (from :meth:`snapshot`)."""
+        if snap:
+            raise RuleError(f"{self.kind} rule keeps no state, but the snapshot has {sorted(snap)}")
+
+    def empty(self) -> ReadingBatch:
+        return ReadingBatch.empty(self.table)
+
+
+def snapshot_series(table: SeriesTable, states: Mapping[int, Any]) -> list[list[Any]]:
+    """Per-series states as ``[[series key, state], ...]``."""
+    return [[series_key(table, sid), st] for sid, st in states.items()]
+
+
+def restore_series(table: SeriesTable, snap: Mapping[str, Any], kind: str) -> dict[int, Any]:
+    """Inverse of :func:`snapshot_series` for ``snap["series"]``."""
+    entries = snap.get("series")
+    if not isinstance(entries, list):
+        raise RuleError(f"{kind} snapshot has no 'series' list")
+    out: dict[int, Any] = {}
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise RuleError(f"{kind} snapshot entry {entry!r} is not [series key, state]")
+        out[series_from_key(table, entry[0])] = entry[1]
+    return out
+
+
+def encode_value(v: Any) -> Any:
+    """A reading value as plain JSON: floats (non-finite as text), bytes as base64, JSON values as is."""
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        return {"f": f if math.isfinite(f) else repr(f)}
+    if isinstance(v, bytes | bytearray):
+        return {"b": base64.b64encode(bytes(v)).decode("ascii")}
+    return {"o": v}
+
+
+def decode_value(d: Any) -> Any:
+    """Inverse of :func:`encode_value`."""
+    if not isinstance(d, dict) or len(d) != 1:
+        raise RuleError(f"snapshot value {d!r} is not an encoded value")
+    ((k, v),) = d.items()
+    if k == "f":
+        return float(v)
+    if k == "b":
+        return base64.b64decode(v)
+    if k == "o":
+        return v
+    raise RuleError(f"snapshot value {d!r} is not an encoded value")

@@ -1,0 +1,199 @@
+"""A pipeline: an ordered list of rules over columnar batches, with one output per call.
+
+Each rule's batch output is the next rule's input; alarms and late readings of every rule are collected
+beside the batch. :meth:`Pipeline.flush` and :meth:`Pipeline.advance` let each rule emit what it holds
+and push that through the rules after it, so nothing held upstream skips a downstream rule.
+
+``interpolation`` says how the cloud rebuilds each series of the output batch: the mode of the last rule
+in the pipeline that sets one (swing and swinging door ``linear``; deadband, on-change, PMC-MR and
+windows ``hold``), ``hold`` when none does (raw readings are exact at their own origins either way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from edgeflow.errors import RuleError
+from edgeflow.model import ReadingBatch, SeriesTable
+from edgeflow.rules.alarm import AlarmRule
+from edgeflow.rules.base import Interpolation, Rule, RuleOutput, RuleStats
+from edgeflow.rules.exception import DeadbandRule, HeartbeatRule, MinIntervalRule, OnChangeRule
+from edgeflow.rules.filters import ExpressionRule, FilterRule, RangeRule
+from edgeflow.rules.pmc import PmcRule
+from edgeflow.rules.sdt import SdtRule
+from edgeflow.rules.spec import (
+    AlarmSpec,
+    DeadbandSpec,
+    ExpressionSpec,
+    FilterSpec,
+    HeartbeatSpec,
+    MinIntervalSpec,
+    OnChangeSpec,
+    PmcSpec,
+    RangeSpec,
+    RuleSpec,
+    SdtSpec,
+    SwingSpec,
+    WindowSpec,
+)
+from edgeflow.rules.swing import SwingRule
+from edgeflow.rules.window import WindowRule
+
+__all__ = ["Interpolation", "Pipeline", "PipelineOutput", "RuleStats", "build_pipeline", "build_rule"]
+
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PipelineOutput:
+    """What one call of a pipeline produced."""
+
+    batch: ReadingBatch
+    """Readings and points to ship (same :class:`~edgeflow.model.SeriesTable` as the input)."""
+    alarms: ReadingBatch
+    """Alarm readings, to ship at once, ahead of batches."""
+    late: ReadingBatch
+    """Readings routed aside as late or backwards in time (counted), never silently dropped."""
+    interpolation: Mapping[int, Interpolation]
+    """Series id → how the cloud reconstructs it, for each series in ``batch``."""
+
+
+def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0) -> Rule:
+    """The rule a spec declares."""
+    if isinstance(spec, DeadbandSpec):
+        return DeadbandRule.from_spec(spec, table, index)
+    if isinstance(spec, OnChangeSpec):
+        return OnChangeRule.from_spec(spec, table, index)
+    if isinstance(spec, MinIntervalSpec):
+        return MinIntervalRule.from_spec(spec, table, index)
+    if isinstance(spec, HeartbeatSpec):
+        return HeartbeatRule.from_spec(spec, table, index)
+    if isinstance(spec, SwingSpec):
+        return SwingRule.from_spec(spec, table, index)
+    if isinstance(spec, PmcSpec):
+        return PmcRule.from_spec(spec, table, index)
+    if isinstance(spec, SdtSpec):
+        return SdtRule.from_spec(spec, table, index)
+    if isinstance(spec, WindowSpec):
+        return WindowRule.from_spec(spec, table, index)
+    if isinstance(spec, FilterSpec):
+        return FilterRule.from_spec(spec, table, index)
+    if isinstance(spec, RangeSpec):
+        return RangeRule.from_spec(spec, table, index)
+    if isinstance(spec, ExpressionSpec):
+        return ExpressionRule.from_spec(spec, table, index)
+    if isinstance(spec, AlarmSpec):
+        return AlarmRule.from_spec(spec, table, index)
+    raise RuleError(f"no rule for spec {type(spec).__name__}")  # pragma: no cover - the union is closed
+
+
+class Pipeline:
+    """An ordered list of rules. Build it with :func:`build_pipeline`."""
+
+    def __init__(self, rules: Sequence[Rule], table: SeriesTable) -> None:
+        self.rules = list(rules)
+        self.table = table
+        mode: Interpolation = "hold"
+        for r in self.rules:
+            if r.interpolation is not None:
+                mode = r.interpolation
+        self.mode: Interpolation = mode
+
+    def _run(
+        self, first: int, batch: ReadingBatch, alarms: list[ReadingBatch], late: list[ReadingBatch]
+    ) -> ReadingBatch:
+        cur = batch
+        for rule in self.rules[first:]:
+            if len(cur) == 0:
+                break
+            out = rule.process(cur)
+            self._collect(out, alarms, late)
+            cur = out.batch
+        return cur
+
+    @staticmethod
+    def _collect(out: RuleOutput, alarms: list[ReadingBatch], late: list[ReadingBatch]) -> None:
+        if out.alarms is not None and len(out.alarms):
+            alarms.append(out.alarms)
+        if out.late is not None and len(out.late):
+            late.append(out.late)
+
+    def _output(
+        self, parts: list[ReadingBatch], alarms: list[ReadingBatch], late: list[ReadingBatch]
+    ) -> PipelineOutput:
+        batch = ReadingBatch.concat(self.table, [p for p in parts if len(p)])
+        mode = self.mode
+        interp = {int(s): mode for s in np.unique(batch.series).tolist()}
+        return PipelineOutput(
+            batch=batch,
+            alarms=ReadingBatch.concat(self.table, alarms),
+            late=ReadingBatch.concat(self.table, late),
+            interpolation=interp,
+        )
+
+    def process(self, batch: ReadingBatch) -> PipelineOutput:
+        """Run ``batch`` through every rule."""
+        alarms: list[ReadingBatch] = []
+        late: list[ReadingBatch] = []
+        return self._output([self._run(0, batch, alarms, late)], alarms, late)
+
+    def _drain(self, emit: Any) -> PipelineOutput:
+        alarms: list[ReadingBatch] = []
+        late: list[ReadingBatch] = []
+        carry = ReadingBatch.empty(self.table)
+        for rule in self.rules:
+            parts: list[ReadingBatch] = []
+            if len(carry):
+                out = rule.process(carry)
+                self._collect(out, alarms, late)
+                parts.append(out.batch)
+            out = emit(rule)
+            self._collect(out, alarms, late)
+            parts.append(out.batch)
+            carry = ReadingBatch.concat(self.table, [p for p in parts if len(p)])
+        return self._output([carry], alarms, late)
+
+    def flush(self) -> PipelineOutput:
+        """End of stream or shutdown: every rule emits what it holds (open segments, windows)."""
+        return self._drain(lambda r: r.flush())
+
+    def advance(self, watermark_ns: int) -> PipelineOutput:
+        """Event time moved to ``watermark_ns`` without readings: windows close, heartbeats go out."""
+        return self._drain(lambda r: r.advance(watermark_ns))
+
+    def stats(self) -> list[RuleStats]:
+        """A copy of each rule's counters, in pipeline order."""
+        return [replace(r.stats) for r in self.rules]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state of every rule, as plain JSON values (survives a restart with :meth:`restore`)."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "rules": [{"type": r.kind, "state": r.snapshot()} for r in self.rules],
+        }
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        """Put back the state from :meth:`snapshot`. The pipeline must declare the same rules, in order."""
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise RuleError(f"pipeline snapshot version {snap.get('version')!r} is not {SNAPSHOT_VERSION}")
+        entries = snap.get("rules")
+        if not isinstance(entries, list) or len(entries) != len(self.rules):
+            n = len(entries) if isinstance(entries, list) else "no"
+            raise RuleError(f"pipeline snapshot has {n} rules, the pipeline {len(self.rules)}")
+        for i, (rule, entry) in enumerate(zip(self.rules, entries, strict=True)):
+            if not isinstance(entry, Mapping) or entry.get("type") != rule.kind:
+                got = entry.get("type") if isinstance(entry, Mapping) else entry
+                raise RuleError(f"pipeline snapshot rule {i} is {got!r}, the pipeline's is {rule.kind!r}")
+            state = entry.get("state")
+            if not isinstance(state, Mapping):
+                raise RuleError(f"pipeline snapshot rule {i} ({rule.kind}) has no state mapping")
+            rule.restore(state)
+
+
+def build_pipeline(specs: Sequence[RuleSpec], table: SeriesTable) -> Pipeline:
+    """A pipeline of the rules ``specs`` declare, in order, over series of ``table``."""
+    return Pipeline([build_rule(s, table, i) for i, s in enumerate(specs)], table)

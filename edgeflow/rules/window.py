@@ -1,0 +1,283 @@
+"""Windows over each series: tumbling, hopping, sliding and count; event time with allowed lateness.
+
+Results go to **derived series** of the same device in the same :class:`~edgeflow.model.SeriesTable`:
+resource ``<resource>.<aggregate>`` (``temp.mean``, ``temp.p95``; ``count`` as Int64, the rest Float64),
+one reading per window and aggregate, with ``origins`` = window end and ``starts`` = window start.
+Aggregates: ``min max mean sum count first last stddev`` (population, ddof 0) and ``pNN`` (percentile,
+linear interpolation; ``p50`` is the median). ``first``/``last`` are by origin, not arrival.
+
+Time windows are aligned to the epoch (``[k*hop, k*hop + size)``). A series' watermark is its newest
+origin minus ``allowed_lateness`` (or what :meth:`advance` says, whichever is later); a window closes, and
+is emitted, once the watermark reaches its end. A reading whose every window has closed is late: counted
+and routed to the ``late`` output, never silently dropped. Sliding windows emit one result per reading,
+over the ``size`` before it (``(t - size, t]``); a reading older than the newest of its series is late.
+Count windows emit every ``count`` readings of a series (arrival order), stepping by ``hop_count``.
+:meth:`flush` emits the open windows as they are (partial). Averages are a bandwidth knob, not an error
+bound: report min/max beside a mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeflow.errors import RuleError
+from edgeflow.model import ReadingBatch, SeriesTable, ValueType
+from edgeflow.rules.base import (
+    Interpolation,
+    Rule,
+    RuleOutput,
+    batch_from_lists,
+    group_by_series,
+    restore_series,
+    snapshot_series,
+)
+from edgeflow.rules.spec import WindowSpec
+
+__all__ = ["WindowRule", "aggregate"]
+
+
+def aggregate(name: str, ts: npt.NDArray[np.int64], vs: npt.NDArray[np.float64]) -> float:
+    """One aggregate of the values ``vs`` taken at ``ts`` (non-empty)."""
+    if name == "count":
+        return float(len(vs))
+    if name == "min":
+        return float(vs.min())
+    if name == "max":
+        return float(vs.max())
+    if name == "mean":
+        return float(vs.mean())
+    if name == "sum":
+        return float(vs.sum())
+    if name == "stddev":
+        return float(vs.std())
+    if name == "first":
+        return float(vs[int(np.argmin(ts))])
+    if name == "last":
+        return float(vs[len(ts) - 1 - int(np.argmax(ts[::-1]))])
+    if name.startswith("p"):
+        return float(np.percentile(vs, float(name[1:])))
+    raise RuleError(f"unknown aggregate {name!r}")
+
+
+class _Series:
+    __slots__ = ("buf_t", "buf_v", "max_t", "open", "wm")
+
+    def __init__(self) -> None:
+        self.wm: int | None = None  # watermark: windows ending at or before it are closed
+        self.max_t: int | None = None
+        self.open: dict[int, tuple[list[int], list[float]]] = {}  # time windows by start
+        self.buf_t: list[int] = []  # sliding and count windows
+        self.buf_v: list[float] = []
+
+
+class WindowRule(Rule):
+    kind = "window"
+    interpolation: ClassVar[Interpolation | None] = "hold"
+
+    def __init__(self, spec: WindowSpec, table: SeriesTable, index: int = 0) -> None:
+        super().__init__(table, index)
+        self.spec = spec
+        self.window_kind = spec.kind
+        self.size = spec.size or 0
+        self.hop = spec.hop or self.size
+        self.count = spec.count or 0
+        self.hop_count = spec.hop_count or self.count
+        self.lateness = spec.allowed_lateness
+        self.aggs = list(spec.aggregates)
+        self._states: dict[int, _Series] = {}
+        self._derived: dict[tuple[int, str], int] = {}
+        # results of the current call: origin (end), start, value, derived series
+        self._r_end: list[int] = []
+        self._r_start: list[int] = []
+        self._r_val: list[float] = []
+        self._r_sid: list[int] = []
+
+    @classmethod
+    def from_spec(cls, spec: WindowSpec, table: SeriesTable, index: int = 0) -> WindowRule:
+        return cls(spec, table, index)
+
+    def derived_series(self, sid: int, agg: str) -> int:
+        """The id of the derived series ``<resource>.<agg>`` of series ``sid``."""
+        key = (sid, agg)
+        d = self._derived.get(key)
+        if d is None:
+            info = self.table.info(sid)
+            vt = ValueType.INT64 if agg == "count" else ValueType.FLOAT64
+            units = "" if agg == "count" else info.units
+            d = self.table.intern(info.device, f"{info.resource}.{agg}", info.profile, vt, units, info.source)
+            self._derived[key] = d
+        return d
+
+    def _emit(self, sid: int, start: int, end: int, ts: list[int], vs: list[float]) -> None:
+        ta = np.asarray(ts, dtype=np.int64)
+        va = np.asarray(vs, dtype=np.float64)
+        for agg in self.aggs:
+            self._r_end.append(end)
+            self._r_start.append(start)
+            self._r_val.append(aggregate(agg, ta, va))
+            self._r_sid.append(self.derived_series(sid, agg))
+
+    def _results(self) -> ReadingBatch:
+        out = batch_from_lists(self.table, self._r_end, self._r_val, self._r_sid, starts=self._r_start)
+        self._r_end, self._r_start, self._r_val, self._r_sid = [], [], [], []
+        return out
+
+    # -- processing ---------------------------------------------------------------------------------
+
+    def _process(self, batch: ReadingBatch) -> RuleOutput:
+        if len(batch) == 0:
+            return RuleOutput(batch)
+        raw_pos: list[int] = []
+        late_pos: list[int] = []
+        values = batch.values
+        finite = np.isfinite(values)
+        is_obj = (
+            np.zeros(len(batch), dtype=bool)
+            if batch.objects is None
+            else np.asarray([o is not None for o in batch.objects], dtype=bool)
+        )
+        keep_input = self.spec.keep_input
+        for sid, idx in group_by_series(batch.series):
+            st = self._states.get(sid)
+            if st is None:
+                st = self._states[sid] = _Series()
+            ts = batch.origins[idx].tolist()
+            vs = values[idx].tolist()
+            fin = (finite[idx] & ~is_obj[idx]).tolist()
+            obj = is_obj[idx].tolist()
+            for k, i in enumerate(idx.tolist()):
+                if not fin[k]:
+                    if obj[k]:
+                        self.stats.non_numeric += 1
+                        policy = self.spec.non_numeric
+                    else:
+                        self.stats.nan += 1
+                        policy = self.spec.nan
+                    if policy == "pass":
+                        raw_pos.append(i)
+                    else:
+                        self.stats.dropped += 1
+                    continue
+                if self._add(sid, st, ts[k], vs[k]):
+                    if keep_input:
+                        raw_pos.append(i)
+                else:
+                    late_pos.append(i)
+            self._close(sid, st)
+        results = self._results()
+        if raw_pos:
+            raw = batch.take(np.asarray(sorted(raw_pos), dtype=np.intp))
+            results = ReadingBatch.concat(self.table, [raw, results])
+        self.stats.late += len(late_pos)
+        late = batch.take(np.asarray(sorted(late_pos), dtype=np.intp)) if late_pos else None
+        return RuleOutput(results, late=late)
+
+    def _add(self, sid: int, st: _Series, t: int, v: float) -> bool:
+        """Put one reading in its windows; False when it is late."""
+        kind = self.window_kind
+        if kind == "count":
+            st.buf_t.append(t)
+            st.buf_v.append(v)
+            if len(st.buf_t) >= self.count:
+                self._emit(sid, st.buf_t[0], st.buf_t[-1], st.buf_t, st.buf_v)
+                del st.buf_t[: self.hop_count]
+                del st.buf_v[: self.hop_count]
+            return True
+        if kind == "sliding":
+            if st.max_t is not None and t < st.max_t:
+                return False
+            st.max_t = t
+            st.buf_t.append(t)
+            st.buf_v.append(v)
+            cut = t - self.size
+            drop = 0
+            while st.buf_t[drop] <= cut:
+                drop += 1
+            if drop:
+                del st.buf_t[:drop]
+                del st.buf_v[:drop]
+            self._emit(sid, cut, t, st.buf_t, st.buf_v)
+            return True
+        size, hop = self.size, self.hop
+        last_start = (t // hop) * hop
+        wm = st.wm
+        if wm is not None and last_start + size <= wm:
+            return False
+        s = last_start
+        while s + size > t:
+            if wm is None or s + size > wm:
+                w = st.open.get(s)
+                if w is None:
+                    w = st.open[s] = ([], [])
+                w[0].append(t)
+                w[1].append(v)
+            s -= hop
+        if st.max_t is None or t > st.max_t:
+            st.max_t = t
+            new_wm = t - self.lateness
+            if wm is None or new_wm > wm:
+                st.wm = new_wm
+        return True
+
+    def _close(self, sid: int, st: _Series) -> None:
+        if not st.open or st.wm is None:
+            return
+        wm = st.wm
+        size = self.size
+        for s in sorted(st.open):
+            if s + size <= wm:
+                ts, vs = st.open.pop(s)
+                self._emit(sid, s, s + size, ts, vs)
+
+    def _advance(self, now_ns: int) -> RuleOutput:
+        if self.window_kind in ("tumbling", "hopping"):
+            new_wm = now_ns - self.lateness
+            for sid, st in self._states.items():
+                if st.wm is None or new_wm > st.wm:
+                    st.wm = new_wm
+                self._close(sid, st)
+        return RuleOutput(self._results())
+
+    def _flush(self) -> RuleOutput:
+        for sid, st in self._states.items():
+            for s in sorted(st.open):
+                ts, vs = st.open[s]
+                self._emit(sid, s, s + self.size, ts, vs)
+            st.open.clear()
+            if self.window_kind == "count" and st.buf_t:
+                self._emit(sid, st.buf_t[0], st.buf_t[-1], st.buf_t, st.buf_v)
+                st.buf_t, st.buf_v = [], []
+        return RuleOutput(self._results())
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        states = {
+            sid: {
+                "wm": st.wm,
+                "max_t": st.max_t,
+                "open": [[s, w[0], w[1]] for s, w in sorted(st.open.items())],
+                "buf": [st.buf_t, st.buf_v],
+            }
+            for sid, st in self._states.items()
+        }
+        return {"series": snapshot_series(self.table, states)}
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        states: dict[int, _Series] = {}
+        for sid, d in restore_series(self.table, snap, self.kind).items():
+            st = _Series()
+            try:
+                st.wm = None if d["wm"] is None else int(d["wm"])
+                st.max_t = None if d["max_t"] is None else int(d["max_t"])
+                st.open = {int(s): ([int(x) for x in ts], [float(x) for x in vs]) for s, ts, vs in d["open"]}
+                st.buf_t = [int(x) for x in d["buf"][0]]
+                st.buf_v = [float(x) for x in d["buf"][1]]
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise RuleError(f"window snapshot state {d!r} is malformed: {exc}") from exc
+            states[sid] = st
+        self._states = states
