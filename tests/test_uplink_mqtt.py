@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MosquittoBroker, MosquittoFactory
+from conftest import MosquittoBroker, MosquittoFactory, free_port
 from pydantic import TypeAdapter, ValidationError
 from uplink_support import check_series, make_batch, table, uplink_spec, wait_for
 
@@ -201,10 +203,45 @@ async def test_stop_keeps_unsent_batches_and_restart_resumes_the_stream(
     await rx.stop()
 
 
-async def test_send_before_start_is_an_error(tmp_path: Path) -> None:
-    up = MqttUplink(uplink_spec("mqtt://127.0.0.1:1", tmp_path / "ob.sqlite"), service="s")
+async def test_send_before_start_and_bad_interpolation_are_errors(tmp_path: Path) -> None:
+    up = MqttUplink(uplink_spec(f"mqtt://127.0.0.1:{free_port()}", tmp_path / "ob.sqlite"), service="s")
     with pytest.raises(UplinkError, match="not started"):
         await up.send(make_batch(table(), 0))
+    await up.start()  # nobody listens there: start still succeeds, readings wait in the outbox
+    with pytest.raises(UplinkError, match="interpolation of series 1 is 'cubic'"):
+        await up.send(make_batch(table(), 0), {0: "linear", 1: "cubic"})
+    await up.send(make_batch(table(), 0), {0: "linear"})
+    assert up.stats()["queued"] == 1
+    assert up.stats()["connect_failures"] >= 1
+    await up.stop()
+
+
+async def test_link_that_dies_silently_is_detected_by_keepalive(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The broker freezes (no FIN, no RST): batches sent into the dead link are not lost."""
+    rx = Receiver(mosquitto.url, ["edgeflow/+/batches"], keep=True)
+    await rx.start()
+    up = MqttUplink(uplink_spec(mosquitto.url, tmp_path / "ob.sqlite", keepalive=5), service="s")
+    await up.start()
+    t = table()
+    await up.send(make_batch(t, 0))
+    await wait_for(lambda: up.stats()["acked"] == 1, 5, "first ack")
+    assert mosquitto.proc is not None
+    mosquitto.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(1, 20):
+            await up.send(make_batch(t, i))
+            await asyncio.sleep(0.05)
+        assert up.stats()["inflight"] > 0  # written to a socket nobody reads
+        await wait_for(lambda: up.stats()["connected"] == 0, 15, "keepalive to notice the dead link")
+        assert up.stats()["queued"] == 19  # nothing was deleted without a PUBACK
+    finally:
+        mosquitto.proc.send_signal(signal.SIGCONT)
+    await wait_for(lambda: rx.counts["readings"] == 2000, 30, "every reading")
+    check_series(rx.series(), range(20))
+    await up.stop()
+    await rx.stop()
 
 
 def test_spec_is_part_of_the_uplink_union_and_errors_name_the_field() -> None:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -48,6 +48,16 @@ class MetricsSink(Protocol):
 
 def _default_encoder_factory(name: str, *, stream_id: str, first_seq: int = 0) -> Encoder:
     return make_encoder(name, stream_id=stream_id, first_seq=first_seq)
+
+
+def _interpolation(interpolation: Mapping[int, str] | None) -> dict[int, Interpolation] | None:
+    """Check the per-series interpolation modes the rules declared (``hold`` or ``linear``)."""
+    if not interpolation:
+        return None
+    for sid, mode in interpolation.items():
+        if mode not in ("hold", "linear"):
+            raise UplinkError(f"interpolation of series {sid} is {mode!r}; expected 'hold' or 'linear'")
+    return cast(dict[int, Interpolation], dict(interpolation))
 
 
 _TOPIC_ESCAPES = str.maketrans({"/": "%2F", "+": "%2B", "#": "%23"})
@@ -212,7 +222,7 @@ class MqttUplink:
     async def send(
         self,
         batch: ReadingBatch,
-        interpolation: Mapping[int, Interpolation] | None = None,
+        interpolation: Mapping[int, str] | None = None,
         *,
         alarm: bool = False,
     ) -> None:
@@ -223,18 +233,19 @@ class MqttUplink:
         n = len(batch)
         if n == 0:
             return
+        interp = _interpolation(interpolation)
         self._c["readings_in"] += n
         if alarm:
             self._c["alarms"] += n
-            await self._commit(batch, interpolation, alarm=True)
+            await self._commit(batch, interp, alarm=True)
             return
         if self.spec.batching.max_delay == 0:
-            await self._commit(batch, interpolation, alarm=False)
+            await self._commit(batch, interp, alarm=False)
             return
         self._acc.append(batch)
         self._acc_n += n
-        if interpolation:
-            self._acc_interp.update(interpolation)
+        if interp:
+            self._acc_interp.update(interp)
         if self._acc_n >= self.spec.batching.max_readings:
             await self._flush_accumulated()
         elif self._acc_timer is None:
@@ -245,6 +256,12 @@ class MqttUplink:
     def _timer_flush(self) -> None:
         self._acc_timer = None
         self._flush_task = asyncio.get_running_loop().create_task(self._flush_accumulated())
+        self._flush_task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.last_error = task.exception()
+            log.error("uplink %s: committing batched readings failed: %s", self.service, task.exception())
 
     async def _flush_accumulated(self) -> None:
         if self._acc_timer is not None:
@@ -375,12 +392,17 @@ class MqttUplink:
             backoff.reset()
             try:
                 await self._pump(conn)
+            except Exception as exc:  # an outbox failure must not end shipping for good
+                self.last_error = exc
+                log.exception("uplink %s: sending failed; reconnecting", self.service)
             finally:
                 self._flush_acks()
                 self._inflight.clear()
                 resent = self.outbox.release() if self._outbox is not None else 0
                 self._c["republished"] += resent
                 self._conn = None
+                if not conn.closed.done():
+                    await conn.disconnect()
                 conn = None
             if not self._stopping:
                 self._c["reconnects"] += 1
