@@ -153,6 +153,7 @@ class Receiver:
             "batches": 0,
             "readings": 0,
             "duplicates": 0,
+            "untracked": 0,
             "malformed": 0,
             "foreign": 0,
             "handler_errors": 0,
@@ -249,16 +250,21 @@ class Receiver:
             self.counts["malformed"] += 1
             log.warning("receiver: skipped a malformed message on %s: %s", topic, exc)
             return None
-        tracker = self.streams.get(batch.stream_id)
-        if tracker is None:
-            tracker = self.streams[batch.stream_id] = StreamTracker(batch.stream_id)
-        if not tracker.add(batch.seq):
-            self.counts["duplicates"] += 1
-            return None
+        if batch.seq < 0:  # plain EdgeX, without edgeflow's stream tags: nothing to de-duplicate by
+            self.counts["untracked"] += 1
+        else:
+            tracker = self.streams.get(batch.stream_id)
+            if tracker is None:
+                tracker = self.streams[batch.stream_id] = StreamTracker(batch.stream_id)
+            if not tracker.add(batch.seq):
+                self.counts["duplicates"] += 1
+                return None
         self.counts["batches"] += 1
         self.counts["readings"] += batch.readings
         if self._keep:
-            self._kept[(batch.stream_id, batch.seq)] = batch
+            # untracked messages keep their arrival order, ahead of any tracked sequence number
+            key = (batch.stream_id, batch.seq if batch.seq >= 0 else -(1 << 62) + self.counts["untracked"])
+            self._kept[key] = batch
         if self._out is not None:
             self._out.write(_jsonl(batch, topic))
             self._out.flush()
@@ -280,7 +286,7 @@ class Receiver:
         """Every kept series, keyed by (device, resource), points in shipping order (streams by their
         first origin, batches by sequence number). Needs ``keep=True``."""
         by_stream: dict[str, list[DecodedBatch]] = {}
-        for (sid, _seq), b in sorted(self._kept.items()):
+        for (sid, _seq), b in sorted(self._kept.items(), key=lambda kv: kv[0]):
             by_stream.setdefault(sid, []).append(b)
 
         def first_origin(bs: list[DecodedBatch]) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import MosquittoBroker, MosquittoFactory, free_port
 from pydantic import TypeAdapter, ValidationError
@@ -15,6 +17,7 @@ from uplink_support import check_series, make_batch, table, uplink_spec, wait_fo
 from edgeflow.cloud import Receiver
 from edgeflow.codec import DecodedBatch
 from edgeflow.errors import UplinkError
+from edgeflow.uplink._paho import ConnectParams, MqttConnection
 from edgeflow.uplink.mqtt import MqttUplink
 from edgeflow.uplink.spec import MqttUplinkSpec, UplinkSpec
 
@@ -87,6 +90,81 @@ async def test_edgex_json_goes_to_edgex_message_bus_topics(
     }
     assert rx.counts["batches"] == 24  # one EdgeX event per message
     await up.stop()
+    await rx.stop()
+
+
+@pytest.mark.parametrize("envelope", ["edgex-v3", "edgex-v4"])
+async def test_edgex_message_bus_envelope(mosquitto: MosquittoBroker, tmp_path: Path, envelope: str) -> None:
+    raw: list[bytes] = []
+    sniffer = MqttConnection(
+        ConnectParams("127.0.0.1", mosquitto.port, "sniffer"), on_message=lambda tp, p: raw.append(p)
+    )
+    await sniffer.connect()
+    await sniffer.subscribe("edgex/events/device/#")
+    rx = Receiver(mosquitto.url, ["edgex/events/device/#"], keep=True)
+    await rx.start()
+    spec = uplink_spec(mosquitto.url, tmp_path / "ob.sqlite", encoding="edgex-json", envelope=envelope)
+    up = MqttUplink(spec, service="device-pumps")
+    await up.start()
+    await up.send(make_batch(table(), 0, per_series=1))
+    await wait_for(lambda: rx.counts["readings"] == 4 and len(raw) == 4, 10, "events")
+    env = orjson.loads(raw[0])
+    assert env["apiVersion"] == "v3"
+    assert env["errorCode"] == 0
+    assert env["contentType"] == "application/json"
+    inner = orjson.loads(base64.b64decode(env["payload"])) if envelope == "edgex-v3" else env["payload"]
+    assert inner["apiVersion"] == "v3"
+    assert inner["event"]["deviceName"] == "pump-0"
+    assert inner["event"]["readings"][0]["resourceName"] == "pressure"
+    check_series(rx.series(), range(1), per_series=1)
+    await up.stop()
+    await rx.stop()
+    await sniffer.disconnect()
+
+
+async def test_plain_edgex_events_are_received_without_dedup(mosquitto: MosquittoBroker) -> None:
+    """Events from EdgeX itself carry no edgeflow stream: each is passed on, none is a 'duplicate'."""
+    rx = Receiver(mosquitto.url, ["edgex/events/device/#"], keep=True)
+    await rx.start()
+    pub = MqttConnection(
+        ConnectParams("127.0.0.1", mosquitto.port, "edgex-device-service"), on_ack=lambda m, ok: None
+    )
+    await pub.connect()
+    for i in range(3):
+        ev = {
+            "apiVersion": "v3",
+            "requestId": "r",
+            "event": {
+                "apiVersion": "v3",
+                "id": f"e{i}",
+                "deviceName": "Random-Float-Device",
+                "profileName": "Random-Float-Device",
+                "sourceName": "Float64",
+                "origin": 1_700_000_000_000_000_000 + i,
+                "readings": [
+                    {
+                        "id": f"r{i}",
+                        "origin": 1_700_000_000_000_000_000 + i,
+                        "deviceName": "Random-Float-Device",
+                        "resourceName": "Float64",
+                        "profileName": "Random-Float-Device",
+                        "valueType": "Float64",
+                        "value": "1.500000e+00",
+                    }
+                ],
+            },
+        }
+        pub.publish(
+            "edgex/events/device/device-virtual/Random-Float-Device/Random-Float-Device/Float64",
+            orjson.dumps(ev),
+        )
+    await wait_for(lambda: rx.counts["messages"] == 3, 10, "events")
+    assert rx.counts["untracked"] == 3
+    assert rx.counts["duplicates"] == 0
+    assert rx.counts["readings"] == 3
+    (s,) = rx.series().values()
+    assert s.origins.tolist() == [1_700_000_000_000_000_000 + i for i in range(3)]
+    await pub.disconnect()
     await rx.stop()
 
 
@@ -268,5 +346,7 @@ def test_spec_is_part_of_the_uplink_union_and_errors_name_the_field() -> None:
         ta.validate_python({"type": "mqtt", "url": "mqtt://b", "tls": {}})
     with pytest.raises(ValidationError, match="wildcards"):
         ta.validate_python({"type": "mqtt", "url": "mqtt://b", "topic": "a/+/b"})
+    with pytest.raises(ValidationError, match="envelope edgex-v3 needs encoding edgex-json"):
+        ta.validate_python({"type": "mqtt", "url": "mqtt://b", "envelope": "edgex-v3"})
     with pytest.raises(ValidationError, match=r"extra"):
         ta.validate_python({"type": "mqtt", "url": "mqtt://b", "qos": 0})

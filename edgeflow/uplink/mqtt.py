@@ -16,9 +16,11 @@ off. A TLS or authentication failure is a :class:`~edgeflow.errors.TransportSecu
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Protocol, cast
 
@@ -58,6 +60,20 @@ def _interpolation(interpolation: Mapping[int, str] | None) -> dict[int, Interpo
         if mode not in ("hold", "linear"):
             raise UplinkError(f"interpolation of series {sid} is {mode!r}; expected 'hold' or 'linear'")
     return cast(dict[int, Interpolation], dict(interpolation))
+
+
+def _envelope(payload: bytes, kind: str) -> bytes:
+    """EdgeX's message-bus ``MessageEnvelope`` around an AddEventRequest (3.x: base64 payload; 4.x:
+    the payload as an object)."""
+    if kind == "none":
+        return payload
+    head = (
+        b'{"apiVersion":"v3","receivedTopic":"","correlationID":"'
+        + str(uuid.uuid4()).encode()
+        + b'","requestID":"","errorCode":0,"payload":'
+    )
+    body = b'"' + base64.b64encode(payload) + b'"' if kind == "edgex-v3" else payload
+    return head + body + b',"contentType":"application/json"}'
 
 
 _TOPIC_ESCAPES = str.maketrans({"/": "%2F", "+": "%2B", "#": "%23"})
@@ -294,7 +310,7 @@ class MqttUplink:
                             stream_id=e.stream_id,
                             seq=e.seq,
                             topic=self._render_topic(topic_values),
-                            payload=e.payload,
+                            payload=_envelope(e.payload, self.spec.envelope),
                             alarm=alarm,
                             readings=e.readings,
                             encoding=encoding,

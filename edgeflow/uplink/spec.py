@@ -186,6 +186,10 @@ class MqttUplinkSpec(_Spec):
     encoding: Literal["compact", "edgex-json"] = "compact"
     #: Topic template with ``{service}``, ``{device}``, ``{profile}``, ``{source}``; default per encoding.
     topic: str | None = None
+    #: ``edgex-json`` only: wrap each event in EdgeX's message-bus envelope, as EdgeX services expect on
+    #: the bus — ``edgex-v3`` (``payload`` base64 of the AddEventRequest) or ``edgex-v4`` (``payload``
+    #: the object). ``none`` publishes the bare AddEventRequest (eKuiper's MQTT source, external-mqtt triggers).
+    envelope: Literal["none", "edgex-v3", "edgex-v4"] = "none"
     #: Unacknowledged QoS 1 publishes in flight at once.
     max_inflight: int = Field(default=100, ge=1, le=65535)
     batching: BatchingSpec = BatchingSpec()
@@ -209,6 +213,8 @@ class MqttUplinkSpec(_Spec):
     def _tls_matches_scheme(self) -> MqttUplinkSpec:
         if self.tls is not None and not self.broker.tls:
             raise ValueError("tls is set but url is not mqtts://; use mqtts:// for TLS")
+        if self.envelope != "none" and self.encoding != "edgex-json":
+            raise ValueError(f"envelope {self.envelope} needs encoding edgex-json, not {self.encoding}")
         return self
 
     @property
