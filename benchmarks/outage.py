@@ -12,7 +12,8 @@ readings/s (compact encoding, messages of ``--batch`` readings, 10 series of ran
 3. the broker is started again; ingest goes on; time until the outbox is empty.
 
 Prints the backlog, the drain time, how much faster the backlog drained than it built up
-(``outage / drain time``; net of the ongoing ingest), the gross ship rate while draining, RSS during
+(``outage / drain time``, the drain time counted from the broker's restart, so it includes the
+reconnect backoff; net of the ongoing ingest), the gross ship rate while draining, RSS during
 the outage relative to the baseline, and what the receiver counted. Nothing is asserted.
 """
 
@@ -154,8 +155,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         acked_before = st["acked_readings"]
         broker.start()
         t_up = time.monotonic()
+        t_conn = await produce_until(t_up + 600, until=lambda: up.connected)
         t_empty = await produce_until(t_up + 600, until=lambda: up.stats()["queued"] == 0)
         drain = t_empty - t_up
+        out["reconnect_wait_s"] = t_conn - t_up
+        out["drain_once_connected_s"] = t_empty - t_conn
         st = up.stats()
         out["drain_s"] = drain
         out["drain_vs_buildup"] = out["outage_s"] / drain
