@@ -3,6 +3,7 @@ Failures are clear errors and never fall back to plaintext."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -126,15 +127,19 @@ async def test_missing_client_certificate_is_refused(
 
 
 async def test_wrong_password_is_a_security_error_and_right_one_works(
-    mosquitto_factory: MosquittoFactory, tmp_path: Path
+    mosquitto_factory: MosquittoFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     broker = mosquitto_factory(users={"edge": "correct horse"})
     bad = MqttUplink(
-        uplink_spec(broker.url, tmp_path / "a.sqlite", auth={"username": "edge", "password": "wrong"}),
+        uplink_spec(broker.url, tmp_path / "a.sqlite", auth={"username": "edge", "password": "pw-Zq81x"}),
         service="s",
     )
-    with pytest.raises(TransportSecurityError, match=r"refused authentication as user 'edge'"):
+    with pytest.raises(TransportSecurityError, match=r"refused authentication as user 'edge'") as err:
         await bad.start()
+    assert "pw-Zq81x" not in str(err.value)
+    assert "pw-Zq81x" not in repr(bad.spec)
+    assert "pw-Zq81x" not in caplog.text
     with pytest.raises(TransportSecurityError, match="refused authentication"):
         await Receiver(broker.url, ["#"], auth=MqttAuthSpec(username="edge", password="nope")).start()  # type: ignore[arg-type]
     rx = Receiver(

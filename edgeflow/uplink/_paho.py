@@ -23,7 +23,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -107,7 +107,7 @@ class ConnectParams:
     connect_timeout: float = 10.0
     ssl_context: ssl.SSLContext | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     #: False: ask the broker to keep the session (subscriptions, queued QoS 1 messages) across connections.
     clean_start: bool = True
     #: MQTT 5 session expiry interval (seconds) when ``clean_start`` is False.
