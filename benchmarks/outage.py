@@ -52,7 +52,11 @@ async def main():
     rx = Receiver(sys.argv[1], ["edgeflow/+/batches"], client_id="bench-receiver")
     await rx.start()
     print("subscribed", flush=True)
-    await asyncio.to_thread(sys.stdin.read)
+    expected = int(await asyncio.to_thread(sys.stdin.read))  # readings the edge committed
+    for _ in range(600):  # up to 60 s more: its own reconnect backoff may still be running
+        if rx.counts["readings"] >= expected:
+            break
+        await asyncio.sleep(0.1)
     await rx.stop()
     st = rx.stats()
     print(orjson.dumps({k: st[k] for k in ("messages", "batches", "readings", "duplicates", "missing")}).decode(), flush=True)
@@ -171,7 +175,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["committed_readings"] = st["readings_committed"]
         out["acked_readings"] = st["acked_readings"]
         out["dropped_by_policy"] = st["dropped_by_policy"]
-        await asyncio.sleep(1.0)
+        rx.stdin.write(f"{st['readings_committed']}\n")
         rx.stdin.close()
         out["receiver"] = orjson.loads(await asyncio.to_thread(rx.stdout.readline))
     finally:
