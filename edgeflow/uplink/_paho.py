@@ -139,6 +139,21 @@ class Backoff:
         self.attempt = 0
 
 
+class _ErrorCapture(logging.Logger):
+    """paho's logger: remembers its last error line (why a connection broke) and passes errors on at
+    debug level; everything below error costs nothing (paho formats only via the logger)."""
+
+    def __init__(self, conn: MqttConnection) -> None:
+        super().__init__("edgeflow.uplink.paho", logging.ERROR)
+        self._conn = conn
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR:
+            text = str(msg) % args if args else str(msg)
+            self._conn._last_error = text
+            log.debug("paho: %s", text)
+
+
 class MqttConnection:
     """One MQTT connection driven by the running loop. Use :meth:`connect` once; after it is lost,
     make a new one. ``closed`` resolves (never raises) with the reason the connection ended."""
@@ -187,7 +202,7 @@ class MqttConnection:
         c.on_publish = self._handle_publish
         c.on_message = self._handle_message
         c.on_subscribe = self._handle_subscribe
-        c.on_log = self._handle_log
+        c.enable_logger(_ErrorCapture(self))
         # Set before connect, so paho never writes from the connect thread: it asks for a writer
         # instead, and every read and write happens on the loop.
         c.on_socket_close = self._handle_socket_close
@@ -237,15 +252,14 @@ class MqttConnection:
             raise UplinkError(f"cannot reach broker {p.where}: {exc or type(exc).__name__}") from exc
         sock = self._client.socket()
         if not isinstance(sock, socket.socket):
-            # lost while connecting (paho already called on_disconnect, which recorded why)
+            # Lost before the connect thread returned: the CONNECT was already written from the loop
+            # (the writer runs as soon as paho asks for it) and the broker hung up; on_disconnect
+            # put the reason into the CONNACK future.
+            reason = (
+                self._connack.exception() if self._connack.done() and not self._connack.cancelled() else None
+            )
             self._abandon()
-            if (
-                self._connack.done()
-                and not self._connack.cancelled()
-                and self._connack.exception() is not None
-            ):
-                raise self._connack.exception() from None  # type: ignore[misc]
-            raise UplinkError(f"broker {p.where}: connection lost while connecting")
+            raise reason or UplinkError(f"broker {p.where}: connection lost while connecting")
         self._sock = sock
         if isinstance(p.ssl_context, ClientTlsContext):
             p.ssl_context.last_socket = None
@@ -263,9 +277,6 @@ class MqttConnection:
         except BaseException:
             self._abandon()
             raise
-        self._client.on_log = (
-            None  # only needed to learn why a handshake broke; costs a format per packet after
-        )
         log.info("connected to %s as %s (MQTT %s)", p.where, p.client_id, p.protocol)
 
     def _handle_connect(self, _c: Any, _u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
@@ -283,10 +294,6 @@ class MqttConnection:
             self._connack.set_exception(
                 UplinkError(f"broker {self.params.where} refused the connection: {rc}")
             )
-
-    def _handle_log(self, _c: Any, _u: Any, level: int, msg: str) -> None:
-        if level == paho.MQTT_LOG_ERR:
-            self._last_error = msg
 
     def _lost_reason(self, rc: Any) -> BaseException:
         err = self._last_error or ""
