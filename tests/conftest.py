@@ -3,10 +3,21 @@ reused by every test module that needs one."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from connectors.modbus.simulator import ModbusSimulator as ModbusTestServer
+from connectors.modbus.simulator import free_tcp_port
 
 #: The steering repository's shared data, beside the project checkout (or beside the folder of
 #: worktrees, for a checkout in ``wt/<name>``).
@@ -29,11 +40,6 @@ def shared_data() -> Path:
 # Modbus: a real pymodbus async server on a free loopback port (tests/test_modbus*.py, benchmarks)
 # ==================================================================================================
 
-import asyncio  # noqa: E402
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
-
-from connectors.modbus.simulator import ModbusSimulator as ModbusTestServer  # noqa: E402
 
 ModbusServerFactory = Callable[..., Awaitable[ModbusTestServer]]
 
@@ -105,3 +111,220 @@ def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ==================================================================================================
+# Mosquitto (uplink, receiver): a real broker on a free loopback port, from a config in tmp_path.
+# Never the shared broker on 1883. A broker can be stopped and started again on the same port.
+# ==================================================================================================
+
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+free_port = free_tcp_port
+
+
+@dataclass
+class TlsFiles:
+    """PEM files made by ``trustme``: a CA, a server certificate for localhost/127.0.0.1, a client
+    certificate from the same CA, and a second CA that signed none of them."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    wrong_ca: Path
+
+
+@dataclass
+class MosquittoBroker:
+    """One Mosquitto process. ``port`` is the plaintext listener, ``tls_port`` the TLS one (if any)."""
+
+    workdir: Path
+    port: int
+    tls_port: int | None = None
+    tls: TlsFiles | None = None
+    require_certificate: bool = False
+    password_file: Path | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        assert self.tls_port is not None
+        return f"mqtts://{self.host}:{self.tls_port}"
+
+    def write_config(self) -> None:
+        lines = [
+            "user root" if os.geteuid() == 0 else f"user {os.environ.get('USER', 'mosquitto')}",
+            "per_listener_settings false",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            f"log_dest file {self.log_path}",
+            "log_type all",
+            "connection_messages true",
+            f"listener {self.port} 127.0.0.1",
+        ]
+        if self.password_file is not None:
+            lines.insert(1, f"password_file {self.password_file}")
+        if self.tls is not None and self.tls_port is not None:
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                f"require_certificate {'true' if self.require_certificate else 'false'}",
+            ]
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.proc is None, "already running"
+        self.write_config()
+        with (self.workdir / "stderr.txt").open("ab") as err:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=err
+            )
+        deadline = time.monotonic() + timeout
+        ports = [p for p in (self.port, self.tls_port) if p is not None]
+        while True:
+            if self.proc.poll() is not None:
+                err = (self.workdir / "stderr.txt").read_text()
+                log = self.log_path.read_text() if self.log_path.exists() else ""
+                self.proc = None
+                raise RuntimeError(f"mosquitto exited at start: {err}\n{log}")
+            log = self.log_text()  # not a probe connection: tests count connections per listener
+            if all(f"listen socket on port {p}." in log for p in ports):
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not listen on {ports} within {timeout} s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM and wait (Mosquitto saves its persistence file on the way out)."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+MosquittoFactory = Callable[..., MosquittoBroker]
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
+    """``make(tls=None, require_certificate=False, users=None, start=True)`` → a started
+    :class:`MosquittoBroker` on free ports under ``tmp_path``; all are stopped at teardown.
+    ``users`` is a ``{name: password}`` dict that turns anonymous access off."""
+    if not os.access(MOSQUITTO, os.X_OK):
+        pytest.skip(f"{MOSQUITTO} is not installed")
+    brokers: list[MosquittoBroker] = []
+
+    def make(
+        *,
+        tls: TlsFiles | None = None,
+        require_certificate: bool = False,
+        users: dict[str, str] | None = None,
+        start: bool = True,
+    ) -> MosquittoBroker:
+        workdir = tmp_path / f"mosquitto-{len(brokers)}"
+        workdir.mkdir()
+        password_file = None
+        if users:
+            password_file = workdir / "passwd"
+            password_file.touch(mode=0o600)
+            for name, password in users.items():
+                subprocess.run(
+                    [
+                        shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd",
+                        "-b",
+                        str(password_file),
+                        name,
+                        password,
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+        broker = MosquittoBroker(
+            workdir=workdir,
+            port=free_port(),
+            tls_port=free_port() if tls is not None else None,
+            tls=tls,
+            require_certificate=require_certificate,
+            password_file=password_file,
+        )
+        brokers.append(broker)
+        if start:
+            broker.start()
+        return broker
+
+    yield make
+    for b in brokers:
+        b.stop()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory: MosquittoFactory) -> MosquittoBroker:
+    """A plain Mosquitto (anonymous, no TLS) on a free port."""
+    return mosquitto_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """Certificates made by ``trustme`` for a TLS listener on 127.0.0.1 / localhost."""
+    trustme = pytest.importorskip("trustme")
+    d = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1", "broker.edgeflow.test")
+    client = ca.issue_cert("edge-1@edgeflow.test", common_name="edge-1")
+    wrong = trustme.CA()
+    files = TlsFiles(
+        ca=d / "ca.pem",
+        server_cert=d / "server.pem",
+        server_key=d / "server.key",
+        client_cert=d / "client.pem",
+        client_key=d / "client.key",
+        wrong_ca=d / "wrong-ca.pem",
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    server.cert_chain_pems[0].write_to_path(str(files.server_cert))
+    server.private_key_pem.write_to_path(str(files.server_key))
+    client.cert_chain_pems[0].write_to_path(str(files.client_cert))
+    client.private_key_pem.write_to_path(str(files.client_key))
+    wrong.cert_pem.write_to_path(str(files.wrong_ca))
+    return files

@@ -1,0 +1,428 @@
+"""The cloud end: subscribe, decode, de-duplicate, report gaps, reconstruct series.
+
+:class:`Receiver` subscribes to the uplink's topics (an MQTT 5 shared subscription
+``$share/<group>/<topic>`` lets several receivers split the load), decodes both encodings, drops
+duplicates from at-least-once delivery by ``(stream_id, seq)``, keeps per stream which sequence
+numbers are missing, and hands each new batch to a callback and/or writes its readings as JSON
+lines. A malformed or foreign message is counted, logged and skipped. A message is acknowledged to
+the broker only after it has been handled, and the session is kept across broker restarts, so
+nothing the broker accepted is lost on the way to the receiver.
+
+``edgeflow receive`` is :func:`add_arguments` + :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import orjson
+
+from edgeflow.codec import DecodedBatch, DecodedSeries, decode, detect_encoding, merge_points
+from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
+from edgeflow.uplink._paho import Backoff, ConnectParams, MqttConnection, make_ssl_context
+from edgeflow.uplink.spec import MqttAuthSpec, TlsSpec, parse_broker_url
+
+__all__ = ["Receiver", "StreamTracker", "add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[DecodedBatch, str], None]
+"""``(batch, topic)`` for each new (not duplicate) batch."""
+
+
+@dataclass
+class StreamTracker:
+    """The sequence numbers seen on one stream, as sorted disjoint ranges ``[lo, hi]``."""
+
+    stream_id: str
+    ranges: list[list[int]] = field(default_factory=list)
+    received: int = 0
+    duplicates: int = 0
+
+    def add(self, seq: int) -> bool:
+        """Record ``seq``; False if it was seen before (a duplicate)."""
+        r = self.ranges
+        i = bisect.bisect_right(r, seq, key=lambda x: x[0])  # first range starting after seq
+        if i > 0 and r[i - 1][0] <= seq <= r[i - 1][1]:
+            self.duplicates += 1
+            return False
+        self.received += 1
+        joins_left = i > 0 and r[i - 1][1] == seq - 1
+        joins_right = i < len(r) and r[i][0] == seq + 1
+        if joins_left and joins_right:
+            r[i - 1][1] = r[i][1]
+            del r[i]
+        elif joins_left:
+            r[i - 1][1] = seq
+        elif joins_right:
+            r[i][0] = seq
+        else:
+            r.insert(i, [seq, seq])
+        return True
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        """Missing sequence numbers between the first and the last seen, as ``(lo, hi)`` ranges."""
+        return [(a[1] + 1, b[0] - 1) for a, b in zip(self.ranges, self.ranges[1:], strict=False)]
+
+    @property
+    def missing(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.gaps)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "first_seq": self.ranges[0][0] if self.ranges else None,
+            "last_seq": self.ranges[-1][1] if self.ranges else None,
+            "missing": self.missing,
+            "gaps": self.gaps[:20],
+        }
+
+
+class Receiver:
+    """Subscribe and decode. ``on_batch`` gets every new batch; ``out`` (a path) gets one JSON line
+    per reading; ``keep=True`` keeps the batches for :meth:`series`."""
+
+    def __init__(
+        self,
+        url: str,
+        topics: Sequence[str],
+        *,
+        on_batch: BatchHandler | None = None,
+        out: Path | None = None,
+        keep: bool = False,
+        protocol: Literal["3.1.1", "5"] = "5",
+        client_id: str | None = None,
+        group: str | None = None,
+        tls: TlsSpec | None = None,
+        auth: MqttAuthSpec | None = None,
+        session_expiry: int = 3600,
+        keepalive: int = 30,
+        reconnect: tuple[float, float] = (0.2, 5.0),
+    ) -> None:
+        broker = parse_broker_url(url)
+        if tls is not None and not broker.tls:
+            raise UplinkError(f"TLS options given but {url!r} is not mqtts://")
+        ssl_context = None
+        if broker.tls:
+            t = tls or TlsSpec()
+            ssl_context = make_ssl_context(
+                ca_file=t.ca_file,
+                cert_file=t.cert_file,
+                key_file=t.key_file,
+                key_password=t.key_password.get_secret_value() if t.key_password else None,
+                check_hostname=t.check_hostname,
+                min_version=t.min_version,
+                server_hostname=t.server_hostname,
+            )
+        self.topics = [f"$share/{group}/{t}" if group else t for t in topics]
+        self._params = ConnectParams(
+            host=broker.host,
+            port=broker.port,
+            client_id=client_id or f"edgeflow-rx-{socket.gethostname()}-{os.getpid()}",
+            protocol=protocol,
+            keepalive=keepalive,
+            ssl_context=ssl_context,
+            username=auth.username if auth else None,
+            password=auth.password.get_secret_value() if auth and auth.password else None,
+            clean_start=False,
+            session_expiry=session_expiry,
+        )
+        self._on_batch = on_batch
+        self._out_path = out
+        self._out: IO[bytes] | None = None
+        self._keep = keep
+        self._kept: dict[tuple[str, int], DecodedBatch] = {}
+        self._backoff = Backoff(*reconnect)
+        self.streams: dict[str, StreamTracker] = {}
+        self.counts = {
+            "messages": 0,
+            "batches": 0,
+            "readings": 0,
+            "duplicates": 0,
+            "untracked": 0,
+            "malformed": 0,
+            "foreign": 0,
+            "handler_errors": 0,
+            "reconnects": 0,
+        }
+        self._conn: MqttConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._stopping = False
+        self.last_error: BaseException | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and subscribe (raises on a TLS/auth failure or an unreachable broker), then keep
+        the subscription alive across connection losses in the background."""
+        if self._out_path is not None:
+            self._out_path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = self._out_path.open("ab")
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._close_out()
+            raise
+        self._task = asyncio.get_running_loop().create_task(self._run(conn), name="receiver")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._conn is not None:
+            await self._conn.disconnect()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._close_out()
+
+    def _close_out(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    async def _connect(self) -> MqttConnection:
+        conn = MqttConnection(self._params, on_message=self._on_message)
+        await conn.connect()
+        try:
+            for t in self.topics:
+                await conn.subscribe(t, 1)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        self._conn = conn
+        self._subscribed.set()
+        return conn
+
+    async def _run(self, conn: MqttConnection | None) -> None:
+        while not self._stopping:
+            if conn is None:
+                try:
+                    conn = await self._connect()
+                except TransportSecurityError as exc:
+                    self.last_error = exc
+                    log.error("receiver: %s (not falling back to plaintext; retrying)", exc)
+                except UplinkError as exc:
+                    self.last_error = exc
+                    log.info("receiver: %s", exc)
+                if conn is None:
+                    await asyncio.sleep(self._backoff.next_delay())
+                    continue
+                self.counts["reconnects"] += 1
+            self._backoff.reset()
+            await asyncio.shield(conn.closed)
+            self._subscribed.clear()
+            self._conn = None
+            conn = None
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        self.counts["messages"] += 1
+        self.handle(topic, payload)
+
+    def handle(self, topic: str, payload: bytes) -> DecodedBatch | None:
+        """Decode one message and pass it on; None if it was a duplicate, malformed or foreign."""
+        try:
+            detect_encoding(payload)
+        except CodecError as exc:
+            self.counts["foreign"] += 1
+            log.warning("receiver: skipped a foreign message on %s: %s", topic, exc)
+            return None
+        try:
+            batch = decode(payload)
+        except CodecError as exc:
+            self.counts["malformed"] += 1
+            log.warning("receiver: skipped a malformed message on %s: %s", topic, exc)
+            return None
+        if batch.seq < 0:  # plain EdgeX, without edgeflow's stream tags: nothing to de-duplicate by
+            self.counts["untracked"] += 1
+        else:
+            tracker = self.streams.get(batch.stream_id)
+            if tracker is None:
+                tracker = self.streams[batch.stream_id] = StreamTracker(batch.stream_id)
+            if not tracker.add(batch.seq):
+                self.counts["duplicates"] += 1
+                return None
+        self.counts["batches"] += 1
+        self.counts["readings"] += batch.readings
+        if self._keep:
+            # untracked messages keep their arrival order, ahead of any tracked sequence number
+            key = (batch.stream_id, batch.seq if batch.seq >= 0 else -(1 << 62) + self.counts["untracked"])
+            self._kept[key] = batch
+        if self._out is not None:
+            self._out.write(_jsonl(batch, topic))
+            self._out.flush()
+        if self._on_batch is not None:
+            try:
+                self._on_batch(batch, topic)
+            except Exception:
+                self.counts["handler_errors"] += 1
+                log.exception("receiver: batch handler failed on %s/%d", batch.stream_id, batch.seq)
+        return batch
+
+    # -- results ----------------------------------------------------------------------------------
+
+    async def wait_subscribed(self) -> None:
+        """Until the receiver is connected and subscribed (again, after a connection loss)."""
+        await self._subscribed.wait()
+
+    def series(self) -> dict[tuple[str, str], DecodedSeries]:
+        """Every kept series, keyed by (device, resource), points in shipping order (streams by their
+        first origin, batches by sequence number). Needs ``keep=True``."""
+        by_stream: dict[str, list[DecodedBatch]] = {}
+        for (sid, _seq), b in sorted(self._kept.items(), key=lambda kv: kv[0]):
+            by_stream.setdefault(sid, []).append(b)
+
+        def first_origin(bs: list[DecodedBatch]) -> int:
+            return min((int(s.origins.min()) for b in bs for s in b.series if len(s)), default=0)
+
+        ordered = [b for bs in sorted(by_stream.values(), key=first_origin) for b in bs]
+        return merge_points(ordered)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.counts)
+        out["streams"] = {sid: t.summary() for sid, t in self.streams.items()}
+        out["missing"] = sum(t.missing for t in self.streams.values())
+        out["connected"] = self._conn is not None and not self._conn.closed.done()
+        return out
+
+
+def _jsonl(batch: DecodedBatch, topic: str) -> bytes:
+    """One JSON line per reading: stream, seq, device, resource, origin, value (+ start for windows)."""
+    lines: list[bytes] = []
+    for s in batch.series:
+        base = {
+            "stream": batch.stream_id,
+            "seq": batch.seq,
+            "topic": topic,
+            "device": s.info.device,
+            "resource": s.info.resource,
+            "profile": s.info.profile,
+            "valueType": s.info.value_type.value,
+            "interpolation": s.interpolation,
+        }
+        origins = s.origins.tolist()
+        values = s.values.tolist()
+        for i, origin in enumerate(origins):
+            rec = dict(base, origin=origin)
+            obj = s.objects[i] if s.objects is not None else None
+            rec["value"] = obj if obj is not None else (None if np.isnan(values[i]) else values[i])
+            if s.starts is not None:
+                rec["start"] = int(s.starts[i])
+            if batch.alarm:
+                rec["alarm"] = True
+            lines.append(orjson.dumps(rec, default=_jsonable, option=orjson.OPT_APPEND_NEWLINE))
+    return b"".join(lines)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes | bytearray):
+        import base64
+
+        return base64.b64encode(v).decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, Mapping):
+        return dict(v)
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
+# --------------------------------------------------------------------------------------------------
+# edgeflow receive
+# --------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``edgeflow receive``."""
+    parser.add_argument("--url", default="mqtt://127.0.0.1:1883", help="broker URL, mqtt:// or mqtts://")
+    parser.add_argument(
+        "--topic",
+        action="append",
+        help="topic filter to subscribe to (repeatable; default: edgeflow/+/batches and edgex/events/device/#)",
+    )
+    parser.add_argument(
+        "--group", help="MQTT 5 shared subscription group: receivers in one group split the load"
+    )
+    parser.add_argument("--protocol", choices=["3.1.1", "5"], default="5")
+    parser.add_argument(
+        "--client-id", help="stable client id, so the broker keeps the session across restarts"
+    )
+    parser.add_argument("--ca-file", type=Path, help="CA bundle to verify the broker (mqtts://)")
+    parser.add_argument("--cert-file", type=Path, help="client certificate for mutual TLS")
+    parser.add_argument("--key-file", type=Path, help="client key for mutual TLS")
+    parser.add_argument("--server-hostname", help="name to send as SNI and check in the broker certificate")
+    parser.add_argument("--username")
+    parser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the password (never on the command line)",
+    )
+    parser.add_argument("--out", type=Path, help="append one JSON line per reading to this file")
+    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``edgeflow receive``; prints a JSON summary (counts, streams, gaps) to stdout at the end."""
+    tls = None
+    if args.ca_file or args.cert_file or args.server_hostname:
+        tls = TlsSpec(
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            server_hostname=args.server_hostname,
+        )
+    auth = None
+    if args.username:
+        password = os.environ.get(args.password_env) if args.password_env else None
+        if args.password_env and password is None:
+            sys.stderr.write(f"edgeflow receive: environment variable {args.password_env} is not set\n")
+            return 2
+        auth = MqttAuthSpec.model_validate({"username": args.username, "password": password})
+    topics = args.topic or ["edgeflow/+/batches", "edgex/events/device/#"]
+    try:
+        receiver = Receiver(
+            args.url,
+            topics,
+            out=args.out,
+            protocol=args.protocol,
+            client_id=args.client_id,
+            group=args.group,
+            tls=tls,
+            auth=auth,
+        )
+        stats = asyncio.run(_receive(receiver, args.duration))
+    except (UplinkError, ValueError) as exc:
+        sys.stderr.write(f"edgeflow receive: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    sys.stdout.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+async def _receive(receiver: Receiver, duration: float | None) -> dict[str, Any]:
+    await receiver.start()
+    try:
+        if duration is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(duration)
+    finally:
+        await receiver.stop()
+    return receiver.stats()

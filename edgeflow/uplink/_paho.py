@@ -1,0 +1,440 @@
+"""The one place paho-mqtt meets asyncio.
+
+A :class:`MqttConnection` is one connection: one paho ``Client``, made fresh for every attempt, its
+socket driven by the running event loop with ``add_reader``/``add_writer`` (as aiomqtt does) and a
+one-second task for keepalives. paho's own reconnect and its internal re-send of unacknowledged
+messages are not used: the caller owns reconnection (:class:`Backoff`) and re-sending (the outbox).
+
+The blocking part of ``Client.connect`` — TCP connect and TLS handshake — runs in a worker thread;
+everything else, including every paho callback, runs on the event loop.
+
+paho errors are mapped here: a failed TLS handshake or a refused login is a
+:class:`~edgeflow.errors.TransportSecurityError` that says what failed; anything else is an
+:class:`~edgeflow.errors.UplinkError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edgeflow.errors import TransportSecurityError, UplinkError
+
+__all__ = ["Backoff", "ClientTlsContext", "ConnectParams", "MqttConnection", "make_ssl_context"]
+
+log = logging.getLogger(__name__)
+
+#: CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes 4 and 5 onto 0x86/0x87).
+_AUTH_CODES: Final = {0x86, 0x87, 0x8C}
+
+MessageHandler = Callable[[str, bytes], None]
+"""``(topic, payload)``; the message is acknowledged to the broker when the handler returns."""
+
+AckHandler = Callable[[int, bool], None]
+"""``(mid, ok)`` when the broker answers a QoS 1 publish."""
+
+
+def make_ssl_context(
+    *,
+    ca_file: Path | None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    key_password: str | None = None,
+    check_hostname: bool = True,
+    min_version: Literal["1.2", "1.3"] = "1.2",
+    server_hostname: str | None = None,
+) -> ssl.SSLContext:
+    """A client context that always verifies the broker's chain; ``server_hostname`` (if given)
+    replaces the connect host as SNI and as the name checked against the certificate."""
+    ctx = ClientTlsContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.sni_override = server_hostname
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = check_hostname
+    try:
+        if ca_file is not None:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if cert_file is not None:
+            ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None, key_password)
+    except (OSError, ssl.SSLError) as exc:
+        what = f"CA file {ca_file}" if ca_file is not None else "system CA store"
+        if cert_file is not None:
+            what += f" / client certificate {cert_file}" + (f" with key {key_file}" if key_file else "")
+        raise TransportSecurityError(f"TLS setup failed loading {what}: {exc}") from exc
+    return ctx
+
+
+class ClientTlsContext(ssl.SSLContext):
+    """An SSL context that sends ``sni_override`` (when set) as SNI and checks the certificate against
+    it, whatever host the socket connected to (paho passes its connect host). It remembers the last
+    socket it wrapped, so a failed handshake inside paho can be closed rather than leaked."""
+
+    sni_override: str | None = None
+    last_socket: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        if self.sni_override:
+            kwargs["server_hostname"] = self.sni_override
+        wrapped = super().wrap_socket(sock, *args, **kwargs)
+        self.last_socket = wrapped
+        return wrapped
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectParams:
+    host: str
+    port: int
+    client_id: str
+    protocol: Literal["3.1.1", "5"] = "5"
+    keepalive: int = 30
+    connect_timeout: float = 10.0
+    ssl_context: ssl.SSLContext | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
+    #: False: ask the broker to keep the session (subscriptions, queued QoS 1 messages) across connections.
+    clean_start: bool = True
+    #: MQTT 5 session expiry interval (seconds) when ``clean_start`` is False.
+    session_expiry: int = 0
+    max_inflight: int = 100
+
+    @property
+    def where(self) -> str:
+        scheme = "mqtts" if self.ssl_context is not None else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: the n-th delay is uniform in [d/2, d] with
+    ``d = min(max_delay, initial * multiplier**n)``; :meth:`reset` after a good connection."""
+
+    def __init__(self, initial: float, max_delay: float, multiplier: float = 2.0) -> None:
+        self.initial = initial
+        self.max_delay = max_delay
+        self.multiplier = multiplier
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        d = min(self.max_delay, self.initial * self.multiplier**self.attempt)
+        self.attempt += 1
+        return random.uniform(d / 2, d)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _ErrorCapture(logging.Logger):
+    """paho's logger: remembers its last error line (why a connection broke) and passes errors on at
+    debug level; everything below error costs nothing (paho formats only via the logger)."""
+
+    def __init__(self, conn: MqttConnection) -> None:
+        super().__init__("edgeflow.uplink.paho", logging.ERROR)
+        self._conn = conn
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR:
+            text = str(msg) % args if args else str(msg)
+            self._conn._last_error = text
+            log.debug("paho: %s", text)
+
+
+class MqttConnection:
+    """One MQTT connection driven by the running loop. Use :meth:`connect` once; after it is lost,
+    make a new one. ``closed`` resolves (never raises) with the reason the connection ended."""
+
+    def __init__(
+        self,
+        params: ConnectParams,
+        *,
+        on_ack: AckHandler | None = None,
+        on_message: MessageHandler | None = None,
+    ) -> None:
+        self.params = params
+        self._on_ack = on_ack
+        self._on_message = on_message
+        self._loop = asyncio.get_running_loop()
+        self._connack: asyncio.Future[None] = self._loop.create_future()
+        self.closed: asyncio.Future[BaseException] = self._loop.create_future()
+        self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._sock: socket.socket | None = None
+        self._misc_task: asyncio.Task[None] | None = None
+        self._last_error: str | None = None
+        self._closing = False
+        protocol = paho.MQTTv5 if params.protocol == "5" else paho.MQTTv311
+        kwargs: dict[str, Any] = {}
+        if params.protocol != "5":
+            kwargs["clean_session"] = params.clean_start
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=params.client_id,
+            protocol=protocol,
+            reconnect_on_failure=False,
+            manual_ack=on_message is not None,
+            **kwargs,
+        )
+        c.connect_timeout = params.connect_timeout
+        c.max_inflight_messages_set(params.max_inflight)
+        c.max_queued_messages_set(0)
+        if params.ssl_context is not None:
+            c.tls_set_context(params.ssl_context)
+            if not params.ssl_context.check_hostname:
+                c.tls_insecure_set(True)  # the chain is still verified; only the name check is off
+        if params.username is not None:
+            c.username_pw_set(params.username, params.password)
+        c.on_connect = self._handle_connect
+        c.on_disconnect = self._handle_disconnect
+        c.on_publish = self._handle_publish
+        c.on_message = self._handle_message
+        c.on_subscribe = self._handle_subscribe
+        c.enable_logger(_ErrorCapture(self))
+        # Set before connect, so paho never writes from the connect thread: it asks for a writer
+        # instead, and every read and write happens on the loop.
+        c.on_socket_close = self._handle_socket_close
+        c.on_socket_register_write = self._register_write
+        c.on_socket_unregister_write = self._unregister_write
+        self._loop_thread = threading.get_ident()
+        self._client = c
+
+    # -- connecting -------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect and wait for CONNACK; raises :class:`TransportSecurityError` or :class:`UplinkError`."""
+        p = self.params
+        props: Properties | None = None
+        clean: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
+        if p.protocol == "5":
+            clean = p.clean_start
+            if not p.clean_start and p.session_expiry:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = p.session_expiry
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(
+                    self._client.connect, p.host, p.port, p.keepalive, clean_start=clean, properties=props
+                ),
+                timeout=p.connect_timeout + 1.0,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            self._abandon()
+            raise TransportSecurityError(
+                f"TLS to {p.where}: the broker's certificate was not accepted: {exc.verify_message or exc}"
+            ) from exc
+        except ssl.CertificateError as exc:
+            self._abandon()
+            raise TransportSecurityError(f"TLS to {p.where}: certificate name check failed: {exc}") from exc
+        except ssl.SSLError as exc:
+            self._abandon()
+            raise TransportSecurityError(f"TLS handshake with {p.where} failed: {exc.reason or exc}") from exc
+        except (OSError, TimeoutError) as exc:
+            ctx = p.ssl_context
+            handshaking = isinstance(ctx, ClientTlsContext) and ctx.last_socket is not None
+            self._abandon()
+            if handshaking:  # TCP was up, the TLS handshake broke: not a TLS endpoint, or it refused us
+                raise TransportSecurityError(
+                    f"TLS handshake with {p.where} failed: {exc or type(exc).__name__} (is that port speaking TLS?)"
+                ) from exc
+            raise UplinkError(f"cannot reach broker {p.where}: {exc or type(exc).__name__}") from exc
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):
+            # Lost before the connect thread returned: the CONNECT was already written from the loop
+            # (the writer runs as soon as paho asks for it) and the broker hung up; on_disconnect
+            # put the reason into the CONNACK future.
+            reason = (
+                self._connack.exception() if self._connack.done() and not self._connack.cancelled() else None
+            )
+            self._abandon()
+            raise reason or UplinkError(f"broker {p.where}: connection lost while connecting")
+        self._sock = sock
+        if isinstance(p.ssl_context, ClientTlsContext):
+            p.ssl_context.last_socket = None
+        self._loop.add_reader(sock, self._readable)
+        if self._client.want_write():
+            self._loop.add_writer(sock, self._writable)
+        self._misc_task = self._loop.create_task(self._misc(), name=f"mqtt-misc {p.client_id}")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connack), timeout=p.connect_timeout)
+        except TimeoutError:
+            self._abandon()
+            raise UplinkError(
+                f"broker {p.where} did not answer CONNECT within {p.connect_timeout} s"
+            ) from None
+        except BaseException:
+            self._abandon()
+            raise
+        log.info("connected to %s as %s (MQTT %s)", p.where, p.client_id, p.protocol)
+
+    def _handle_connect(self, _c: Any, _u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if self._connack.done():
+            return
+        if not rc.is_failure:
+            self._connack.set_result(None)
+            return
+        who = f" as user {self.params.username!r}" if self.params.username else ""
+        if rc.value in _AUTH_CODES:
+            self._connack.set_exception(
+                TransportSecurityError(f"broker {self.params.where} refused authentication{who}: {rc}")
+            )
+        else:
+            self._connack.set_exception(
+                UplinkError(f"broker {self.params.where} refused the connection: {rc}")
+            )
+
+    def _lost_reason(self, rc: Any) -> BaseException:
+        err = self._last_error or ""
+        if (
+            self.params.ssl_context is not None
+            and not self._connack.done()
+            and ("ssl" in err.lower() or "tls" in err.lower())
+        ):
+            return TransportSecurityError(
+                f"TLS to {self.params.where}: the broker ended the TLS session before accepting the client"
+                f" (does it require a client certificate this client does not have?): {err}"
+            )
+        detail = f": {err}" if err else ""
+        return UplinkError(f"connection to {self.params.where} lost ({rc}){detail}")
+
+    # -- socket driving ---------------------------------------------------------------------------
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _register_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._on_loop(self._loop.add_writer, sock, self._writable)
+
+    def _unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._on_loop(self._loop.remove_writer, sock)
+
+    def _readable(self) -> None:
+        self._client.loop_read()
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+
+    async def _misc(self) -> None:
+        while True:  # keepalive pings and the keepalive-timeout check, once a second
+            if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            await asyncio.sleep(1.0)
+
+    def _handle_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._on_loop(self._forget_socket, sock)
+
+    def _forget_socket(self, sock: Any) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock)
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)
+
+    def _handle_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _props: Any) -> None:
+        reason = self._lost_reason(rc)
+        if not self._connack.done():
+            self._connack.set_exception(reason)
+        self._finish(reason)
+
+    def _finish(self, reason: BaseException) -> None:
+        if self._misc_task is not None and self._misc_task is not asyncio.current_task():
+            self._misc_task.cancel()
+        for fut in self._subacks.values():
+            if not fut.done():
+                fut.set_exception(reason)
+        self._subacks.clear()
+        if not self.closed.done():
+            if not self._closing:
+                log.warning("%s", reason)
+            self.closed.set_result(reason)
+
+    def _abandon(self) -> None:
+        """Tear down a half-made connection."""
+        self._closing = True
+        socks: list[Any] = [self._sock, self._client.socket()]
+        ctx = self.params.ssl_context
+        if isinstance(ctx, ClientTlsContext):
+            socks.append(ctx.last_socket)
+            ctx.last_socket = None
+        for s in socks:
+            if s is not None:
+                self._handle_socket_close(None, None, s)
+                with contextlib.suppress(OSError):
+                    s.close()
+        self._finish(UplinkError(f"connection to {self.params.where} abandoned"))
+        if not self._connack.done():
+            self._connack.cancel()
+
+    async def disconnect(self, wait: float = 2.0) -> None:
+        """Send DISCONNECT and close. Unacknowledged publishes stay unacknowledged."""
+        if self.closed.done():
+            return
+        self._closing = True
+        self._client.disconnect()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), wait)
+        if not self.closed.done():
+            self._abandon()
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
+        """Queue a publish; returns its message id (the ack handler gets it back)."""
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise UplinkError(
+                f"publish to {topic!r} on {self.params.where} failed: {paho.error_string(info.rc)}"
+            )
+        return int(info.mid)
+
+    def _handle_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _props: Any) -> None:
+        if self._on_ack is not None:
+            ok = not rc.is_failure
+            if not ok:
+                log.error("broker %s rejected publish %d: %s", self.params.where, mid, rc)
+            self._on_ack(mid, ok)
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        result, mid = self._client.subscribe(topic, qos)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise UplinkError(
+                f"subscribe to {topic!r} on {self.params.where} failed: {paho.error_string(result)}"
+            )
+        fut: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+        self._subacks[mid] = fut
+        codes = await asyncio.wait_for(fut, self.params.connect_timeout)
+        bad = [c for c in codes if c.is_failure]
+        if bad:
+            raise UplinkError(f"broker {self.params.where} refused subscription {topic!r}: {bad[0]}")
+
+    def _handle_subscribe(self, _c: Any, _u: Any, mid: int, codes: list[ReasonCode], _props: Any) -> None:
+        fut = self._subacks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(list(codes))
+
+    def _handle_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        """Hand the message over, then acknowledge it: a QoS 1 message is confirmed to the broker only
+        after the handler has dealt with it."""
+        if self._on_message is None:
+            return
+        try:
+            self._on_message(msg.topic, bytes(msg.payload))
+        except Exception:
+            log.exception("message handler failed on %s", msg.topic)
+        finally:
+            if msg.qos > 0:
+                self._client.ack(msg.mid, msg.qos)

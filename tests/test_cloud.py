@@ -1,0 +1,199 @@
+"""The receiver: de-duplication, gaps, foreign and malformed messages, shared subscriptions, JSON lines,
+and ``edgeflow receive``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import MosquittoBroker
+from uplink_support import check_series, make_batch, table, uplink_spec, wait_for
+
+from edgeflow import cloud
+from edgeflow.cloud import Receiver, StreamTracker
+from edgeflow.codec import make_encoder
+from edgeflow.uplink._paho import ConnectParams, MqttConnection
+from edgeflow.uplink.mqtt import MqttUplink
+
+
+def test_stream_tracker_dedups_and_reports_gaps() -> None:
+    t = StreamTracker("s")
+    assert [t.add(s) for s in (0, 1, 2, 5, 6, 2, 9, 4)] == [True, True, True, True, True, False, True, True]
+    assert t.ranges == [[0, 2], [4, 6], [9, 9]]
+    assert t.gaps == [(3, 3), (7, 8)]
+    assert t.missing == 3
+    assert t.add(3)  # a late arrival (an alarm ahead of it, or a re-send) closes the gap
+    assert t.add(8)
+    assert t.add(7)
+    assert t.ranges == [[0, 9]]
+    assert t.summary() == {
+        "received": 10,
+        "duplicates": 1,
+        "first_seq": 0,
+        "last_seq": 9,
+        "missing": 0,
+        "gaps": [],
+    }
+
+
+async def _publisher(broker: MosquittoBroker) -> MqttConnection:
+    conn = MqttConnection(
+        ConnectParams("127.0.0.1", broker.port, "raw-publisher"), on_ack=lambda mid, ok: None
+    )
+    await conn.connect()
+    return conn
+
+
+@pytest.mark.server
+async def test_foreign_and_malformed_messages_are_counted_and_skipped(mosquitto: MosquittoBroker) -> None:
+    rx = Receiver(mosquitto.url, ["edgeflow/+/batches"], keep=True)
+    await rx.start()
+    pub = await _publisher(mosquitto)
+    enc = make_encoder("compact", stream_id="st")
+    t = table()
+    good = [e.payload for i in range(3) for e in enc.encode(make_batch(t, i))]
+    pub.publish("edgeflow/x/batches", good[0])
+    pub.publish("edgeflow/x/batches", b"hello, not ours")  # foreign
+    pub.publish("edgeflow/x/batches", b"EFC\x01\x00\x02st\x05garbage")  # compact header, broken body
+    pub.publish("edgeflow/x/batches", b'{"apiVersion": "v3", "event": {"readings": 7}}')  # broken JSON event
+    pub.publish("edgeflow/x/batches", b"")  # empty
+    pub.publish("edgeflow/x/batches", good[1])
+    pub.publish("edgeflow/x/batches", good[1])  # duplicate
+    pub.publish("edgeflow/x/batches", good[2])
+    await wait_for(lambda: rx.counts["messages"] == 8, 10, "all messages")
+    assert rx.counts["foreign"] == 2
+    assert rx.counts["malformed"] == 2
+    assert rx.counts["duplicates"] == 1
+    assert rx.counts["batches"] == 3
+    check_series(rx.series(), range(3))
+    await pub.disconnect()
+    await rx.stop()
+
+
+@pytest.mark.server
+async def test_gaps_are_reported_per_stream(mosquitto: MosquittoBroker) -> None:
+    rx = Receiver(mosquitto.url, ["edgeflow/+/batches"])
+    await rx.start()
+    pub = await _publisher(mosquitto)
+    t = table()
+    for sid in ("a", "b"):
+        enc = make_encoder("compact", stream_id=sid)
+        payloads = [e.payload for i in range(6) for e in enc.encode(make_batch(t, i))]
+        for seq, p in enumerate(payloads):
+            if sid == "a" and seq in (2, 3):
+                continue
+            pub.publish("edgeflow/x/batches", p)
+    await wait_for(lambda: rx.counts["messages"] == 10, 10, "messages")
+    st = rx.stats()
+    assert st["streams"]["a"]["gaps"] == [(2, 3)]
+    assert st["streams"]["a"]["missing"] == 2
+    assert st["streams"]["b"]["missing"] == 0
+    assert st["missing"] == 2
+    await pub.disconnect()
+    await rx.stop()
+
+
+@pytest.mark.server
+async def test_shared_subscription_splits_the_load(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    got: dict[str, list[int]] = {"r1": [], "r2": []}
+    rxs = [
+        Receiver(
+            mosquitto.url,
+            ["edgeflow/+/batches"],
+            group="cloud",
+            client_id=name,
+            keep=True,
+            on_batch=lambda b, tp, name=name: got[name].append(b.seq),  # type: ignore[misc]
+        )
+        for name in got
+    ]
+    for r in rxs:
+        await r.start()
+    up = MqttUplink(uplink_spec(mosquitto.url, tmp_path / "ob.sqlite"), service="s")
+    await up.start()
+    t = table()
+    for i in range(40):
+        await up.send(make_batch(t, i))
+    await wait_for(lambda: len(got["r1"]) + len(got["r2"]) == 40, 10, "all batches across the group")
+    assert got["r1"]
+    assert got["r2"]
+    assert sorted(got["r1"] + got["r2"]) == list(range(40))  # each batch to exactly one receiver
+    await up.stop()
+    for r in rxs:
+        await r.stop()
+
+
+@pytest.mark.server
+async def test_jsonl_output_one_line_per_reading(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    out = tmp_path / "readings.jsonl"
+    rx = Receiver(mosquitto.url, ["edgeflow/+/batches"], out=out)
+    await rx.start()
+    up = MqttUplink(uplink_spec(mosquitto.url, tmp_path / "ob.sqlite"), service="s")
+    await up.start()
+    await up.send(make_batch(table(), 0, per_series=3))
+    await wait_for(lambda: rx.counts["readings"] == 12, 10, "readings")
+    await up.stop()
+    await rx.stop()
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(lines) == 12
+    first = lines[0]
+    assert first["device"] == "pump-0"
+    assert first["resource"] == "pressure"
+    assert first["seq"] == 0
+    assert first["stream"] == up.stream_id
+    assert first["topic"] == "edgeflow/s/batches"
+    assert first["origin"] == 1_700_000_000_000_000_000
+    assert first["value"] == 0.0
+    assert first["valueType"] == "Float64"
+
+
+@pytest.mark.server
+def test_edgeflow_receive_cli(
+    mosquitto: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    cloud.add_arguments(parser)
+    out = tmp_path / "r.jsonl"
+    args = parser.parse_args(
+        [
+            "--url",
+            mosquitto.url,
+            "--topic",
+            "edgeflow/#",
+            "--out",
+            str(out),
+            "--duration",
+            "3",
+            "--client-id",
+            "cli",
+        ]
+    )
+    rc: list[int] = []
+    th = threading.Thread(target=lambda: rc.append(cloud.run(args)))
+    th.start()
+
+    async def ship() -> None:
+        await asyncio.sleep(1.0)  # let the receiver subscribe
+        up = MqttUplink(uplink_spec(mosquitto.url, tmp_path / "ob.sqlite"), service="s")
+        await up.start()
+        await up.send(make_batch(table(), 0, per_series=5))
+        await up.stop()
+
+    asyncio.run(ship())
+    th.join(20)
+    assert rc == [0]
+    summary = orjson.loads(capsys.readouterr().out)
+    assert summary["readings"] == 20
+    assert summary["missing"] == 0
+    assert len(out.read_bytes().splitlines()) == 20
+
+
+def test_receive_cli_refuses_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cloud.add_arguments(parser)
+    assert cloud.run(parser.parse_args(["--url", "http://x", "--duration", "1"])) == 1
+    assert "scheme must be mqtt:// or mqtts://" in capsys.readouterr().err
