@@ -9,15 +9,17 @@ the middle among those, and ``knots: middle`` keeps the middle.
 
 Floating point: the window's ends are computed in floats, a few units in the last place (ulp) from the
 exact ends. The shortest value is looked for only inside the window shrunk by :data:`MARGIN_ULPS` ulps of
-the largest magnitude involved, and every candidate is compared with those shrunk ends before it is taken;
-when the shrunk window is empty, or no decimal with at most :data:`MAX_DIGITS` digits lies in it, the
-middle is kept. The chosen value is therefore never nearer the window's ends than the middle would be when
-the window is narrower than the rounding margin, and never nearer than the margin otherwise.
+the largest magnitude involved, and every candidate is compared with those shrunk ends before it is taken.
+When the shrunk window is empty (the window is narrower than the rounding margin), or no decimal with at
+most :data:`MAX_DIGITS` digits lies in it, the middle is kept, exactly as ``knots: middle`` computes it.
+So a chosen value is either the middle or at least the margin inside the window's ends, and it never has
+more digits than the middle.
 """
 
 from __future__ import annotations
 
 import math
+from math import ceil as _ceil
 from typing import Final, Literal
 
 __all__ = ["MARGIN_ULPS", "MAX_DIGITS", "Knots", "decimal_digits", "shortest_decimal"]
@@ -27,32 +29,34 @@ Knots = Literal["shortest", "middle"]
 MAX_DIGITS: Final = 15
 """Most digits after the point a chosen value may have (beyond, the middle is kept)."""
 
-MARGIN_ULPS: Final = 16.0
-"""How far inside the float window, in ulps of its largest magnitude, a chosen value must lie."""
+MARGIN_ULPS: Final = 16
+"""How far inside the float window, in ulps of its largest magnitude (at least), a chosen value must lie."""
 
 _POWERS: Final = tuple(10.0**k for k in range(MAX_DIGITS + 1))
 _EXACT: Final = 2.0**52  # beyond, x·10^k has no fractional part to round away
+_MARGIN: Final = MARGIN_ULPS * 2.0**-52  # times |x|: at least MARGIN_ULPS ulps of x, less than twice that
 
 
 def shortest_decimal(lo: float, hi: float, mid: float, scale: float = 0.0) -> float:
     """The value in ``[lo, hi]`` (shrunk by the rounding margin) with the fewest digits after the decimal
     point, the nearest to ``mid`` among those; ``mid`` when there is none. ``scale``: the largest magnitude
     that entered the computation of ``lo`` and ``hi`` (widens the margin)."""
-    margin = MARGIN_ULPS * math.ulp(max(abs(lo), abs(hi), abs(mid), abs(scale)))
+    margin = _MARGIN * max(lo, -lo, hi, -hi, scale, -scale)
     a = lo + margin
     b = hi - margin
     if not a <= b:  # narrower than the margin (or NaN)
         return mid
     for s in _POWERS:
-        x = mid * s
-        if not abs(x) < _EXACT:
+        x = a * s
+        if not -_EXACT < x < _EXACT:
             break
-        c = round(x) / s  # the nearest to mid with this many digits
-        if a <= c <= b:
-            return c
-        c = math.ceil(a * s) / s  # mid was off-centre: the window may still hold one
-        if a <= c <= b:
-            return c
+        c = _ceil(x) / s  # the least value with this many digits at or above a
+        if c <= b:
+            r = round(mid * s) / s  # the nearest to mid with this many digits
+            if a <= r <= b:
+                return r
+            if a <= c:  # mid was off-centre
+                return c
     return mid
 
 

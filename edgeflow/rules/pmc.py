@@ -5,10 +5,10 @@ the next segment. A closed segment is emitted as one point at its first reading'
 [max - E, min + E] is within E of all its readings. ``knots: middle`` takes the paper's midrange
 (max + min) / 2, ``knots: shortest`` (the default) the value of that window with the fewest digits after
 the decimal point, nearest the midrange (see :mod:`edgeflow.rules.knots`), which the compact encoding
-ships in a byte or two instead of a full float. Holding each point until the next one (``hold`` reconstruction) is within E of every
-reading of the segment. The decision needs no time arithmetic; time order only matters for the
-reconstruction, hence the ``backwards`` policy. On a ``reset`` the closed segment's constant is also
-emitted at its last origin, so the cloud sees where the run ended.
+ships in a byte or two instead of a full float. Holding each point until the next one (``hold``
+reconstruction) is within E of every reading of the segment. The decision needs no time arithmetic; time
+order only matters for the reconstruction, hence the ``backwards`` policy. On a ``reset`` the closed
+segment's constant is also emitted at its last origin, so the cloud sees where the run ended.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ y0 + u·(tp - t0)] keeps every reading of the segment within E. ``knots: middle`
 slope (u + l) / 2; ``knots: shortest`` (the default) the value of that window with the fewest digits after
 the decimal point, nearest the middle (see :mod:`edgeflow.rules.knots`), which the compact encoding ships
 in a byte or two instead of a full float. The end value is emitted as a point and becomes the next anchor
-(segments are connected). The first reading of a series is emitted as is. Linear interpolation between consecutive points is within E of
-every reading (up to float rounding), which the property tests check.
+(segments are connected). The first reading of a series is emitted as is. Linear interpolation between
+consecutive points is within E of every reading (up to float rounding), which the property tests check.
 
 Points are emitted when a segment closes; :meth:`~edgeflow.rules.base.Rule.flush` emits the open one.
 """
