@@ -11,7 +11,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from edgeflow import __version__
@@ -35,6 +35,12 @@ COMMANDS: list[tuple[str, str, str]] = [
         "replay",
         "edgeflow.replay",
         "replay a recorded CSV through rules and an encoder; report bytes and error",
+    ),
+    ("receive", "edgeflow.cloud", "the cloud end: subscribe, decode, de-duplicate, write JSON lines"),
+    (
+        "demo",
+        "edgeflow.demo",
+        "simulated devices, a broker, the edge and the receiver; prints what was saved",
     ),
 ]
 
@@ -81,6 +87,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unavailable(name: str, exc: ImportError) -> Callable[[argparse.Namespace], int]:
+    def fail(args: argparse.Namespace) -> int:
+        print(
+            f"edgeflow {name}: needs {exc.name}, which is not installed: pip install 'edgeflow-iot[all]'",
+            file=sys.stderr,
+        )
+        return 2
+
+    return fail
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgeflow", description="The edge half of an IoT device-to-cloud pipeline."
@@ -111,7 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     sch.set_defaults(func=_cmd_schema)
 
     for name, module, help_text in COMMANDS:
-        mod: _Command = importlib.import_module(module)
+        try:
+            mod: _Command = importlib.import_module(module)
+        except ImportError as exc:  # an extra is not installed: say which, don't break the other commands
+            cp = sub.add_parser(name, help=f"{help_text} (unavailable: {exc.name} is not installed)")
+            cp.set_defaults(func=_unavailable(name, exc))
+            continue
         cp = sub.add_parser(name, help=help_text)
         mod.add_arguments(cp)
         cp.set_defaults(func=mod.run)

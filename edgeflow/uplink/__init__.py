@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+from edgeflow.errors import UplinkError
 from edgeflow.uplink.base import Uplink
 from edgeflow.uplink.file import FileUplink
-from edgeflow.uplink.spec import FileUplinkSpec, UplinkSpec
+from edgeflow.uplink.spec import FileUplinkSpec, MqttUplinkSpec, UplinkSpec
 
 __all__ = ["FileUplink", "Uplink", "create_uplink"]
 
@@ -16,4 +17,12 @@ def create_uplink(spec: UplinkSpec, *, service: str) -> Uplink:
     """The transport for ``spec``."""
     if isinstance(spec, FileUplinkSpec):
         return FileUplink(spec, service=service)
+    if isinstance(spec, MqttUplinkSpec):
+        try:
+            from edgeflow.uplink.mqtt import MqttUplink
+        except ImportError as exc:
+            raise UplinkError(
+                f"the mqtt uplink needs paho-mqtt: pip install 'edgeflow-iot[mqtt]' ({exc})"
+            ) from exc
+        return MqttUplink(spec, service=service)
     raise TypeError(f"no uplink for {type(spec).__name__}")  # pragma: no cover - the union is closed
