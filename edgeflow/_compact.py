@@ -27,6 +27,7 @@ compression, measured by ``benchmarks/savings.py``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Final
 
@@ -68,10 +69,22 @@ MAX_BODY: Final = 256 * 1024 * 1024
 
 class CompactEncoder:
     """Encoder of the ``compact`` encoding. ``level`` is the zstd level; ``max_readings`` splits a large
-    batch into several messages."""
+    batch into several messages.
+
+    ``quantum`` (lossy, off by default): a float for every numeric series, or a mapping of series id to
+    float; the values of those series are rounded to multiples of it, so the cloud sees each within
+    ``quantum / 2`` of what was sent. Run a bounded-error rule at ``bound - quantum / 2`` to keep the
+    total within ``bound``.
+    """
 
     def __init__(
-        self, stream_id: str, *, first_seq: int = 0, level: int = 9, max_readings: int = 100_000
+        self,
+        stream_id: str,
+        *,
+        first_seq: int = 0,
+        level: int = 9,
+        max_readings: int = 100_000,
+        quantum: float | Mapping[int, float] | None = None,
     ) -> None:
         if not stream_id or len(stream_id.encode("utf-8")) > 255:
             raise CodecError("stream id must be 1 to 255 bytes of UTF-8")
@@ -82,6 +95,10 @@ class CompactEncoder:
         self._stream_id = stream_id
         self._seq = first_seq
         self._max = max_readings
+        for q in quantum.values() if isinstance(quantum, Mapping) else [quantum]:
+            if q is not None and not (math.isfinite(q) and q > 0):
+                raise CodecError(f"quantum must be a positive finite number, not {q!r}")
+        self._quantum = quantum
         self._zstd = zstandard.ZstdCompressor(level=level)
         self._stats = EncoderStats()
 
@@ -154,7 +171,8 @@ class CompactEncoder:
         for idx in groups:
             write_times(cols, batch.origins[idx])
         obj_masks: list[npt.NDArray[np.bool_] | None] = []
-        for idx in groups:
+        for sid, idx in zip(sids.tolist(), groups, strict=True):
+            quantum = self._quantum.get(sid) if isinstance(self._quantum, Mapping) else self._quantum
             mask = None
             if batch.objects is not None:
                 mask = np.fromiter((o is not None for o in batch.objects[idx]), dtype=bool, count=len(idx))
@@ -162,7 +180,7 @@ class CompactEncoder:
                     mask = None
             obj_masks.append(mask)
             vals = batch.values[idx]
-            write_values(cols, vals if mask is None else vals[~mask])
+            write_values(cols, vals if mask is None else vals[~mask], quantum)
         for idx, mask in zip(groups, obj_masks, strict=True):
             if mask is None:
                 continue
@@ -286,16 +304,16 @@ def _decode_body(r: Reader, stream_id: str, seq: int, alarm: bool) -> DecodedBat
         pos = np.cumsum(r.uints(n_obj).astype(np.int64))
         if int(pos[-1]) >= n or (n_obj > 1 and (np.diff(pos) <= 0).any()):
             raise CodecError("bad non-numeric reading positions")
-        objs = np.full(n, None, dtype=object)
+        found = np.full(n, None, dtype=object)
         for p in pos.tolist():
-            objs[p] = unpack_value(r)
-        objects_by.append((objs, pos))
+            found[p] = unpack_value(r)
+        objects_by.append((found, pos))
     series: list[DecodedSeries] = []
-    for (info, flags, n, _), t, found, col in zip(metas, times, objects_by, numeric, strict=True):
-        objs = None
+    for (info, flags, n, _), t, got, col in zip(metas, times, objects_by, numeric, strict=True):
+        objs: npt.NDArray[np.object_] | None = None
         values = col
-        if found is not None:
-            objs, pos = found
+        if got is not None:
+            objs, pos = got
             values = np.full(n, np.nan)
             numeric_mask = np.ones(n, dtype=bool)
             numeric_mask[pos] = False

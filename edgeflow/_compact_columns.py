@@ -11,16 +11,21 @@ Values, in the narrowest form that gives back every bit:
 * ``float32`` when every value survives a round trip through float32;
 * ``float64`` otherwise, XOR-ed with the previous value and split into byte planes, so the compressor
   sees the repeated sign/exponent bytes together.
+
+One lossy form, only when the encoder is given a ``quantum`` for the series: ``quantised`` values travel
+as delta-coded integers ``round(v / q)`` and come back as ``i · q``, at most ``q / 2`` from what was sent
+(non-finite values travel exactly, as exceptions).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from edgeflow._varint import Reader, Writer, uvarint_encode, zigzag
+from edgeflow._varint import Reader, Writer, uvarint_size, zigzag
 from edgeflow.errors import CodecError
 
 __all__ = ["read_times", "read_values", "write_times", "write_values"]
@@ -35,6 +40,7 @@ _V_EMPTY: Final = 0
 _V_DECIMAL: Final = 1
 _V_FLOAT32: Final = 2
 _V_FLOAT64: Final = 3
+_V_QUANTISED: Final = 4
 
 _MAX_DIGITS: Final = 15
 _EXACT: Final = float(2**53)
@@ -138,13 +144,10 @@ def _decimal_plan(v: _F64) -> tuple[int, npt.NDArray[np.bool_], _I64, int] | Non
             count = int(ok.sum())
             if count <= best_count or count * 2 < n:
                 continue
-            ii = np.where(ok, ints, 0.0).astype(np.int64)
             # Exceptions repeat the previous exact integer, so they cost a zero delta.
-            idx = np.where(ok, np.arange(n), -1)
-            np.maximum.accumulate(idx, out=idx)
-            filled = np.where(idx >= 0, ii[np.maximum(idx, 0)], 0)
+            filled = _fill_forward(ok, np.where(ok, ints, 0.0).astype(np.int64))
             deltas = np.diff(filled, prepend=np.int64(0))
-            est = len(uvarint_encode(zigzag(deltas))) + (n - count) * 10
+            est = uvarint_size(zigzag(deltas)) + (n - count) * 10
             best = (k, ok, filled, est)
             best_count = count
             if count == n:
@@ -152,26 +155,54 @@ def _decimal_plan(v: _F64) -> tuple[int, npt.NDArray[np.bool_], _I64, int] | Non
     return best
 
 
-def write_values(w: Writer, v: _F64) -> None:
+def _write_exceptions(w: Writer, v: _F64, ok: npt.NDArray[np.bool_]) -> None:
+    exc = np.flatnonzero(~ok)
+    w.uint(len(exc))
+    if len(exc):
+        w.uints(np.diff(exc, prepend=np.int64(0)).astype(np.uint64))
+        w.raw(v[exc].astype("<f8").tobytes())
+
+
+def _read_exceptions(r: Reader, n: int) -> tuple[_I64, _F64]:
+    n_exc = r.count(n)
+    if not n_exc:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    exc = np.cumsum(r.uints(n_exc).astype(np.int64))
+    if int(exc[-1]) >= n or (n_exc > 1 and (np.diff(exc) <= 0).any()):
+        raise CodecError("bad exception positions in a value column")
+    return exc, np.frombuffer(r.take(8 * n_exc), dtype="<f8").astype(np.float64)
+
+
+def _fill_forward(ok: npt.NDArray[np.bool_], ints: _I64) -> _I64:
+    """``ints`` with every position not ``ok`` holding the previous ok value (0 before the first)."""
+    idx = np.where(ok, np.arange(len(ok)), -1)
+    np.maximum.accumulate(idx, out=idx)
+    return np.where(idx >= 0, ints[np.maximum(idx, 0)], 0)
+
+
+def write_values(w: Writer, v: _F64, quantum: float | None = None) -> None:
     n = len(v)
     if n == 0:
         w.byte(_V_EMPTY)
         return
+    if quantum is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            q_ints = np.rint(v / quantum)
+            ok = np.isfinite(q_ints) & (np.abs(q_ints) < _EXACT)
+        w.byte(_V_QUANTISED)
+        w.f64(quantum)
+        _write_exceptions(w, v, ok)
+        w.sints(np.diff(_fill_forward(ok, np.where(ok, q_ints, 0.0).astype(np.int64)), prepend=np.int64(0)))
+        return
     plan = _decimal_plan(v)
     with np.errstate(over="ignore", invalid="ignore"):
-        f32_exact = bool(np.array_equal(v.astype(np.float32).astype(np.float64), v, equal_nan=False)) or (
-            bool((v.astype(np.float32).astype(np.float64).view(np.uint64) == v.view(np.uint64)).all())
-        )
+        f32_exact = bool((v.astype(np.float32).astype(np.float64).view(np.uint64) == v.view(np.uint64)).all())
     float_cost = 4 * n if f32_exact else 8 * n
     if plan is not None and plan[3] < float_cost:
         k, ok, ints, _ = plan
         w.byte(_V_DECIMAL)
         w.byte(k)
-        exc = np.flatnonzero(~ok)
-        w.uint(len(exc))
-        if len(exc):
-            w.uints(np.diff(exc, prepend=np.int64(0)).astype(np.uint64))
-            w.raw(v[exc].astype("<f8").tobytes())
+        _write_exceptions(w, v, ok)
         w.sints(np.diff(ints, prepend=np.int64(0)))
     elif f32_exact:
         w.byte(_V_FLOAT32)
@@ -194,24 +225,25 @@ def read_values(r: Reader, n: int) -> _F64:
         k = r.byte()
         if k > _MAX_DIGITS:
             raise CodecError(f"bad decimal digit count {k}")
-        n_exc = r.count(n)
-        exc_vals: _F64 | None = None
-        exc = np.empty(0, dtype=np.int64)
-        if n_exc:
-            exc = np.cumsum(r.uints(n_exc).astype(np.int64))
-            if int(exc[-1]) >= n or (n_exc > 1 and (np.diff(exc) <= 0).any()):
-                raise CodecError("bad exception positions in a value column")
-            exc_vals = np.frombuffer(r.take(8 * n_exc), dtype="<f8").astype(np.float64)
-        with np.errstate(over="ignore"):
-            ints = np.cumsum(r.sints(n))
+        exc, exc_vals = _read_exceptions(r, n)
+        ints = np.cumsum(r.sints(n))
         out = ints.astype(np.float64) / (10.0**k)
-        if exc_vals is not None:
-            out[exc] = exc_vals
+        out[exc] = exc_vals
+        return out
+    if mode == _V_QUANTISED:
+        quantum = r.f64()
+        if not (math.isfinite(quantum) and quantum > 0):
+            raise CodecError(f"bad quantum {quantum!r}")
+        exc, exc_vals = _read_exceptions(r, n)
+        with np.errstate(over="ignore"):
+            out = np.cumsum(r.sints(n)).astype(np.float64) * quantum
+        out[exc] = exc_vals
         return out
     if mode == _V_FLOAT32:
         x32 = _unplanes(r.take(4 * n), n, 4).astype(np.uint32)
         u32 = np.bitwise_xor.accumulate(x32)
-        return u32.view(np.float32).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN from a hostile payload
+            return u32.view(np.float32).astype(np.float64)
     if mode == _V_FLOAT64:
         x = _unplanes(r.take(8 * n), n, 8)
         return np.bitwise_xor.accumulate(x).view(np.float64)

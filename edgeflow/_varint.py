@@ -17,6 +17,7 @@ __all__ = [
     "unzigzag",
     "uvarint_decode",
     "uvarint_encode",
+    "uvarint_size",
     "zigzag",
 ]
 
@@ -61,6 +62,24 @@ def uvarint_encode(a: _U64) -> bytes:
     return out.tobytes()
 
 
+def uvarint_size(a: _U64) -> int:
+    """Total bytes :func:`uvarint_encode` would write for ``a``."""
+    a = np.asarray(a, dtype=np.uint64)
+    total = len(a)
+    for j in range(1, _MAX_VARINT):
+        total += int(np.count_nonzero(a >> np.uint64(7 * j)))
+    return total
+
+
+def _uvarint1(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
 def uvarint_decode(buf: npt.NDArray[np.uint8], count: int) -> tuple[_U64, int]:
     """Decode ``count`` varints from the start of ``buf``; returns the values and the bytes consumed."""
     if count == 0:
@@ -96,12 +115,14 @@ class Writer:
         self._parts: list[bytes] = []
 
     def uint(self, v: int) -> None:
-        if v < 0:
-            raise CodecError(f"cannot write negative {v} as unsigned")
-        self._parts.append(uvarint_encode(np.array([v], dtype=np.uint64)))
+        if not 0 <= v < 2**64:
+            raise CodecError(f"cannot write {v} as an unsigned 64-bit varint")
+        self._parts.append(_uvarint1(v))
 
     def sint(self, v: int) -> None:
-        self._parts.append(uvarint_encode(zigzag(np.array([v], dtype=np.int64))))
+        if not -(2**63) <= v < 2**63:
+            raise CodecError(f"cannot write {v} as a signed 64-bit varint")
+        self._parts.append(_uvarint1((v << 1) ^ (v >> 63)))
 
     def byte(self, v: int) -> None:
         self._parts.append(bytes((v,)))
@@ -148,12 +169,26 @@ class Reader:
         return self._pos == len(self._buf)
 
     def uint(self) -> int:
-        vals, used = uvarint_decode(self._arr[self._pos :], 1)
-        self._pos += used
-        return int(vals[0])
+        buf = self._buf
+        pos = self._pos
+        end = min(len(buf), pos + _MAX_VARINT)
+        result = 0
+        shift = 0
+        while pos < end:
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                if result >= 2**64:
+                    raise CodecError("varint overflows 64 bits")
+                self._pos = pos
+                return result
+            shift += 7
+        raise CodecError("truncated or overlong varint")
 
     def sint(self) -> int:
-        return int(unzigzag(np.array([self.uint()], dtype=np.uint64))[0])
+        u = self.uint()
+        return (u >> 1) ^ -(u & 1)
 
     def count(self, limit: int) -> int:
         """An unsigned count that must not exceed ``limit`` (guards allocations against hostile input)."""

@@ -15,14 +15,14 @@ The path of a batch::
     ...
     decoded = decode(payload)                       # either encoding, detected from the bytes
     series = merge_points([decoded, ...])           # per (device, resource), in shipping order
-    y = reconstruct(s.origins, s.values, t, s.interpolation)
+    s = series[("boiler", "temperature")]
+    y = reconstruct(s.origins, s.values, times_ns, s.interpolation)  # what the cloud sees at times_ns
 
 Every malformed payload raises :class:`~edgeflow.errors.CodecError`, and nothing else.
 """
 
 from __future__ import annotations
 
-import itertools
 import secrets
 from collections.abc import Iterable
 from typing import Any, Final
@@ -42,6 +42,7 @@ from edgeflow._codec_types import (
 from edgeflow._compact import MAGIC, CompactEncoder, decode_compact
 from edgeflow._edgex_codec import EdgexJsonEncoder, decode_edgex_json
 from edgeflow.errors import CodecError
+from edgeflow.rules.reconstruct import reconstruct as _rules_reconstruct
 
 __all__ = [
     "ENCODINGS",
@@ -59,6 +60,17 @@ __all__ = [
     "new_stream_id",
     "reconstruct",
 ]
+
+_MALFORMED: Final = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    UnicodeError,
+)
 
 ENCODINGS: Final[tuple[EncodingName, ...]] = ("edgex-json", "compact")
 
@@ -101,9 +113,14 @@ def decode(payload: bytes) -> DecodedBatch:
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise CodecError(f"payload must be bytes, not {type(payload).__name__}")
     data = bytes(payload)
-    if detect_encoding(data) == "compact":
-        return decode_compact(data)
-    return decode_edgex_json(data)
+    try:
+        if detect_encoding(data) == "compact":
+            return decode_compact(data)
+        return decode_edgex_json(data)
+    except CodecError:
+        raise
+    except _MALFORMED as exc:  # a defect the format checks above did not name; still the caller's input
+        raise CodecError(f"malformed {detect_encoding(data)} payload: {exc!r}") from exc
 
 
 def merge_points(batches: Iterable[DecodedBatch]) -> dict[tuple[str, str], DecodedSeries]:
@@ -146,67 +163,33 @@ def merge_points(batches: Iterable[DecodedBatch]) -> dict[tuple[str, str], Decod
 # --------------------------------------------------------------------------------------------------
 
 
-def _runs(t: npt.NDArray[np.int64]) -> list[slice]:
-    """Maximal stretches where time does not go backwards."""
-    cuts = np.flatnonzero(np.diff(t) < 0) + 1
-    bounds = [0, *cuts.tolist(), len(t)]
-    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
-
-
-def _evaluate(
-    t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], q: npt.NDArray[np.int64], mode: Interpolation
-) -> npt.NDArray[np.float64]:
-    """``t`` non-decreasing. Before the first point: NaN. After the last: its value."""
-    out = np.full(len(q), np.nan)
-    if len(t) == 0 or len(q) == 0:
-        return out
-    i = np.searchsorted(t, q, side="right") - 1
-    ok = i >= 0
-    ii = i[ok]
-    held = v[ii]
-    if mode == "linear":
-        j = np.minimum(ii + 1, len(t) - 1)
-        span = (t[j] - t[ii]).astype(np.float64)
-        inner = span > 0
-        frac = np.zeros(len(ii))
-        frac[inner] = (q[ok][inner] - t[ii][inner]).astype(np.float64) / span[inner]
-        with np.errstate(invalid="ignore"):
-            held = np.where(inner, held + (v[j] - held) * frac, held)
-    out[ok] = held
-    return out
-
-
 def reconstruct(
     origins: npt.ArrayLike,
     values: npt.ArrayLike,
     at: npt.ArrayLike,
     interpolation: Interpolation = "hold",
 ) -> npt.NDArray[np.float64]:
-    """The value the cloud sees at each time in ``at`` (ns), from the shipped points of one series.
+    """The value the cloud sees at each time in ``at`` (ns), from the shipped points of one series, in
+    shipping order. The rules' own reconstruction (:func:`edgeflow.rules.reconstruct.reconstruct`):
 
-    ``hold``: the value of the last point at or before the time; ``linear``: the line between the two
-    points around it. Before the first point the cloud has nothing (NaN); after the last it holds it.
-    At equal times the point shipped later wins.
+    ``hold``: the value of the last point at or before the time; ``linear``: the line between the points
+    on either side (NaN after the last point). Before the first point: NaN. Time that goes backwards:
+    points and times are split into runs of increasing time, and run *k* of the times is answered from
+    run *k* of the points (a rule with ``backwards: reset`` starts a new run at the step).
 
-    Time that goes backwards: points and query times are each split into runs where time does not go
-    backwards. When both have the same number of runs (the rule restarted its segment at the step, as
-    edgeflow's rules do), run *k* of the queries is answered from run *k* of the points, so a series
-    that revisits a stretch of time is reconstructed as it was each time. Otherwise the later points
-    overwrite the earlier ones at the same time, as in a time-keyed store.
+    When the runs do not pair up (the times include readings the rule routed aside), the later point wins
+    at each time, as in a time-keyed store.
     """
+    q = np.asarray(at, dtype=np.int64)
     t = np.asarray(origins, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
-    q = np.asarray(at, dtype=np.int64)
-    if len(t) != len(v):
-        raise ValueError("origins and values must have the same length")
-    if interpolation not in ("hold", "linear"):
-        raise ValueError(f"interpolation must be 'hold' or 'linear', not {interpolation!r}")
-    p_runs = _runs(t)
-    q_runs = _runs(q)
-    if len(p_runs) == len(q_runs):
-        out = np.empty(len(q))
-        for pr, qr in zip(p_runs, q_runs, strict=True):
-            out[qr] = _evaluate(t[pr], v[pr], q[qr], interpolation)
-        return out
+    try:
+        return _rules_reconstruct(q, t, v, interpolation)
+    except ValueError:
+        if len(t) != len(v) or interpolation not in ("hold", "linear"):
+            raise
     order = np.argsort(t, kind="stable")
-    return _evaluate(t[order], v[order], q, interpolation)
+    t, v = t[order], v[order]
+    last = np.ones(len(t), dtype=bool)
+    last[:-1] = t[1:] != t[:-1]  # of equal times, keep the one shipped last
+    return _rules_reconstruct(q, t[last], v[last], interpolation)
