@@ -56,11 +56,15 @@ def main() -> None:
     topic = event_topic("svc", "prof", "dev", "temp")
 
     secs, got = asyncio.run(run(batches, topic, capacity=100_000))
-    print(f"batches of {n}: {got:,} readings in {secs:.3f} s = {got / secs:,.0f} readings/s "
-          f"({len(batches) / secs:,.0f} batches/s)  target ≥ 1,000,000 readings/s")
+    print(
+        f"batches of {n}: {got:,} readings in {secs:.3f} s = {got / secs:,.0f} readings/s "
+        f"({len(batches) / secs:,.0f} batches/s)  target ≥ 1,000,000 readings/s"
+    )
     secs, got = asyncio.run(run(events, topic, capacity=10_000))
-    print(f"single-reading events: {got:,} in {secs:.3f} s = {got / secs:,.0f} events/s  "
-          f"target ≥ 100,000 events/s")
+    print(
+        f"single-reading events: {got:,} in {secs:.3f} s = {got / secs:,.0f} events/s  "
+        f"target ≥ 100,000 events/s"
+    )
 
 
 if __name__ == "__main__":

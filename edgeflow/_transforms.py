@@ -392,13 +392,16 @@ def _float_write(vt: ValueType, v: int | float, base: float, scale: float, offse
     return f
 
 
-def check_write(resource: DeviceResource, value: Any) -> Any:
+def check_write(
+    resource: DeviceResource, value: Any, *, mode: TransformMode | str = TransformMode.EDGEX
+) -> Any:
     """Check a value a user wants to write to ``resource``; return it typed (strings are parsed as
     EdgeX value strings). Raises :class:`WriteRejectedError` for a read-only resource, a value of the
     wrong type, or one outside ``minimum``/``maximum`` (compared as device-sdk-go does: the bound is
-    converted to the resource's type first, so an integer bound is truncated)."""
+    converted to the resource's type first, so an integer bound is truncated). In ``float`` mode a scaled
+    integer resource reads as Float64, so a write takes a Float64 in engineering units too."""
     props = resource.properties
-    vt = props.value_type
+    vt = read_value_type(resource, mode=mode)
     if not props.writable:
         raise WriteRejectedError(
             f"resource is read-only (readWrite {props.read_write})", resource=resource.name

@@ -70,7 +70,13 @@ def escape_level(name: str) -> str:
 def event_topic(service: str, profile: str, device: str, source: str) -> str:
     """``edgex/events/device/{service}/{profile}/{device}/{source}``, each name escaped to one level."""
     return "/".join(
-        (EVENTS_PREFIX, escape_level(service), escape_level(profile), escape_level(device), escape_level(source))
+        (
+            EVENTS_PREFIX,
+            escape_level(service),
+            escape_level(profile),
+            escape_level(device),
+            escape_level(source),
+        )
     )
 
 

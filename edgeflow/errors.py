@@ -102,6 +102,7 @@ class ConnectorError(EdgeflowError):
         resource: str | None = None,
         address: str | None = None,
     ) -> None:
+        self.message = message
         self.device = device
         self.resource = resource
         self.address = address

@@ -1,0 +1,325 @@
+"""The one configuration model of an edge node, loaded from YAML with environment overrides.
+
+::
+
+    service: edge-node-1
+    devices:                       # EdgeX device definitions, plus the connector and the profile
+      - name: boiler-1
+        connector: virtual
+        profile: profiles/boiler.yaml          # a path (relative to this file) or an inline profile
+        protocols: {virtual: {}}
+        autoEvents: [{interval: 1s, sourceName: Temperature}]
+    pipelines:
+      - name: reduce
+        match: {device: "boiler-*", resource: [Temperature, Pressure]}
+        rules: [{type: deadband, absolute: 0.5}]
+    uplink: {type: file, path: out/events.jsonl}
+
+Keys are accepted in camelCase (as EdgeX writes them) or snake_case. Every error names the file
+and the key path (``devices[2].protocols.modbus-tcp.port``). Environment variables override the file:
+``EDGEFLOW__UPLINK__PATH=/data/out.jsonl``; ``__`` separates levels, list items are numbered
+(``EDGEFLOW__DEVICES__0__CONNECTOR``), values are read as YAML scalars.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from edgeflow.errors import ConfigError, ValueFormatError
+from edgeflow.profiles import (
+    AutoEvent,
+    Device,
+    DeviceProfile,
+    load_profile,
+    parse_duration,
+    validation_problems,
+)
+from edgeflow.rules.spec import MatchSpec, RuleSpec
+from edgeflow.uplink.spec import UplinkSpec
+
+__all__ = [
+    "BusSpec",
+    "DeviceSpec",
+    "EdgeConfig",
+    "MatchSpec",
+    "MetricsSpec",
+    "PipelineSpec",
+    "SchedulerSpec",
+    "apply_env_overrides",
+    "config_schema",
+    "load_config",
+    "parse_config",
+]
+
+ENV_PREFIX = "EDGEFLOW__"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+def _duration(v: object) -> object:
+    if isinstance(v, str):
+        try:
+            return parse_duration(v)
+        except (ValueFormatError, ConfigError) as exc:
+            raise ValueError(str(exc)) from None
+    return v
+
+
+class DeviceSpec(_Model):
+    """An EdgeX device definition with the connector that serves it and its profile."""
+
+    name: str = Field(min_length=1)
+    connector: str = Field(min_length=1, description="connector type, e.g. virtual, modbus")
+    profile: str | DeviceProfile = Field(description="path to an EdgeX profile file, or the profile inline")
+    description: str = ""
+    admin_state: Literal["LOCKED", "UNLOCKED"] = "UNLOCKED"
+    labels: list[str] = Field(default_factory=list)
+    protocols: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    auto_events: list[AutoEvent] = Field(default_factory=list)
+    tags: dict[str, Any] = Field(default_factory=dict)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("auto_events")
+    @classmethod
+    def _intervals(cls, v: list[AutoEvent]) -> list[AutoEvent]:
+        for i, ae in enumerate(v):
+            try:
+                if parse_duration(ae.interval) <= 0:
+                    raise ValueError(f"[{i}].interval must be positive")
+            except (ValueFormatError, ConfigError) as exc:
+                raise ValueError(f"[{i}].interval: {exc}") from None
+        return v
+
+    def to_device(self, service: str, profile: DeviceProfile) -> Device:
+        return Device(
+            name=self.name,
+            description=self.description,
+            admin_state=self.admin_state,
+            labels=self.labels,
+            service_name=service,
+            profile_name=profile.name,
+            auto_events=self.auto_events,
+            protocols=self.protocols,
+            tags=self.tags,
+            properties=self.properties,
+        )
+
+
+class SubscriptionSpec(_Model):
+    capacity: int = Field(default=100_000, ge=1, description="queued readings")
+    policy: Literal["block", "drop-oldest", "drop-newest"] = "block"
+
+
+class PipelineSpec(_Model):
+    """A route from the bus to the uplink: readings that ``match`` go through ``rules`` in order."""
+
+    name: str = Field(min_length=1)
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    rules: list[RuleSpec] = Field(default_factory=list)
+    queue: SubscriptionSpec = Field(default_factory=SubscriptionSpec)
+
+
+class SchedulerSpec(_Model):
+    """AutoEvent polling: how many failures mark a device offline, and how it is retried."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    backoff_initial: float = Field(default=1.0, gt=0, description="seconds, or a duration string")
+    backoff_max: float = Field(default=60.0, gt=0)
+    read_timeout: float = Field(default=10.0, gt=0)
+    shift_convention: Literal["v3", "v4"] = Field(
+        default="v3", description="EdgeX 'shift' sign: v3 positive = left, v4 positive = right"
+    )
+    transforms: Literal["float", "edgex"] = Field(
+        default="float",
+        description="float: base/scale/offset in float64 (integer resources that scale read as Float64); "
+        "edgex: device-sdk-go's typed arithmetic, truncating fractional factors on integer types",
+    )
+
+    _dur = field_validator("backoff_initial", "backoff_max", "read_timeout", mode="before")(
+        classmethod(lambda cls, v: _duration(v))
+    )
+
+
+class BusSpec(_Model):
+    batch_max: int = Field(default=1_000, ge=1, description="readings a pipeline takes per step")
+
+
+class MetricsSpec(_Model):
+    """Prometheus exposition and health endpoints (``/metrics``, ``/healthz``, ``/readyz``)."""
+
+    listen: str | None = Field(default=None, description="host:port; none disables the endpoint")
+
+
+class EdgeConfig(_Model):
+    """A whole edge node."""
+
+    service: str = Field(default="edgeflow", min_length=1)
+    devices: list[DeviceSpec] = Field(default_factory=list)
+    connectors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options per connector type"
+    )
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    bus: BusSpec = Field(default_factory=BusSpec)
+    pipelines: list[PipelineSpec] = Field(default_factory=list)
+    uplink: UplinkSpec
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EdgeConfig:
+        for what, names in (
+            ("devices", [d.name for d in self.devices]),
+            ("pipelines", [p.name for p in self.pipelines]),
+        ):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{what}: name {name!r} appears twice")
+                seen.add(name)
+        return self
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file."""
+    return EdgeConfig.model_json_schema(by_alias=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _find_key(container: Mapping[str, Any], wanted: str) -> str:
+    """The existing key of ``container`` that ``wanted`` names (case-insensitive, ``_`` ignored)."""
+    norm = wanted.lower().replace("_", "").replace("-", "")
+    for key in container:
+        if str(key).lower().replace("_", "").replace("-", "") == norm:
+            return str(key)
+    return to_camel(wanted.lower())
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Apply ``EDGEFLOW__A__B=value`` variables onto the raw config mapping (in place; returned)."""
+    env = os.environ if environ is None else environ
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        try:
+            value = yaml.safe_load(env[name]) if env[name] else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a YAML value: {exc}", source="<env>") from exc
+        node: Any = data
+        path = ""
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{name}: {path or '<root>'} has no item {part}", source="<env>")
+                idx = int(part)
+                path += f"[{idx}]"
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {path or '<root>'} is not a mapping", source="<env>")
+            key = _find_key(node, part)
+            path += f".{key}" if path else key
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+    return data
+
+
+def _resolve_profiles(cfg: EdgeConfig, base: Path, source: str) -> EdgeConfig:
+    devices = []
+    for i, d in enumerate(cfg.devices):
+        if isinstance(d.profile, str):
+            path = Path(d.profile)
+            if not path.is_absolute():
+                path = base / path
+            try:
+                profile = load_profile(path)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"devices[{i}].profile: cannot load {path}",
+                    source=source,
+                    problems=[(f"devices[{i}].profile", str(exc))],
+                ) from exc
+            d = d.model_copy(update={"profile": profile})
+        devices.append(d)
+    return cfg.model_copy(update={"devices": devices})
+
+
+def _check_sources(cfg: EdgeConfig, source: str) -> None:
+    problems: list[tuple[str, str]] = []
+    for i, d in enumerate(cfg.devices):
+        profile = d.profile
+        assert isinstance(profile, DeviceProfile)
+        names = {r.name for r in profile.device_resources} | {c.name for c in profile.device_commands}
+        for j, ae in enumerate(d.auto_events):
+            if ae.source_name not in names:
+                problems.append(
+                    (
+                        f"devices[{i}].autoEvents[{j}].sourceName",
+                        f"{ae.source_name!r} is neither a resource nor a command of profile {profile.name!r}",
+                    )
+                )
+    if problems:
+        raise ConfigError("configuration is not valid", source=source, problems=problems)
+
+
+def parse_config(
+    data: Any,
+    *,
+    source: str = "<dict>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> EdgeConfig:
+    """Validate a raw mapping (as read from YAML), with environment overrides and profiles loaded."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a mapping at the top level", source=source)
+    data = apply_env_overrides(data, environ)
+    try:
+        cfg = EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            "configuration is not valid", source=source, problems=validation_problems(exc)
+        ) from None
+    cfg = _resolve_profiles(cfg, base_dir or Path.cwd(), source)
+    _check_sources(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Load and validate a configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror}", source=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=str(p)) from exc
+    return parse_config(data, source=str(p), base_dir=p.parent, environ=environ)

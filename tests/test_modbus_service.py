@@ -1,0 +1,114 @@
+"""The Modbus connector under edgeflow's device service: the EdgeX test profile read through AutoEvents,
+with the profile's transforms and mappings applied by the service, and a device that goes away and
+comes back while its AutoEvent keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from connectors.modbus import ModbusConnector
+from edgeflow.connector import DeviceHealth
+from edgeflow.model import ReadingBatch, SeriesTable
+from edgeflow.profiles import Device, DeviceProfile
+from edgeflow.service import DeviceService, SchedulerSettings
+
+pytestmark = [pytest.mark.server, pytest.mark.data]
+
+
+def _named(batch: ReadingBatch, table: SeriesTable) -> dict[str, Any]:
+    return {table.info(int(batch.series[i])).resource: batch.value_at(i) for i in range(len(batch))}
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_edgex_profile_through_the_device_service(modbus_server: Any, shared_data: Path) -> None:
+    profile = DeviceProfile.model_validate(
+        yaml.safe_load((shared_data / "edgex" / "modbus.test.device.profile.yml").read_text())
+    )
+    server = await modbus_server()
+    await server.set("co", 0, [True])
+    await server.set("hr", 1, [3])
+    await server.set("hr", 2, [0, 7])
+    await server.set("ir", 3, [0xFF38])
+    await server.set("hr", 5, [215])
+    device = Device.model_validate(
+        {
+            "name": "hvac",
+            "profileName": profile.name,
+            "protocols": {
+                "modbus-tcp": {"Address": "127.0.0.1", "Port": server.port, "UnitID": 1, "Timeout": 1}
+            },
+            "autoEvents": [
+                {"interval": "50ms", "sourceName": "Values"},
+                {"interval": "50ms", "sourceName": "RoomTemperature"},
+            ],
+        }
+    )
+    published: list[tuple[str, ReadingBatch]] = []
+
+    async def publish(topic: str, batch: ReadingBatch) -> None:
+        published.append((topic, batch))
+
+    table = SeriesTable()
+    connector = ModbusConnector({"reconnect_min": 0.05, "reconnect_max": 0.1})
+    service = DeviceService(
+        "device-modbus",
+        connector,
+        publish,
+        table,
+        settings=SchedulerSettings(
+            failure_threshold=2, backoff_initial=0.05, backoff_max=0.1, read_timeout=2
+        ),
+    )
+    service.add_device(device, profile)
+
+    # a GET of the Values command: mappings and scale applied by the service
+    values = _named(await service.read("hvac", "Values"), table)
+    assert values == {
+        "SwitchA": "ON",
+        "OperationMode": "Dry",
+        "FanSpeed": "VAM Super Hi",
+        "Temperature": 21.5,
+    }
+    assert _named(await service.read("hvac", "RoomTemperature"), table) == {
+        "RoomTemperature": pytest.approx(-20.0)
+    }
+
+    # a SET: 22.5 °C is 225 in the register, FanSpeed by its value
+    await service.write(
+        "hvac", "Values", {"SwitchA": "false", "OperationMode": "1", "FanSpeed": "2", "Temperature": "22.5"}
+    )
+    assert await server.get("hr", 1, 5) == [1, 0, 2, 0, 225]
+    assert await server.get("co", 0, 1) == [False]
+
+    await service.start()
+    try:
+        await _until(lambda: len(published) >= 4)
+        topic, _ = published[-1]
+        assert topic.startswith("edgex/events/device/device-modbus/Test-Device-Modbus-Profile/hvac/")
+        await server.stop()
+        await _until(lambda: service.states["hvac"].health is DeviceHealth.DOWN)
+        assert connector.health("hvac") == DeviceHealth.DOWN
+        count = len(published)
+        await server.start()
+        await _until(lambda: service.states["hvac"].health is DeviceHealth.UP and len(published) > count + 2)
+        assert connector.health("hvac") == DeviceHealth.UP
+        assert _named(published[-1][1], table) in (
+            {"SwitchA": "OFF", "OperationMode": "Heat", "FanSpeed": "High", "Temperature": 22.5},
+            {"RoomTemperature": pytest.approx(-20.0)},
+        )
+    finally:
+        await service.stop()
+    assert not any(t for t in asyncio.all_tasks() if t.get_name().startswith("autoevent:"))

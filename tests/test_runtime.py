@@ -1,0 +1,132 @@
+"""The runtime end to end: virtual devices → service → bus → pipelines → file uplink, on real sockets
+for the metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edgeflow.config import parse_config
+from edgeflow.model import decode_event
+from edgeflow.runtime import Runtime
+
+PROFILE = {
+    "name": "Sensor",
+    "deviceResources": [
+        {
+            "name": "Temp",
+            "attributes": {"generator": "walk", "min": 0, "max": 100, "step": 5, "start": 50},
+            "properties": {"valueType": "Float64", "readWrite": "R", "units": "degC"},
+        },
+        {
+            "name": "Label",
+            "attributes": {"generator": "constant", "value": "ok"},
+            "properties": {"valueType": "String", "readWrite": "R"},
+        },
+    ],
+}
+
+
+def config(tmp_path: Path, **over: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "service": "edge-test",
+        "devices": [
+            {
+                "name": name,
+                "connector": "virtual",
+                "profile": PROFILE,
+                "protocols": {"virtual": {"seed": i}},
+                "autoEvents": [
+                    {"interval": "10ms", "sourceName": "Temp"},
+                    {"interval": "50ms", "sourceName": "Label"},
+                ],
+            }
+            for i, name in enumerate(["Device1", "Device10"])
+        ],
+        "uplink": {"type": "file", "path": str(tmp_path / "out.jsonl")},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def shipped(tmp_path: Path) -> list[Any]:
+    lines = (tmp_path / "out.jsonl").read_bytes().splitlines()
+    return [decode_event(line) for line in lines]
+
+
+async def test_every_reading_read_is_shipped_once_in_order(tmp_path: Path) -> None:
+    rt = Runtime(parse_config(config(tmp_path), environ={}))
+    await rt.run(duration=0.4)
+    events = shipped(tmp_path)
+    stats = rt.stats()
+    published = stats["bus"]["published_readings"]
+    assert published > 20
+    assert sum(len(e.readings) for e in events) == published
+    assert stats["pipelines"]["default"]["readings_out"] == published
+    for dev in ("Device1", "Device10"):
+        origins = [e.origin for e in events if e.device_name == dev and e.source_name == "Temp"]
+        assert origins == sorted(origins) and len(origins) > 5
+    labels = [r.value for e in events for r in e.readings if r.resource_name == "Label"]
+    assert labels and set(labels) == {"ok"}
+    temp = next(r for e in events for r in e.readings if r.resource_name == "Temp")
+    assert temp.units == "degC" and temp.profile_name == "Sensor"
+
+
+async def test_match_globs_are_anchored(tmp_path: Path) -> None:
+    cfg = config(tmp_path, pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}])
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.run(duration=0.2)
+    events = shipped(tmp_path)
+    assert events
+    assert {e.device_name for e in events} == {"Device1"}  # not Device10
+    assert {r.resource_name for e in events for r in e.readings} == {"Temp"}
+
+
+async def test_two_pipelines_may_take_the_same_reading(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        pipelines=[
+            {"name": "a", "match": {"device": "Device1"}},
+            {"name": "b", "match": {"device": "Device*", "resource": ["Temp"]}},
+        ],
+    )
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.run(duration=0.2)
+    stats = rt.stats()["pipelines"]
+    assert stats["a"]["readings_in"] > 0 and stats["b"]["readings_in"] > stats["a"]["readings_in"] // 2
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
+    cfg = config(tmp_path, metrics={"listen": "127.0.0.1:0"})
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert rt.metrics_server is not None
+        port = rt.metrics_server.port
+        status, body = await http_get(port, "/metrics")
+        assert status == 200
+        text = body.decode()
+        assert 'edgeflow_device_up{device="Device1"} 1' in text
+        assert "edgeflow_bus_published_readings_total" in text
+        status, body = await http_get(port, "/readyz")
+        assert status == 200 and orjson.loads(body)["devices"]["Device1"]["health"] == "UP"
+        status, _ = await http_get(port, "/healthz")
+        assert status == 200
+        status, _ = await http_get(port, "/nothing")
+        assert status == 404
+    finally:
+        await rt.stop()
