@@ -36,6 +36,11 @@ COMMANDS: list[tuple[str, str, str]] = [
         "edgeflow.replay",
         "replay a recorded CSV through rules and an encoder; report bytes and error",
     ),
+    (
+        "receive",
+        "edgeflow.cloud",
+        "the cloud end: subscribe, decode, de-duplicate, report gaps, write JSON lines",
+    ),
 ]
 
 
