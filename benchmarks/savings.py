@@ -6,10 +6,12 @@ For NAB machine temperature (E = 1 % of its range) and each SKAB channel (E = 1 
 range), every row of the table is a real ``edgeflow replay`` run (CSV → rules → encoder → decode →
 reconstruct at every input timestamp → compare with the input):
 
-* ``swing E, compact``: swing filter at E, the lossless compact encoding;
+* ``swing E, compact``: swing filter at E (``knots: shortest``, the default: each segment's end value is
+  the decimal with the fewest digits inside the window the bound allows), the lossless compact encoding;
+* ``swing E middle, compact``: the same with ``knots: middle`` (the paper's middle slope, full floats);
 * ``swing E-q/2, compact q``: swing at E - q/2 with the compact encoding's quantum q = share x E, so the
   total bound is still E;
-* ``pmc_mr E, compact``: PMC-MR at E, for reference.
+* ``pmc_mr E, compact`` and ``pmc_mr E middle, compact``: PMC-MR at E, for reference.
 
 Columns: readings kept, bytes shipped, savings against one EdgeX v3 AddEventRequest per input reading,
 bytes per input reading, measured max |error| / E, and how many times fewer bytes than the peer
@@ -17,7 +19,7 @@ baseline "deadband at E + batched JSON + zlib" (Node-RED deadband, compare with 
 batch of kept readings as newline-joined ``{"ts": <epoch ms>, "value": <v>}``, zlib level 9, one batch per
 ``--batch`` input rows, the same batching as ours). Also printed: the lossless batch + zlib baseline of
 every reading, and what sending the series names in every compact message costs. Nothing is asserted.
-``benchmarks/swing_decimals.py`` measures a swing filter that meets the target without a quantum.
+``benchmarks/swing_decimals.py`` is an independent reimplementation of the two swing choices.
 """
 
 from __future__ import annotations
@@ -118,11 +120,21 @@ def _series(csv: Path, sep: str, tcol: str, col: str, batch: int, share: float) 
     runs = [
         ("swing E, compact", f"- type: swing\n  max_error: {e!r}\n  backwards: reset\n", None),
         (
+            "swing E middle, compact",
+            f"- type: swing\n  max_error: {e!r}\n  backwards: reset\n  knots: middle\n",
+            None,
+        ),
+        (
             f"swing E-q/2, compact q={share:g}E",
             f"- type: swing\n  max_error: {e - q / 2!r}\n  backwards: reset\n",
             q,
         ),
         ("pmc_mr E, compact", f"- type: pmc_mr\n  max_error: {e!r}\n  backwards: reset\n", None),
+        (
+            "pmc_mr E middle, compact",
+            f"- type: pmc_mr\n  max_error: {e!r}\n  backwards: reset\n  knots: middle\n",
+            None,
+        ),
     ]
     for label, rules, quantum in runs:
         r = _replay(csv, sep, tcol, col, rules, batch, quantum)

@@ -3,10 +3,12 @@
     python benchmarks/swing_decimals.py [--data ../shared/data] [--batch 1000]
 
 When a swing segment closes, any end value between ``y0 + l·dt`` and ``y0 + u·dt`` keeps every reading
-of the segment within E (that is what the slope bounds mean). ``edgeflow.rules.swing`` takes the middle,
-a float with a full 52-bit mantissa, which the compact encoding can only ship as ~7 bytes. Taking the
-value with the fewest decimal digits in that window keeps the bound at E, and the compact encoding's
-decimal coding ships it in one or two bytes.
+of the segment within E (that is what the slope bounds mean). The middle is a float with a full 52-bit
+mantissa, which the compact encoding can only ship as ~7 bytes. Taking the value with the fewest decimal
+digits in that window keeps the bound at E, and the compact encoding's decimal coding ships it in one or
+two bytes. ``edgeflow.rules.swing`` now does this itself (``knots: shortest``, the default; ``knots:
+middle`` keeps the middle; see ``edgeflow.rules.knots``); this script stays as an independent check of
+the idea, without the rule's rounding margin.
 
 This script carries its own swing filter (the algorithm of ``edgeflow.rules.swing``, with ``backwards:
 reset``), run twice on NAB machine temperature at E = 1 % of range: ``middle`` (as the rule does) and
@@ -106,8 +108,8 @@ def main() -> None:
         f"NAB machine temperature, {len(v)} readings, E = {e:.6g}, compact encoding, {args.batch} rows/message"
     )
     for name, pick in (
-        ("middle (as edgeflow.rules.swing)", middle),
-        ("shortest decimal (proposal)", shortest_decimal),
+        ("middle (knots: middle)", middle),
+        ("shortest decimal (knots: shortest)", shortest_decimal),
     ):
         pts = swing(t.tolist(), v.tolist(), e, pick)
         table = SeriesTable()

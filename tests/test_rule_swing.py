@@ -27,6 +27,29 @@ def test_hand_worked_line_then_plateau() -> None:
     assert sink.points("d", "r") == [(0, 0.0), (5, 5.0), (6, 10.0), (9, 10.0)]
 
 
+def test_hand_worked_shortest_decimal_end_value() -> None:
+    # E = 1, anchor (0, 0). t=1 (1.3): slopes [0.3, 2.3]; t=2 (2.1): [0.55, 1.55]; meet [0.55, 1.55].
+    # t=3 (10) asks [3, 11/3]: disjoint, the segment ends at t=2, where any end value in [1.1, 3.1] keeps
+    # both readings within 1. The middle is 2.1 (slope 1.05); the shortest decimal nearest it is 2. From
+    # (2, 2): flush ends the one-reading segment at t=3, window [9, 11]: 10.
+    t, v = [0, 1, 2, 3], [0.0, 1.3, 2.1, 10.0]
+    sink, _, _ = run_one({"type": "swing", "max_error": 1.0}, t, v)
+    assert sink.points("d", "r") == [(0, 0.0), (2, 2.0), (3, 10.0)]
+    sink, _, _ = run_one({"type": "swing", "max_error": 1.0, "knots": "middle"}, t, v)
+    pts = sink.points("d", "r")
+    assert [p[0] for p in pts] == [0, 2, 3]
+    assert [p[1] for p in pts] == pytest.approx([0.0, 2.1, 10.0])
+
+
+def test_unknown_knots_is_refused_naming_the_key() -> None:
+    from pydantic import ValidationError
+
+    from tests._rulecases import specs
+
+    with pytest.raises(ValidationError, match="knots"):
+        specs({"type": "swing", "max_error": 1.0, "knots": "nearest"})
+
+
 def test_first_reading_is_shipped_at_once_and_the_open_segment_at_flush() -> None:
     sink, pipe, _ = run_one({"type": "swing", "max_error": 0.5}, [1, 2, 3], [1.0, 1.1, 1.2], flush=False)
     assert sink.points("d", "r") == [(1, 1.0)]
@@ -58,6 +81,22 @@ def test_bound_holds_with_nan_and_backwards_time(
 ) -> None:
     t, v = data
     check_compressor({"type": "swing", "max_error": e, "backwards": policy}, "linear", e, t, v, chunk)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    data=series(backwards=True, nan=True),
+    e=st.floats(0.001, 20),
+    chunk=st.integers(1, 60),
+    policy=st.sampled_from(["late", "drop", "reset"]),
+    knots=st.sampled_from(["shortest", "middle"]),
+)
+def test_bound_holds_with_either_knots(
+    data: tuple[list[int], list[float]], e: float, chunk: int, policy: str, knots: str
+) -> None:
+    t, v = data
+    rule = {"type": "swing", "max_error": e, "backwards": policy, "knots": knots}
+    check_compressor(rule, "linear", e, t, v, chunk)
 
 
 def test_percent_of_span() -> None:

@@ -1,11 +1,14 @@
 """PMC-MR, Poor Man's Compression - MidRange (Lazaridis & Mehrotra, ICDE 2003): constant segments.
 
 A segment grows while max - min of its values stays within 2E; the reading that would break that starts
-the next segment. A closed segment is emitted as one point: its first reading's origin and the midrange
-(max + min) / 2. Holding each point until the next one (``hold`` reconstruction) is within E of every
-reading of the segment. The decision needs no time arithmetic; time order only matters for the
-reconstruction, hence the ``backwards`` policy. On a ``reset`` the closed segment's constant is also
-emitted at its last origin, so the cloud sees where the run ended.
+the next segment. A closed segment is emitted as one point at its first reading's origin; any value in
+[max - E, min + E] is within E of all its readings. ``knots: middle`` takes the paper's midrange
+(max + min) / 2, ``knots: shortest`` (the default) the value of that window with the fewest digits after
+the decimal point, nearest the midrange (see :mod:`edgeflow.rules.knots`), which the compact encoding
+ships in a byte or two instead of a full float. Holding each point until the next one (``hold``
+reconstruction) is within E of every reading of the segment. The decision needs no time arithmetic; time
+order only matters for the reconstruction, hence the ``backwards`` policy. On a ``reset`` the closed
+segment's constant is also emitted at its last origin, so the cloud sees where the run ended.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from edgeflow.errors import RuleError
 from edgeflow.model import SeriesTable
 from edgeflow.rules.base import Interpolation
 from edgeflow.rules.bounded import Emit, PointRule
+from edgeflow.rules.knots import shortest_decimal
 from edgeflow.rules.spec import PmcSpec
 
 __all__ = ["PmcRule"]
@@ -36,11 +40,28 @@ class PmcRule(PointRule):
     kind = "pmc_mr"
     interpolation: ClassVar[Interpolation | None] = "hold"
 
-    def __init__(self, table: SeriesTable, index: int = 0, *, max_error: float, **policies: str) -> None:
+    def __init__(
+        self,
+        table: SeriesTable,
+        index: int = 0,
+        *,
+        max_error: float,
+        knots: str = "shortest",
+        **policies: str,
+    ) -> None:
         super().__init__(table, index, **policies)
         if not max_error >= 0:
             raise RuleError(f"pmc_mr: max_error must be >= 0, not {max_error}")
+        if knots not in ("shortest", "middle"):
+            raise RuleError(f"pmc_mr: knots must be shortest or middle, not {knots!r}")
         self.max_error = float(max_error)
+        self.knots = knots
+
+    def _value(self, mn: float, mx: float) -> float:
+        mid = (mn + mx) * 0.5
+        if self.knots == "middle":
+            return mid
+        return shortest_decimal(mx - self.max_error, mn + self.max_error, mid)
 
     @classmethod
     def from_spec(cls, spec: PmcSpec, table: SeriesTable, index: int = 0) -> PmcRule:
@@ -48,6 +69,7 @@ class PmcRule(PointRule):
             table,
             index,
             max_error=spec.bound,
+            knots=spec.knots,
             backwards=spec.backwards,
             nan=spec.nan,
             non_numeric=spec.non_numeric,
@@ -66,12 +88,13 @@ class PmcRule(PointRule):
             k = 1
         t0, mn, mx = st.t0, st.mn, st.mx
         put = out.append
+        value = self._value
         for j in range(k, len(ts)):
             v = vs[j]
             nmn = v if v < mn else mn
             nmx = v if v > mx else mx
             if nmx - nmn > width:
-                put((keys[j], t0, (mn + mx) * 0.5))
+                put((keys[j], t0, value(mn, mx)))
                 t0 = ts[j]
                 mn = mx = v
             else:
@@ -81,7 +104,7 @@ class PmcRule(PointRule):
 
     def _close(self, st: _Pmc, out: Emit, key: int, *, reset: bool = False) -> None:
         if st.has:
-            mid = (st.mn + st.mx) * 0.5
+            mid = self._value(st.mn, st.mx)
             out.append((key, st.t0, mid))
             if reset and st.tl > st.t0:
                 # the same constant at the segment's last origin marks where the run ends

@@ -175,9 +175,14 @@ class HeartbeatSpec(_Spec):
 
 
 class _Bounded(_Spec):
+    """``knots``: which value a closed segment's point takes among those that keep the bound:
+    ``shortest`` (the default; the one with the fewest digits after the decimal point, nearest the
+    middle, which the compact encoding ships in a byte or two) or ``middle`` (the papers' choice)."""
+
     max_error: float | None = Field(default=None, ge=0)
     max_error_percent: float | None = Field(default=None, ge=0)
     span: float | None = Field(default=None, gt=0)
+    knots: Literal["shortest", "middle"] = "shortest"
     backwards: Literal["late", "drop", "reset"] = "late"
     nan: NanPolicy = "pass"
     non_numeric: NonNumericPolicy = "pass"

@@ -2,10 +2,13 @@
 
 From an anchor (t0, y0) the filter keeps the slopes a line through the anchor may take and still pass
 within E of every reading since: u = min (v + E - y0) / (t - t0), l = max (v - E - y0) / (t - t0). When a
-reading makes l > u, the segment ends at the previous reading with the middle slope (u + l) / 2; its end
-value on that line is emitted as a point and becomes the next anchor (segments are connected). The first
-reading of a series is emitted as is. Linear interpolation between consecutive points is within E of
-every reading (up to float rounding), which the property tests check.
+reading makes l > u, the segment ends at the previous reading tp: any end value in [y0 + l·(tp - t0),
+y0 + u·(tp - t0)] keeps every reading of the segment within E. ``knots: middle`` takes the paper's middle
+slope (u + l) / 2; ``knots: shortest`` (the default) the value of that window with the fewest digits after
+the decimal point, nearest the middle (see :mod:`edgeflow.rules.knots`), which the compact encoding ships
+in a byte or two instead of a full float. The end value is emitted as a point and becomes the next anchor
+(segments are connected). The first reading of a series is emitted as is. Linear interpolation between
+consecutive points is within E of every reading (up to float rounding), which the property tests check.
 
 Points are emitted when a segment closes; :meth:`~edgeflow.rules.base.Rule.flush` emits the open one.
 """
@@ -18,6 +21,7 @@ from edgeflow.errors import RuleError
 from edgeflow.model import SeriesTable
 from edgeflow.rules.base import Interpolation
 from edgeflow.rules.bounded import Emit, PointRule
+from edgeflow.rules.knots import shortest_decimal
 from edgeflow.rules.spec import SwingSpec
 
 __all__ = ["SwingRule"]
@@ -40,11 +44,22 @@ class SwingRule(PointRule):
     kind = "swing"
     interpolation: ClassVar[Interpolation | None] = "linear"
 
-    def __init__(self, table: SeriesTable, index: int = 0, *, max_error: float, **policies: str) -> None:
+    def __init__(
+        self,
+        table: SeriesTable,
+        index: int = 0,
+        *,
+        max_error: float,
+        knots: str = "shortest",
+        **policies: str,
+    ) -> None:
         super().__init__(table, index, **policies)
         if not max_error >= 0:
             raise RuleError(f"swing: max_error must be >= 0, not {max_error}")
+        if knots not in ("shortest", "middle"):
+            raise RuleError(f"swing: knots must be shortest or middle, not {knots!r}")
         self.max_error = float(max_error)
+        self.knots = knots
 
     @classmethod
     def from_spec(cls, spec: SwingSpec, table: SeriesTable, index: int = 0) -> SwingRule:
@@ -52,6 +67,7 @@ class SwingRule(PointRule):
             table,
             index,
             max_error=spec.bound,
+            knots=spec.knots,
             backwards=spec.backwards,
             nan=spec.nan,
             non_numeric=spec.non_numeric,
@@ -62,6 +78,7 @@ class SwingRule(PointRule):
 
     def _feed(self, st: _Swing, ts: list[int], vs: list[float], keys: list[int], out: Emit) -> None:
         e = self.max_error
+        short = self.knots == "shortest"
         k = 0
         if not st.has:
             st.has = True
@@ -86,7 +103,11 @@ class SwingRule(PointRule):
                 nu = hi if hi < u else u
                 nl = lw if lw > lo else lo
                 if nl > nu:
-                    y0 = y0 + (u + lo) * 0.5 * (tp - t0)
+                    d = tp - t0
+                    if short:
+                        y0 = shortest_decimal(y0 + lo * d, y0 + u * d, y0 + (u + lo) * 0.5 * d, y0)
+                    else:
+                        y0 = y0 + (u + lo) * 0.5 * d
                     t0 = tp
                     put((keys[j], t0, y0))
                     dt = t - t0
@@ -102,7 +123,11 @@ class SwingRule(PointRule):
 
     def _close(self, st: _Swing, out: Emit, key: int, *, reset: bool = False) -> None:
         if st.has and st.n > 0:
-            st.y0 = st.y0 + (st.u + st.l) * 0.5 * (st.tp - st.t0)
+            y0, d = st.y0, st.tp - st.t0
+            mid = y0 + (st.u + st.l) * 0.5 * d
+            st.y0 = (
+                shortest_decimal(y0 + st.l * d, y0 + st.u * d, mid, y0) if self.knots == "shortest" else mid
+            )
             st.t0 = st.tp
             st.n = 0
             out.append((key, st.t0, st.y0))
