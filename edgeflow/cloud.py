@@ -31,6 +31,7 @@ import orjson
 
 from edgeflow.codec import DecodedBatch, DecodedSeries, decode, detect_encoding, merge_points
 from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
+from edgeflow.model import ValueType
 from edgeflow.uplink._paho import Backoff, ConnectParams, MqttConnection, make_ssl_context
 from edgeflow.uplink.spec import MqttAuthSpec, TlsSpec, parse_broker_url
 
@@ -319,10 +320,13 @@ def _jsonl(batch: DecodedBatch, topic: str) -> bytes:
         }
         origins = s.origins.tolist()
         values = s.values.tolist()
+        vt = s.info.value_type
+        cast_value: Callable[[float], Any] = bool if vt is ValueType.BOOL else int if vt.is_integer else float
         for i, origin in enumerate(origins):
             rec = dict(base, origin=origin)
             obj = s.objects[i] if s.objects is not None else None
-            rec["value"] = obj if obj is not None else (None if np.isnan(values[i]) else values[i])
+            v = values[i]
+            rec["value"] = obj if obj is not None else (None if np.isnan(v) else cast_value(v))
             if s.starts is not None:
                 rec["start"] = int(s.starts[i])
             if batch.alarm:

@@ -197,3 +197,27 @@ def test_receive_cli_refuses_a_bad_url(capsys: pytest.CaptureFixture[str]) -> No
     cloud.add_arguments(parser)
     assert cloud.run(parser.parse_args(["--url", "http://x", "--duration", "1"])) == 1
     assert "scheme must be mqtt:// or mqtts://" in capsys.readouterr().err
+
+
+def test_json_lines_carry_typed_values() -> None:
+    from edgeflow.cloud import _jsonl
+    from edgeflow.codec import decode
+    from edgeflow.model import ReadingBatch, SeriesTable, ValueType
+
+    t = SeriesTable()
+    on = t.intern("d", "on", "p", ValueType.BOOL)
+    n = t.intern("d", "count", "p", ValueType.INT32)
+    x = t.intern("d", "temp", "p", ValueType.FLOAT64)
+    batch = ReadingBatch.from_columns(t, [1, 2, 3], [1.0, 7.0, 2.5], [on, n, x])
+    payload = make_encoder("compact", stream_id="s").encode(batch)[0].payload
+    lines = [orjson.loads(line) for line in _jsonl(decode(payload), "t").splitlines()]
+    assert [(r["resource"], r["value"]) for r in lines] == [("on", True), ("count", 7), ("temp", 2.5)]
+
+
+def test_handle_without_a_broker_decodes_and_dedups() -> None:
+    rx = Receiver("mqtt://127.0.0.1:1", ["x"], keep=True)
+    payload = make_encoder("compact", stream_id="s").encode(make_batch(table(), 0))[0].payload
+    assert rx.handle("x", payload) is not None
+    assert rx.handle("x", payload) is None
+    assert rx.counts["duplicates"] == 1
+    check_series(rx.series(), range(1))
