@@ -76,7 +76,10 @@ def test_run_stops_on_signal_and_flushes(tmp_path: Path, sig: str) -> None:
     stats = orjson.loads(stdout)
     lines = out.read_bytes().splitlines()
     assert sum(len(orjson.loads(line)["event"]["readings"]) for line in lines) == stats["uplink"]["readings"]
-    assert stats["uplink"]["readings"] == stats["bus"]["published_readings"]
+    # every reading read went through a pipeline; what the rules let out is what was written
+    pipes = stats["pipelines"].values()
+    assert sum(p["readings_in"] for p in pipes) == stats["bus"]["published_readings"]
+    assert stats["uplink"]["readings"] == sum(p["readings_out"] + p["late"] + p["alarms"] for p in pipes)
 
 
 def test_inspect_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
