@@ -52,6 +52,7 @@ __all__ = [
     "MetricsSpec",
     "PipelineSpec",
     "SchedulerSpec",
+    "StateSpec",
     "apply_env_overrides",
     "config_schema",
     "load_config",
@@ -164,6 +165,18 @@ class MetricsSpec(_Model):
     listen: str | None = Field(default=None, description="host:port; none disables the endpoint")
 
 
+class StateSpec(_Model):
+    """Where rule state survives a restart. With a ``path``, each pipeline's rule state (open segments,
+    last values sent, open windows) is written there every ``checkpoint_interval`` and at stop, and read
+    back at start, so a restart neither re-sends nor forgets; without one, a stop flushes what the rules
+    hold instead."""
+
+    path: Path | None = Field(default=None, description="a directory for pipeline state files")
+    checkpoint_interval: float = Field(default=10.0, gt=0, description="seconds, or a duration string")
+
+    _dur = field_validator("checkpoint_interval", mode="before")(classmethod(lambda cls, v: _duration(v)))
+
+
 class EdgeConfig(_Model):
     """A whole edge node."""
 
@@ -177,6 +190,7 @@ class EdgeConfig(_Model):
     pipelines: list[PipelineSpec] = Field(default_factory=list)
     uplink: UplinkSpec
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    state: StateSpec = Field(default_factory=StateSpec)
 
     @model_validator(mode="after")
     def _unique_names(self) -> EdgeConfig:

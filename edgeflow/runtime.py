@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from edgeflow.bus import Bus, Subscription
 from edgeflow.config import EdgeConfig, PipelineSpec
 from edgeflow.connector import load_connector
+from edgeflow.errors import RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
 from edgeflow.model import ReadingBatch, SeriesTable
 from edgeflow.profiles import DeviceProfile
@@ -54,6 +59,10 @@ class _Route:
 class _Counters:
     started_at: float = field(default_factory=time.time)
     pipeline_errors: int = 0
+    checkpoints: int = 0
+    checkpoint_errors: int = 0
+    state_restored: int = 0
+    state_discarded: int = 0
 
 
 class Runtime:
@@ -83,6 +92,7 @@ class Runtime:
         self.metrics_server: MetricsServer | None = None
         self._watermark_interval = watermark_interval
         self._ticker: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._counters = _Counters()
         self._started = False
         self._build()
@@ -124,13 +134,69 @@ class Runtime:
 
     # -- running --------------------------------------------------------------------------------
 
+    # -- rule state across restarts ---------------------------------------------------------------
+
+    def _state_file(self, route: _Route) -> Path | None:
+        base = self.config.state.path
+        if base is None:
+            return None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in route.spec.name)
+        return base / f"pipeline-{safe}.json"
+
+    def _restore_state(self) -> None:
+        for route in self.routes:
+            path = self._state_file(route)
+            if path is None or not path.exists():
+                continue
+            try:
+                route.pipeline.restore(orjson.loads(path.read_bytes()))
+            except (OSError, orjson.JSONDecodeError, RuleError, ValueError, TypeError, KeyError) as exc:
+                # Starting the rules afresh only means some readings are sent again: safe. Keep the file
+                # for a look, out of the way, and say so.
+                aside = path.with_suffix(".unreadable")
+                path.replace(aside)
+                self._counters.state_discarded += 1
+                log.error(
+                    "pipeline %s: state %s not restored (%s); moved to %s", route.spec.name, path, exc, aside
+                )
+            else:
+                self._counters.state_restored += 1
+                log.info("pipeline %s: rule state restored from %s", route.spec.name, path)
+
+    def checkpoint(self) -> None:
+        """Write every pipeline's rule state to ``state.path`` (atomically, file by file)."""
+        for route in self.routes:
+            path = self._state_file(route)
+            if path is None:
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(orjson.dumps(route.pipeline.snapshot()))
+                os.replace(tmp, path)
+            except (OSError, TypeError) as exc:
+                self._counters.checkpoint_errors += 1
+                log.error("pipeline %s: cannot write state %s: %s", route.spec.name, path, exc)
+            else:
+                self._counters.checkpoints += 1
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.state.checkpoint_interval)
+            self.checkpoint()
+
+    # -- running --------------------------------------------------------------------------------
+
     async def start(self) -> None:
         if self._started:
             return
+        self._restore_state()
         await self.uplink.start()
         for route in self.routes:
             route.task = asyncio.create_task(self._route_loop(route), name=f"pipeline:{route.spec.name}")
         self._ticker = asyncio.create_task(self._watermarks(), name="watermarks")
+        if self.config.state.path is not None:
+            self._checkpointer = asyncio.create_task(self._checkpoints(), name="checkpoints")
         for service in self.services.values():
             await service.start()
         listen = self.config.metrics.listen
@@ -153,10 +219,12 @@ class Runtime:
         self._started = False
         for service in self.services.values():
             await service.stop()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        persist = self.config.state.path is not None
         for route in self.routes:
             if route.task is not None:
                 route.task.cancel()
@@ -164,7 +232,11 @@ class Runtime:
                     await route.task
             for _, batch in route.sub.drain():
                 await self._process(route, batch)
-            await self._ship(route, route.pipeline.flush())
+            if not persist:
+                # Nothing carries the rules' state over: ship what they hold rather than forget it.
+                await self._ship(route, route.pipeline.flush())
+        if persist:
+            self.checkpoint()
         self.bus.close()
         await self.uplink.stop()
         if self.metrics_server is not None:
@@ -265,7 +337,11 @@ class Runtime:
 
     def _collect(self) -> Iterable[Sample]:
         yield Sample("uptime_seconds", time.time() - self._counters.started_at)
-        yield Sample("pipeline_errors_total", self._counters.pipeline_errors, kind="counter")
+        c = self._counters
+        yield Sample("pipeline_errors_total", c.pipeline_errors, kind="counter")
+        yield Sample("state_checkpoints_total", c.checkpoints, kind="counter")
+        yield Sample("state_checkpoint_errors_total", c.checkpoint_errors, kind="counter")
+        yield Sample("state_discarded_total", c.state_discarded, kind="counter")
         yield Sample("bus_published_readings_total", self.bus.published_readings, kind="counter")
         for st in self.bus.stats():
             lab = (("subscription", st.name),)

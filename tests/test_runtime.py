@@ -130,3 +130,40 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
         assert status == 404
     finally:
         await rt.stop()
+
+
+async def test_rule_state_survives_a_restart(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        pipelines=[{"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}],
+        state={"path": str(tmp_path / "state"), "checkpoint_interval": "50ms"},
+    )
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.start()
+    await asyncio.sleep(0.3)
+    # a checkpoint was written while running
+    state_file = tmp_path / "state" / "pipeline-temps.json"
+    assert state_file.exists()
+    await rt.stop()
+    saved = orjson.loads(state_file.read_bytes())
+    assert saved["rules"][0]["type"] == "swing"
+    # with state kept, a stop does not flush the open segments: the next run continues them
+    rt2 = Runtime(parse_config(cfg, environ={}))
+    rt2._restore_state()
+    assert rt2.routes[0].pipeline.snapshot() == saved
+
+
+async def test_unreadable_state_is_set_aside_and_the_rules_start_afresh(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "pipeline-temps.json").write_text("{not json")
+    cfg = config(
+        tmp_path,
+        pipelines=[{"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}],
+        state={"path": str(state)},
+    )
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.run(duration=0.1)
+    assert (state / "pipeline-temps.unreadable").read_text() == "{not json"
+    assert orjson.loads((state / "pipeline-temps.json").read_bytes())["rules"][0]["type"] == "swing"
+    assert rt._counters.state_discarded == 1
