@@ -315,20 +315,26 @@ class Bus(Generic[P]):
             self._routes[topic] = subs
         return subs
 
-    def publish_nowait(self, topic: str, msg: P) -> int:
-        """Hand ``msg`` to every matching subscription without waiting; returns how many took it.
-
-        Raises :class:`BusFullError` if a ``block`` subscription is full (subscriptions before it in
-        order have already taken the message); use :meth:`publish` to wait instead."""
+    def _routes_for(self, topic: str, msg: P) -> tuple[tuple[Subscription[P], ...], int]:
+        """Count the publish and find its subscriptions (the part both publish calls share)."""
         if self.closed:
             raise BusClosedError("the bus is closed")
         n = len(msg)
         self.published_messages += 1
         self.published_readings += n
-        subs = self._routes.get(topic) or self._route(topic)
+        subs = self._routes.get(topic)
+        if subs is None:
+            subs = self._route(topic)
         if not subs:
             self.unrouted_messages += 1
-            return 0
+        return subs, n
+
+    def publish_nowait(self, topic: str, msg: P) -> int:
+        """Hand ``msg`` to every matching subscription without waiting; returns how many took it.
+
+        Raises :class:`BusFullError` if a ``block`` subscription is full (subscriptions before it in
+        order have already taken the message); use :meth:`publish` to wait instead."""
+        subs, n = self._routes_for(topic, msg)
         for sub in subs:
             if not sub._offer(topic, msg, n):
                 raise BusFullError(f"subscription {sub.name!r} is full ({sub.capacity} readings)")
@@ -336,15 +342,7 @@ class Bus(Generic[P]):
 
     async def publish(self, topic: str, msg: P) -> int:
         """Hand ``msg`` to every matching subscription, waiting for room where the policy is ``block``."""
-        if self.closed:
-            raise BusClosedError("the bus is closed")
-        n = len(msg)
-        self.published_messages += 1
-        self.published_readings += n
-        subs = self._routes.get(topic) or self._route(topic)
-        if not subs:
-            self.unrouted_messages += 1
-            return 0
+        subs, n = self._routes_for(topic, msg)
         for sub in subs:
             while not sub._offer(topic, msg, n):
                 await sub._space.wait()
