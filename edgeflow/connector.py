@@ -25,18 +25,22 @@ from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "SIMULATOR_GROUP",
     "CommandValue",
     "Connector",
     "DeviceHealth",
     "PushSink",
     "available_connectors",
     "load_connector",
+    "load_simulator",
     "register",
 ]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "edgeflow.connectors"
+#: Simulated devices offered by connector packages (``edgeflow demo`` starts them).
+SIMULATOR_GROUP = "edgeflow.simulators"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +180,21 @@ def load_connector(type_name: str) -> type[Connector]:
     if not (isinstance(loaded, type) and issubclass(loaded, Connector)):
         raise ConnectorNotFoundError(f"entry point {ep.value!r} is not a Connector subclass")
     return loaded
+
+
+def load_simulator(type_name: str) -> Any:
+    """The simulated-device class a connector package offers for ``type_name`` (entry-point group
+    ``edgeflow.simulators``), so edgeflow can start one without importing the connector package."""
+    eps = {ep.name: ep for ep in entry_points(group=SIMULATOR_GROUP)}
+    ep = eps.get(type_name)
+    if ep is None:
+        raise ConnectorNotFoundError(
+            f"no simulator for {type_name!r}; installed: {', '.join(sorted(eps)) or 'none'}"
+        )
+    try:
+        return ep.load()
+    except ImportError as exc:
+        raise ConnectorNotFoundError(
+            f"the {type_name!r} simulator cannot be imported ({exc}); "
+            f"install its extra: pip install 'edgeflow-iot[{type_name}]'"
+        ) from exc

@@ -35,6 +35,7 @@ import numpy as np
 from edgeflow.cloud import Receiver
 from edgeflow.codec import make_encoder, reconstruct
 from edgeflow.config import parse_config
+from edgeflow.connector import load_simulator
 from edgeflow.localbroker import Kind, LocalBroker
 from edgeflow.model import ReadingBatch
 from edgeflow.runtime import Runtime
@@ -216,14 +217,13 @@ async def run_demo(
     progress: Callable[[str], None] | None = None,
 ) -> DemoReport:
     """Run the demo for ``seconds`` and return what it measured."""
-    from connectors.modbus.simulator import ModbusSimulator
-
+    simulator = load_simulator("modbus")  # through the registry: edgeflow never imports connectors
     say = progress or (lambda _msg: None)
     with contextlib.ExitStack() as stack:
         work = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeflow-demo-")))
         async with LocalBroker(broker) as mqtt:
             say(f"broker: {mqtt.name} on {mqtt.url}")
-            sim = ModbusSimulator(registers=((0, 16),), bits=16)
+            sim = simulator(registers=((0, 16),), bits=16)
             await sim.start()
             plant = _Plant(sim)
             await plant.step(0.0)

@@ -1,0 +1,76 @@
+"""The walls of the house plan (design.md), checked on the source so they cannot erode unnoticed."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import edgeflow
+from edgeflow.connector import load_simulator
+from edgeflow.errors import ConnectorNotFoundError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_edgeflow_never_imports_connectors() -> None:
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(
+            m for m in imports(p) if m == "connectors" or m.startswith("connectors.")
+        )
+        for p in modules("edgeflow")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+@pytest.mark.parametrize(
+    ("library", "allowed"),
+    [
+        ("pymodbus", {"connectors/modbus/_pymodbus.py", "connectors/modbus/simulator.py"}),
+        ("paho", {"edgeflow/uplink/_paho.py"}),
+        ("asyncua", set()),
+    ],
+)
+def test_protocol_libraries_stay_behind_one_adapter(library: str, allowed: set[str]) -> None:
+    users = {
+        str(p.relative_to(ROOT))
+        for pkg in ("edgeflow", "connectors")
+        for p in modules(pkg)
+        if any(m == library or m.startswith(library + ".") for m in imports(p))
+    }
+    assert users <= allowed
+
+
+def test_model_and_metrics_import_nothing_of_edgeflow_but_the_errors() -> None:
+    for name in ("model.py", "metrics.py"):
+        ours = {m for m in imports(ROOT / "edgeflow" / name) if m.startswith("edgeflow")}
+        assert ours <= {"edgeflow.errors"}, (name, ours)
+
+
+def test_public_names_are_one_sorted_list() -> None:
+    assert edgeflow.__all__ == sorted(edgeflow.__all__)
+    for name in edgeflow.__all__:
+        assert hasattr(edgeflow, name)
+
+
+def test_simulators_come_through_the_registry() -> None:
+    sim = load_simulator("modbus")
+    assert sim.__name__ == "ModbusSimulator"
+    with pytest.raises(ConnectorNotFoundError, match="no simulator for 'opcua'"):
+        load_simulator("opcua")
