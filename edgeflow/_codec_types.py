@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from edgeflow.errors import CodecError
 from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "EncoderStats",
     "EncodingName",
     "Interpolation",
+    "StreamEncoder",
 ]
 
 Interpolation = Literal["hold", "linear"]
@@ -76,6 +78,40 @@ class EncoderStats:
             "bytes": self.bytes,
             "alarms": self.alarms,
         }
+
+
+class StreamEncoder:
+    """What every encoder shares: one stream id, sequence numbers from ``first_seq``, byte accounting.
+    ``max_stream_id_bytes`` is how long a stream id the wire format can carry (``None``: no limit)."""
+
+    max_stream_id_bytes: int | None = None
+
+    def __init__(self, stream_id: str, *, first_seq: int = 0) -> None:
+        limit = self.max_stream_id_bytes
+        if not stream_id or (limit is not None and len(stream_id.encode("utf-8")) > limit):
+            raise CodecError(
+                "stream id must not be empty"
+                if limit is None
+                else f"stream id must be 1 to {limit} bytes of UTF-8"
+            )
+        if first_seq < 0:
+            raise CodecError("first_seq must be >= 0")
+        self._stream_id = stream_id
+        self._seq = first_seq
+        self._stats = EncoderStats()
+
+    @property
+    def stream_id(self) -> str:
+        return self._stream_id
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next message will carry (persist it to resume a stream)."""
+        return self._seq
+
+    @property
+    def stats(self) -> EncoderStats:
+        return self._stats
 
 
 class Encoder(Protocol):

@@ -39,9 +39,9 @@ from edgeflow._codec_types import (
     DecodedBatch,
     DecodedSeries,
     EncodedBatch,
-    EncoderStats,
     EncodingName,
     Interpolation,
+    StreamEncoder,
 )
 from edgeflow._compact_columns import read_times, read_values, write_times, write_values
 from edgeflow._valuepack import pack_value, unpack_value
@@ -67,7 +67,7 @@ _VT_CODE: Final = {vt: i for i, vt in enumerate(_VALUE_TYPES)}
 MAX_BODY: Final = 256 * 1024 * 1024
 
 
-class CompactEncoder:
+class CompactEncoder(StreamEncoder):
     """Encoder of the ``compact`` encoding. ``level`` is the zstd level; ``max_readings`` splits a large
     batch into several messages.
 
@@ -76,6 +76,8 @@ class CompactEncoder:
     ``quantum / 2`` of what was sent. Run a bounded-error rule at ``bound - quantum / 2`` to keep the
     total within ``bound``.
     """
+
+    max_stream_id_bytes = 255
 
     def __init__(
         self,
@@ -86,37 +88,19 @@ class CompactEncoder:
         max_readings: int = 100_000,
         quantum: float | Mapping[int, float] | None = None,
     ) -> None:
-        if not stream_id or len(stream_id.encode("utf-8")) > 255:
-            raise CodecError("stream id must be 1 to 255 bytes of UTF-8")
-        if first_seq < 0:
-            raise CodecError("first_seq must be >= 0")
+        super().__init__(stream_id, first_seq=first_seq)
         if max_readings < 1:
             raise CodecError("max_readings must be >= 1")
-        self._stream_id = stream_id
-        self._seq = first_seq
         self._max = max_readings
         for q in quantum.values() if isinstance(quantum, Mapping) else [quantum]:
             if q is not None and not (math.isfinite(q) and q > 0):
                 raise CodecError(f"quantum must be a positive finite number, not {q!r}")
         self._quantum = quantum
         self._zstd = zstandard.ZstdCompressor(level=level)
-        self._stats = EncoderStats()
 
     @property
     def name(self) -> EncodingName:
         return "compact"
-
-    @property
-    def stream_id(self) -> str:
-        return self._stream_id
-
-    @property
-    def next_seq(self) -> int:
-        return self._seq
-
-    @property
-    def stats(self) -> EncoderStats:
-        return self._stats
 
     def encode(
         self,

@@ -26,9 +26,9 @@ from edgeflow._codec_types import (
     DecodedBatch,
     DecodedSeries,
     EncodedBatch,
-    EncoderStats,
     EncodingName,
     Interpolation,
+    StreamEncoder,
 )
 from edgeflow.errors import CodecError, ValueFormatError
 from edgeflow.model import Event, ReadingBatch, SeriesTable, batch_from_readings, decode_event
@@ -42,33 +42,12 @@ TAG_INTERPOLATION: Final = "edgeflowInterpolation"
 TAG_WINDOW_START: Final = "edgeflowWindowStart"
 
 
-class EdgexJsonEncoder:
+class EdgexJsonEncoder(StreamEncoder):
     """One message per EdgeX event (consecutive readings of one device, source and origin)."""
-
-    def __init__(self, stream_id: str, *, first_seq: int = 0) -> None:
-        if not stream_id:
-            raise CodecError("stream id must not be empty")
-        if first_seq < 0:
-            raise CodecError("first_seq must be >= 0")
-        self._stream_id = stream_id
-        self._seq = first_seq
-        self._stats = EncoderStats()
 
     @property
     def name(self) -> EncodingName:
         return "edgex-json"
-
-    @property
-    def stream_id(self) -> str:
-        return self._stream_id
-
-    @property
-    def next_seq(self) -> int:
-        return self._seq
-
-    @property
-    def stats(self) -> EncoderStats:
-        return self._stats
 
     def encode(
         self,
