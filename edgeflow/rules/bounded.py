@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -246,3 +246,37 @@ class PointRule(Rule):
                 last[sid] = int(d["last_t"])
         self._states = states
         self._last_t = last
+
+
+class ErrorBoundedRule(PointRule):
+    """A compressor whose reconstruction stays within ``max_error`` (swing, PMC-MR), with the choice of
+    where its knots land (``shortest`` decimal or ``middle`` of the allowed window)."""
+
+    def __init__(
+        self,
+        table: SeriesTable,
+        index: int = 0,
+        *,
+        max_error: float,
+        knots: str = "shortest",
+        **policies: str,
+    ) -> None:
+        super().__init__(table, index, **policies)
+        if not max_error >= 0:
+            raise RuleError(f"{self.kind}: max_error must be >= 0, not {max_error}")
+        if knots not in ("shortest", "middle"):
+            raise RuleError(f"{self.kind}: knots must be shortest or middle, not {knots!r}")
+        self.max_error = float(max_error)
+        self.knots = knots
+
+    @classmethod
+    def from_spec(cls, spec: Any, table: SeriesTable, index: int = 0) -> Self:
+        return cls(
+            table,
+            index,
+            max_error=spec.bound,
+            knots=spec.knots,
+            backwards=spec.backwards,
+            nan=spec.nan,
+            non_numeric=spec.non_numeric,
+        )

@@ -16,11 +16,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from edgeflow.errors import RuleError
-from edgeflow.model import SeriesTable
 from edgeflow.rules.base import Interpolation
-from edgeflow.rules.bounded import Emit, PointRule
+from edgeflow.rules.bounded import Emit, ErrorBoundedRule
 from edgeflow.rules.knots import shortest_decimal
-from edgeflow.rules.spec import PmcSpec
 
 __all__ = ["PmcRule"]
 
@@ -36,44 +34,15 @@ class _Pmc:
         self.mx = 0.0
 
 
-class PmcRule(PointRule):
+class PmcRule(ErrorBoundedRule):
     kind = "pmc_mr"
     interpolation: ClassVar[Interpolation | None] = "hold"
-
-    def __init__(
-        self,
-        table: SeriesTable,
-        index: int = 0,
-        *,
-        max_error: float,
-        knots: str = "shortest",
-        **policies: str,
-    ) -> None:
-        super().__init__(table, index, **policies)
-        if not max_error >= 0:
-            raise RuleError(f"pmc_mr: max_error must be >= 0, not {max_error}")
-        if knots not in ("shortest", "middle"):
-            raise RuleError(f"pmc_mr: knots must be shortest or middle, not {knots!r}")
-        self.max_error = float(max_error)
-        self.knots = knots
 
     def _value(self, mn: float, mx: float) -> float:
         mid = (mn + mx) * 0.5
         if self.knots == "middle":
             return mid
         return shortest_decimal(mx - self.max_error, mn + self.max_error, mid)
-
-    @classmethod
-    def from_spec(cls, spec: PmcSpec, table: SeriesTable, index: int = 0) -> PmcRule:
-        return cls(
-            table,
-            index,
-            max_error=spec.bound,
-            knots=spec.knots,
-            backwards=spec.backwards,
-            nan=spec.nan,
-            non_numeric=spec.non_numeric,
-        )
 
     def _new_state(self) -> _Pmc:
         return _Pmc()

@@ -18,11 +18,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from edgeflow.errors import RuleError
-from edgeflow.model import SeriesTable
 from edgeflow.rules.base import Interpolation
-from edgeflow.rules.bounded import Emit, PointRule
+from edgeflow.rules.bounded import Emit, ErrorBoundedRule
 from edgeflow.rules.knots import shortest_decimal
-from edgeflow.rules.spec import SwingSpec
 
 __all__ = ["SwingRule"]
 
@@ -40,38 +38,9 @@ class _Swing:
         self.tp = 0  # origin of the last reading
 
 
-class SwingRule(PointRule):
+class SwingRule(ErrorBoundedRule):
     kind = "swing"
     interpolation: ClassVar[Interpolation | None] = "linear"
-
-    def __init__(
-        self,
-        table: SeriesTable,
-        index: int = 0,
-        *,
-        max_error: float,
-        knots: str = "shortest",
-        **policies: str,
-    ) -> None:
-        super().__init__(table, index, **policies)
-        if not max_error >= 0:
-            raise RuleError(f"swing: max_error must be >= 0, not {max_error}")
-        if knots not in ("shortest", "middle"):
-            raise RuleError(f"swing: knots must be shortest or middle, not {knots!r}")
-        self.max_error = float(max_error)
-        self.knots = knots
-
-    @classmethod
-    def from_spec(cls, spec: SwingSpec, table: SeriesTable, index: int = 0) -> SwingRule:
-        return cls(
-            table,
-            index,
-            max_error=spec.bound,
-            knots=spec.knots,
-            backwards=spec.backwards,
-            nan=spec.nan,
-            non_numeric=spec.non_numeric,
-        )
 
     def _new_state(self) -> _Swing:
         return _Swing()
