@@ -18,6 +18,7 @@ import pytest
 
 from connectors.modbus.simulator import ModbusSimulator as ModbusTestServer
 from connectors.modbus.simulator import free_tcp_port
+from edgeflow.localbroker import find_mosquitto
 
 #: The steering repository's shared data, beside the project checkout (or beside the folder of
 #: worktrees, for a checkout in ``wt/<name>``).
@@ -119,7 +120,7 @@ def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
 # ==================================================================================================
 
 
-MOSQUITTO = "/usr/sbin/mosquitto"
+MOSQUITTO = find_mosquitto() or "/usr/sbin/mosquitto"
 
 
 free_port = free_tcp_port
@@ -252,7 +253,7 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
     :class:`MosquittoBroker` on free ports under ``tmp_path``; all are stopped at teardown.
     ``users`` is a ``{name: password}`` dict that turns anonymous access off."""
     if not os.access(MOSQUITTO, os.X_OK):
-        pytest.skip(f"{MOSQUITTO} is not installed")
+        pytest.skip(f"{MOSQUITTO} is not installed (.ci/run installs it)")
     brokers: list[MosquittoBroker] = []
 
     def make(
