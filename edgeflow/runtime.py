@@ -302,9 +302,24 @@ class Runtime:
             route.readings_out += len(out.batch)
             await self.uplink.send(out.batch, out.interpolation)
         if len(out.late):
-            # Late readings are real readings: counted, and shipped as they are.
+            # Late readings are real readings: counted and shipped, but as their own series
+            # (``<resource>@late``), so the cloud's reconstruction of the series stays in time order.
             route.late += len(out.late)
-            await self.uplink.send(out.late)
+            await self.uplink.send(self._as_late(out.late))
+
+    def _as_late(self, batch: ReadingBatch) -> ReadingBatch:
+        """``batch`` with each reading moved to its series' ``@late`` twin."""
+        table = self.table
+        ids = {}
+        for sid in set(batch.series.tolist()):
+            info = table.info(sid)
+            ids[sid] = table.intern(
+                info.device, f"{info.resource}@late", info.profile, info.value_type, info.units, info.source
+            )
+        series = batch.series.copy()
+        for old, new in ids.items():
+            series[batch.series == old] = new
+        return ReadingBatch(table, batch.origins, batch.values, series, batch.objects, batch.starts)
 
     async def _watermarks(self) -> None:
         while True:

@@ -135,7 +135,9 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
 async def test_rule_state_survives_a_restart(tmp_path: Path) -> None:
     cfg = config(
         tmp_path,
-        pipelines=[{"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}],
+        pipelines=[
+            {"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}
+        ],
         state={"path": str(tmp_path / "state"), "checkpoint_interval": "50ms"},
     )
     rt = Runtime(parse_config(cfg, environ={}))
@@ -159,7 +161,9 @@ async def test_unreadable_state_is_set_aside_and_the_rules_start_afresh(tmp_path
     (state / "pipeline-temps.json").write_text("{not json")
     cfg = config(
         tmp_path,
-        pipelines=[{"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}],
+        pipelines=[
+            {"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}
+        ],
         state={"path": str(state)},
     )
     rt = Runtime(parse_config(cfg, environ={}))
@@ -167,3 +171,31 @@ async def test_unreadable_state_is_set_aside_and_the_rules_start_afresh(tmp_path
     assert (state / "pipeline-temps.unreadable").read_text() == "{not json"
     assert orjson.loads((state / "pipeline-temps.json").read_bytes())["rules"][0]["type"] == "swing"
     assert rt._counters.state_discarded == 1
+
+
+async def test_late_readings_are_shipped_as_their_own_series(tmp_path: Path) -> None:
+    from edgeflow.model import ReadingBatch, ValueType
+
+    cfg = config(
+        tmp_path, devices=[], pipelines=[{"name": "p", "rules": [{"type": "swing", "max_error": 0.1}]}]
+    )
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.start()
+    sid = rt.table.intern("d", "T", "P", ValueType.FLOAT64, "degC")
+    t0 = 1_700_000_000_000_000_000
+    s = 1_000_000_000
+    await rt.bus.publish(
+        "edgex/events/device/s/P/d/T",
+        ReadingBatch.from_columns(rt.table, [t0, t0 + s], [1.0, 2.0], [sid, sid]),
+    )
+    await rt.bus.publish(
+        "edgex/events/device/s/P/d/T", ReadingBatch.from_columns(rt.table, [t0 + s // 2], [9.0], [sid])
+    )
+    await rt.stop()
+    readings = [r for e in shipped(tmp_path) for r in e.readings]
+    late = [r for r in readings if r.resource_name == "T@late"]
+    assert [(r.origin, r.value) for r in late] == [(t0 + s // 2, 9.0)]
+    assert late[0].units == "degC"
+    on_time = [r.origin for r in readings if r.resource_name == "T"]
+    assert on_time == sorted(on_time)
+    assert rt.stats()["pipelines"]["p"]["late"] == 1
