@@ -11,7 +11,7 @@ string. Duplicate keys in a mapping are an error, as in ``yaml.v3``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,16 +136,44 @@ def _key_path(loc: Sequence[int | str]) -> str:
     return out
 
 
-def validation_problems(exc: ValidationError, *, prefix: str = "") -> list[tuple[str, str]]:
+def _drop_tags(loc: Sequence[int | str], data: Any) -> list[int | str]:
+    """``loc`` without the tags of discriminated unions: walking ``data`` along ``loc``, a string part
+    that is not a key of the mapping there but is its ``type`` value (``rules[0].swing.max_eror``) is
+    the member's tag, not a key the user wrote."""
+    out: list[int | str] = []
+    node: Any = data
+    for part in loc:
+        if (
+            isinstance(node, Mapping)
+            and isinstance(part, str)
+            and part not in node
+            and node.get("type") == part
+        ):
+            continue
+        out.append(part)
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
+
+
+def validation_problems(exc: ValidationError, *, prefix: str = "", data: Any = None) -> list[tuple[str, str]]:
     """``(key_path, message)`` for each error of a pydantic :class:`ValidationError`.
 
     ``loc`` tuples become ``a.b[2].c`` paths (``("deviceResources", 3, "properties", "valueType")`` →
     ``deviceResources[3].properties.valueType``); ``prefix`` is put in front (``"devices[0]"``).
-    Pydantic's internal loc parts (``function-after[...]``, union member tags) are dropped.
+    Pydantic's internal loc parts (``function-after[...]``, union member tags) are dropped; given the
+    validated ``data``, so are the tags of discriminated unions (``rules[0].max_error``, not
+    ``rules[0].swing.max_error``).
     """
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
         loc = [p for p in err.get("loc", ()) if isinstance(p, int) or not _is_internal_loc(p)]
+        if data is not None:
+            loc = _drop_tags(loc, data)
         path = _key_path(loc)
         if prefix:
             path = f"{prefix}{'' if not path or path.startswith('[') else '.'}{path}"

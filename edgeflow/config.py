@@ -318,7 +318,7 @@ def parse_config(
         cfg = EdgeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            "configuration is not valid", source=source, problems=validation_problems(exc)
+            "configuration is not valid", source=source, problems=validation_problems(exc, data=data)
         ) from None
     cfg = _resolve_profiles(cfg, base_dir or Path.cwd(), source)
     _check_sources(cfg, source)

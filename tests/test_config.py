@@ -179,3 +179,16 @@ def test_example_config_is_valid() -> None:
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "examples" / "virtual" / "edgeflow.yaml", environ={})
     assert len(cfg.devices) == 2
+
+
+def test_rule_and_uplink_errors_name_the_key_the_user_wrote() -> None:
+    data = base(
+        pipelines=[{"name": "p", "rules": [{"type": "swing", "max_eror": 1}, {"type": "deadbnd"}]}],
+        uplink={"type": "mqtt", "url": "http://x"},
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, environ={})
+    found = problems(exc)
+    assert "pipelines[0].rules[0].max_eror" in found  # not ...rules[0].swing.max_eror
+    assert "deadbnd" in found["pipelines[0].rules[1]"]
+    assert "mqtt://" in found["uplink.url"]
