@@ -38,6 +38,8 @@ OverflowPolicy = Literal["drop-oldest", "drop-newest", "block"]
 
 #: Bytes counted per row on top of payload, topic and stream id (SQLite row and index overhead).
 ROW_OVERHEAD: Final = 64
+#: Freed bytes in an empty outbox past which the file is shrunk.
+_SHRINK_AT: Final = 1 << 20
 _SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -394,8 +396,25 @@ class Outbox:
             self.acked_batches += 1
             self.acked_readings += r.readings
             self.acked_bytes += len(r.payload)
+        if self.queued_batches == 0:
+            self._shrink()
         if self._room_waiters:
             self._room.set()
+
+    def _shrink(self) -> None:
+        """The outbox is empty: hand freed pages back to the file system once they add up to a
+        megabyte or more, so the file does not stay at its outage-time size. With no rows left,
+        VACUUM rebuilds next to nothing, so it is cheap exactly when it runs."""
+        with self._lock:
+            try:
+                free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+                page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+                if free * page < _SHRINK_AT:
+                    return
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:  # a missed shrink loses nothing; say so and go on
+                log.warning("outbox %s: could not give freed space back: %s", self.path, exc)
 
     def release(self) -> int:
         """The connection was lost: every batch in flight becomes unsent again (sent again later, in

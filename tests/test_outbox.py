@@ -223,3 +223,19 @@ def test_full_synchronous_mode_commits_in_a_worker_thread(tmp_path: Path) -> Non
 def test_item_size_counts_payload_topic_stream_and_overhead() -> None:
     it = OutboxItem("abc", 0, "t/1", b"x" * 10)
     assert it.size == 10 + 3 + 3 + ROW_OVERHEAD
+
+
+def test_a_drained_outbox_gives_its_disk_back(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite", max_bytes=64 << 20)
+    for start in range(0, 400, 50):
+        ob.put_nowait([item(i, size=50_000) for i in range(start, start + 50)])
+    full = ob.file_bytes()
+    assert full > 15 << 20  # 400 batches of 50 kB were written
+    while got := ob.take(100):
+        ob.ack(got)
+    assert ob.stats()["queued_batches"] == 0
+    assert ob.file_bytes() < 2 << 20, (full, ob.file_bytes())
+    # and it still works
+    ob.put_nowait([item(1000)])
+    assert [r.seq for r in ob.take(1)] == [1000]
+    ob.close()
