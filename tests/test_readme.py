@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,23 @@ def test_readme_example_runs(code: str, tmp_path: Path) -> None:
         check=False,
     )
     assert res.returncode == 0, res.stderr
+
+
+CONFIGS = [
+    b
+    for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    if b.startswith("service:")
+]
+
+
+@pytest.mark.parametrize("text", CONFIGS, ids=[f"config{i}" for i in range(len(CONFIGS))])
+def test_readme_configs_are_valid(text: str, tmp_path: Path, shared_data: Path) -> None:
+    from edgeflow.config import load_config
+
+    (tmp_path / "profiles").mkdir()
+    shutil.copy(ROOT / "examples" / "virtual" / "boiler.profile.yaml", tmp_path)
+    shutil.copy(shared_data / "edgex" / "modbus.test.device.profile.yml", tmp_path / "profiles")
+    path = tmp_path / "edgeflow.yaml"
+    path.write_text(text, encoding="utf-8")
+    cfg = load_config(path, environ={})
+    assert cfg.devices
