@@ -36,10 +36,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's edgeflow, not an installed one
 
-from edgeflow._replay_csv import read_csv
 from edgeflow.codec import make_encoder
 from edgeflow.model import ReadingBatch, SeriesTable
-from edgeflow.replay import add_arguments, replay
+from edgeflow.replay import ReplayOptions, read_csv, replay
 from edgeflow.rules import build_pipeline
 from edgeflow.rules.spec import DeadbandSpec
 
@@ -51,13 +50,17 @@ def _replay(csv: Path, sep: str, tcol: str, col: str, rules: str, batch: int, qu
     with tempfile.TemporaryDirectory() as tmp:
         rules_path = Path(tmp) / "rules.yaml"
         rules_path.write_text(rules)
-        parser = argparse.ArgumentParser()
-        add_arguments(parser)
-        argv = ["--csv", str(csv), "--sep", sep, "--time-column", tcol, "--value-column", col]
-        argv += ["--rules", str(rules_path), "--batch-size", str(batch), "--device", "machine"]
-        if quantum:
-            argv += ["--quantum", repr(quantum)]
-        return replay(parser.parse_args(argv))
+        options = ReplayOptions(
+            csv=csv,
+            sep=sep,
+            time_column=tcol,
+            value_columns=[col],
+            rules=rules_path,
+            batch_size=batch,
+            device="machine",
+            quantum=quantum or None,
+        )
+        return replay(options)
 
 
 def _json_zlib(t: np.ndarray, v: np.ndarray, batch: int, rule: dict[str, Any] | None) -> tuple[int, int]:

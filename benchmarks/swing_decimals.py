@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's edgeflow, not an installed one
 
-from edgeflow._replay_csv import read_csv
 from edgeflow.codec import decode, make_encoder, merge_points, reconstruct
 from edgeflow.model import ReadingBatch, SeriesTable
+from edgeflow.replay import read_csv
 
 NAB = "timeseries/nab_machine_temperature_system_failure.csv"
 

@@ -33,13 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from edgeflow.errors import ConfigError, ValueFormatError
+from edgeflow.parsing import validation_problems
 from edgeflow.profiles import (
     AutoEvent,
     Device,
     DeviceProfile,
     load_profile,
     parse_duration,
-    validation_problems,
 )
 from edgeflow.rules.spec import MatchSpec, RuleSpec
 from edgeflow.uplink.spec import UplinkSpec

@@ -18,7 +18,7 @@ import pytest
 
 from connectors.modbus.simulator import ModbusSimulator as ModbusTestServer
 from connectors.modbus.simulator import free_tcp_port
-from edgeflow.localbroker import find_mosquitto
+from edgeflow.demo.localbroker import find_mosquitto
 
 #: The steering repository's shared data, beside the project checkout (or beside the folder of
 #: worktrees, for a checkout in ``wt/<name>``).

@@ -13,10 +13,10 @@ import pytest
 from conftest import MosquittoBroker
 from uplink_support import check_series, make_batch, table, uplink_spec, wait_for
 
-from edgeflow import cloud
+from edgeflow.cli import receive as receive_cmd
 from edgeflow.cloud import Receiver, StreamTracker
 from edgeflow.codec import make_encoder
-from edgeflow.uplink._paho import ConnectParams, MqttConnection
+from edgeflow.mqtt.connection import ConnectParams, MqttConnection
 from edgeflow.uplink.mqtt import MqttUplink
 
 
@@ -156,7 +156,7 @@ def test_edgeflow_receive_cli(
     mosquitto: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     parser = argparse.ArgumentParser()
-    cloud.add_arguments(parser)
+    receive_cmd.add_arguments(parser)
     out = tmp_path / "r.jsonl"
     args = parser.parse_args(
         [
@@ -173,7 +173,7 @@ def test_edgeflow_receive_cli(
         ]
     )
     rc: list[int] = []
-    th = threading.Thread(target=lambda: rc.append(cloud.run(args)))
+    th = threading.Thread(target=lambda: rc.append(receive_cmd.run(args)))
     th.start()
 
     async def ship() -> None:
@@ -194,13 +194,13 @@ def test_edgeflow_receive_cli(
 
 def test_receive_cli_refuses_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    cloud.add_arguments(parser)
-    assert cloud.run(parser.parse_args(["--url", "http://x", "--duration", "1"])) == 1
+    receive_cmd.add_arguments(parser)
+    assert receive_cmd.run(parser.parse_args(["--url", "http://x", "--duration", "1"])) == 1
     assert "scheme must be mqtt:// or mqtts://" in capsys.readouterr().err
 
 
 def test_json_lines_carry_typed_values() -> None:
-    from edgeflow.cloud import _jsonl
+    from edgeflow.cloud.receiver import _jsonl
     from edgeflow.codec import decode
     from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 

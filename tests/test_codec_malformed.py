@@ -10,8 +10,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeflow._varint import Writer
 from edgeflow.codec import decode, make_encoder
+from edgeflow.codec._varint import Writer
 from edgeflow.errors import CodecError
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 

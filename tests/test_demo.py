@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgeflow.demo import format_report, run_demo
-from edgeflow.localbroker import LocalBroker, find_mosquitto
+from edgeflow.demo.localbroker import LocalBroker, find_mosquitto
 
 pytestmark = pytest.mark.server
 

@@ -43,7 +43,7 @@ def test_edgeflow_never_imports_connectors() -> None:
     ("library", "allowed"),
     [
         ("pymodbus", {"connectors/modbus/_pymodbus.py", "connectors/modbus/simulator.py"}),
-        ("paho", {"edgeflow/uplink/_paho.py"}),
+        ("paho", {"edgeflow/mqtt/connection.py"}),
         ("asyncua", set()),
     ],
 )

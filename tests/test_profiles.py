@@ -8,20 +8,20 @@ import orjson
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from edgeflow.cli.inspect import inspect_file
 from edgeflow.errors import ConfigError, ValueFormatError
 from edgeflow.model import ValueType
+from edgeflow.parsing import validation_problems
 from edgeflow.profiles import (
     AutoEvent,
     Device,
     DeviceProfile,
     check_device,
     devices_from_dict,
-    inspect_file,
     load_devices,
     load_profile,
     parse_duration,
     profile_from_dict,
-    validation_problems,
 )
 
 pytestmark = pytest.mark.data
@@ -541,7 +541,7 @@ def test_public_names() -> None:
     assert len(set(public.__all__)) == len(public.__all__)
     missing = [n for n in public.__all__ if not hasattr(public, n)]
     assert missing == []
-    for name in ("load_profile", "load_devices", "load_kubeedge", "inspect_file", "validation_problems"):
+    for name in ("load_profile", "load_devices", "describe_profile", "describe_device", "transform_read"):
         assert name in public.__all__
 
 

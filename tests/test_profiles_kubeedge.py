@@ -9,20 +9,19 @@ from pathlib import Path
 import orjson
 import pytest
 
+from edgeflow.cli.inspect import inspect_file
 from edgeflow.errors import ConfigError, UnsupportedVersionError
-from edgeflow.model import ValueType
-from edgeflow.profiles import (
+from edgeflow.kubeedge import (
     KUBE_TO_TWIN_TYPE,
     KUBE_TO_VALUE_TYPE,
-    AutoEvent,
     KubeDevice,
     KubeDeviceModel,
-    inspect_file,
     kube_to_edgex,
     kubeedge_from_dict,
     load_kubeedge,
-    load_profile,
 )
+from edgeflow.model import ValueType
+from edgeflow.profiles import AutoEvent, load_profile
 
 pytestmark = pytest.mark.data
 
@@ -125,7 +124,7 @@ def test_temperature_instance(shared_data: Path) -> None:
 def test_beta1_device_push_methods_and_ns_cycle_warning(
     shared_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="edgeflow._kubeedge"):
+    with caplog.at_level(logging.WARNING, logger="edgeflow.kubeedge._models"):
         d = _one(shared_data / KE / BETA1_DEVICE)
     assert isinstance(d, KubeDevice)
     temp = d.property("temp")

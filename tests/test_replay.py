@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeflow._replay_csv import parse_times, read_csv
+from edgeflow.cli.replay import main
 from edgeflow.errors import ConfigError, ValueFormatError
 from edgeflow.model import Event, Reading, ValueType, encode_add_event_request
-from edgeflow.replay import load_rules, main
+from edgeflow.replay import load_rules
+from edgeflow.replay._csv import parse_times, read_csv
 
 T0 = 1_577_836_800  # 2020-01-01 00:00:00 UTC
 

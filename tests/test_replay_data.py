@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeflow.replay import main
+from edgeflow.cli.replay import main
 
 pytestmark = pytest.mark.data
 

@@ -17,7 +17,7 @@ from uplink_support import check_series, make_batch, table, uplink_spec, wait_fo
 from edgeflow.cloud import Receiver
 from edgeflow.codec import DecodedBatch
 from edgeflow.errors import UplinkError
-from edgeflow.uplink._paho import ConnectParams, MqttConnection
+from edgeflow.mqtt.connection import ConnectParams, MqttConnection
 from edgeflow.uplink.mqtt import MqttUplink
 from edgeflow.uplink.spec import MqttUplinkSpec, UplinkSpec
 

@@ -29,8 +29,8 @@ import numpy as np
 from edgeflow.codec import Encoder, Interpolation, make_encoder, new_stream_id
 from edgeflow.errors import TransportSecurityError, UplinkError
 from edgeflow.model import ReadingBatch
+from edgeflow.mqtt.connection import Backoff, MqttConnection, connect_params
 from edgeflow.outbox import Outbox, OutboxItem, OutboxRecord
-from edgeflow.uplink._paho import Backoff, ConnectParams, MqttConnection, make_ssl_context
 from edgeflow.uplink.spec import MqttUplinkSpec, template_fields
 
 __all__ = ["EncoderFactory", "MetricsSink", "MqttUplink"]
@@ -97,30 +97,14 @@ class MqttUplink:
         self._template = spec.topic_template
         self._fields = template_fields(self._template) - {"service"}
         self._group_keys: dict[int, tuple[str, ...]] = {}
-        broker = spec.broker
-        ssl_context = None
-        if broker.tls:
-            tls = spec.tls
-            ssl_context = make_ssl_context(
-                ca_file=tls.ca_file if tls else None,
-                cert_file=tls.cert_file if tls else None,
-                key_file=tls.key_file if tls else None,
-                key_password=tls.key_password.get_secret_value() if tls and tls.key_password else None,
-                check_hostname=tls.check_hostname if tls else True,
-                min_version=tls.min_version if tls else "1.2",
-                server_hostname=tls.server_hostname if tls else None,
-            )
-        auth = spec.auth
-        self._params = ConnectParams(
-            host=broker.host,
-            port=broker.port,
+        self._params = connect_params(
+            spec.url,
             client_id=spec.client_id or f"edgeflow-{service}-{os.getpid()}",
+            tls=spec.tls,
+            auth=spec.auth,
             protocol=spec.protocol,
             keepalive=spec.keepalive,
             connect_timeout=spec.connect_timeout,
-            ssl_context=ssl_context,
-            username=auth.username if auth else None,
-            password=auth.password.get_secret_value() if auth and auth.password else None,
             max_inflight=spec.max_inflight,
         )
         #: The stream this uplink numbers its batches in. Saved in the outbox with every commit, so a

@@ -5,22 +5,12 @@ from __future__ import annotations
 import string
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
-__all__ = [
-    "BatchingSpec",
-    "BrokerAddress",
-    "FileUplinkSpec",
-    "MqttAuthSpec",
-    "MqttUplinkSpec",
-    "OutboxSpec",
-    "ReconnectSpec",
-    "TlsSpec",
-    "UplinkSpec",
-    "parse_broker_url",
-]
+from edgeflow.mqtt import BrokerAddress, MqttAuthSpec, ReconnectSpec, TlsSpec, parse_broker_url
+
+__all__ = ["BatchingSpec", "FileUplinkSpec", "MqttUplinkSpec", "OutboxSpec", "UplinkSpec", "template_fields"]
 
 
 class _Spec(BaseModel):
@@ -51,43 +41,6 @@ DEFAULT_TOPICS = {
 }
 
 
-class BrokerAddress(BaseModel):
-    """A parsed broker URL."""
-
-    model_config = ConfigDict(frozen=True)
-
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:1883]``, ``mqtts://host[:8883]`` (also ``tcp://``, ``ssl://``, ``tls://``).
-
-    >>> parse_broker_url("mqtts://broker.example")
-    BrokerAddress(host='broker.example', port=8883, tls=True)
-    """
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    scheme = parts.scheme.lower()
-    if scheme in ("mqtt", "tcp"):
-        tls = False
-    elif scheme in ("mqtts", "ssl", "tls"):
-        tls = True
-    else:
-        raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://, not {scheme}://")
-    if not parts.hostname:
-        raise ValueError(f"broker URL {url!r} has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"broker URL {url!r}: only scheme, host and port are allowed")
-    if parts.username or parts.password:
-        raise ValueError(f"broker URL {url!r}: put credentials under auth, not in the URL")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"broker URL {url!r}: {exc}") from None
-    return BrokerAddress(host=parts.hostname, port=port or (8883 if tls else 1883), tls=tls)
-
-
 def template_fields(template: str) -> frozenset[str]:
     """The ``{fields}`` a topic template uses; raises ``ValueError`` on unknown or malformed ones."""
     used: set[str] = set()
@@ -111,33 +64,6 @@ def template_fields(template: str) -> frozenset[str]:
     return frozenset(used)
 
 
-class TlsSpec(_Spec):
-    """TLS to the broker. On whenever the URL is ``mqtts://``. The broker's certificate is always
-    verified against ``ca_file`` (or the system's CAs) and its name checked; a failure is an error,
-    never a fallback to plaintext."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    key_password: SecretStr | None = None
-    #: Name sent as SNI and checked against the certificate; default: the URL's host.
-    server_hostname: str | None = None
-    #: Turning this off still verifies the chain; only the name check is skipped.
-    check_hostname: bool = True
-    min_version: Literal["1.2", "1.3"] = "1.2"
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsSpec:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file (mutual TLS takes a client certificate and its key)")
-        return self
-
-
-class MqttAuthSpec(_Spec):
-    username: str = Field(min_length=1)
-    password: SecretStr | None = None
-
-
 class BatchingSpec(_Spec):
     """How readings are gathered into one MQTT message. With ``max_delay: 0`` (the default) each
     :meth:`send` is encoded and committed to the outbox at once (split at ``max_readings``); with a
@@ -156,20 +82,6 @@ class OutboxSpec(_Spec):
     overflow: Literal["drop-oldest", "drop-newest", "block"] = "drop-oldest"
     #: ``normal``: a commit survives the process being killed; ``full``: also a power cut (fsync).
     synchronous: Literal["normal", "full"] = "normal"
-
-
-class ReconnectSpec(_Spec):
-    """Capped, jittered exponential backoff between connection attempts."""
-
-    initial_delay: float = Field(default=0.5, gt=0.0)
-    max_delay: float = Field(default=30.0, gt=0.0)
-    multiplier: float = Field(default=2.0, ge=1.0)
-
-    @model_validator(mode="after")
-    def _order(self) -> ReconnectSpec:
-        if self.max_delay < self.initial_delay:
-            raise ValueError("max_delay must be >= initial_delay")
-        return self
 
 
 class MqttUplinkSpec(_Spec):

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from edgeflow._varint import Reader, Writer
+from edgeflow.codec._varint import Reader, Writer
 from edgeflow.errors import CodecError
 
 __all__ = ["pack_value", "unpack_value"]

@@ -23,9 +23,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from edgeflow._load import config_error, load_yaml_documents, validation_problems
 from edgeflow.errors import ConfigError, ValueFormatError
 from edgeflow.model import ValueType
+from edgeflow.parsing import config_error, load_yaml_documents, validation_problems
 
 __all__ = [
     "AutoEvent",

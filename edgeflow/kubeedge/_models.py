@@ -24,9 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from edgeflow._load import config_error, load_yaml_documents
 from edgeflow.errors import ConfigError, UnsupportedVersionError
 from edgeflow.model import ValueType
+from edgeflow.parsing import config_error, load_yaml_documents
 
 __all__ = [
     "KUBE_GROUP",

@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from edgeflow._varint import Reader, Writer, uvarint_size, zigzag
+from edgeflow.codec._varint import Reader, Writer, uvarint_size, zigzag
 from edgeflow.errors import CodecError
 
 __all__ = ["read_times", "read_values", "write_times", "write_values"]

@@ -14,7 +14,7 @@ Wire layout (version 1)::
                      units, source), value type (1 byte), flags (bit 0 linear, bit 1 window starts,
                      bit 2 non-numeric values), varint point count, and with bit 2 the varint count
                      of non-numeric readings
-           times     per series: timestamp column (see edgeflow._compact_columns)
+           times     per series: timestamp column (see edgeflow.codec._columns)
            values    per series: numeric value column (readings that are not non-numeric)
            objects   per series with non-numeric values: delta-coded positions, then tagged values
            starts    per series with window starts: zigzag varints of origin - start
@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from edgeflow._codec_types import (
+from edgeflow.codec._columns import read_times, read_values, write_times, write_values
+from edgeflow.codec._types import (
     DecodedBatch,
     DecodedSeries,
     EncodedBatch,
@@ -43,9 +44,8 @@ from edgeflow._codec_types import (
     Interpolation,
     StreamEncoder,
 )
-from edgeflow._compact_columns import read_times, read_values, write_times, write_values
-from edgeflow._valuepack import pack_value, unpack_value
-from edgeflow._varint import Reader, Writer
+from edgeflow.codec._valuepack import pack_value, unpack_value
+from edgeflow.codec._varint import Reader, Writer
 from edgeflow.errors import CodecError
 from edgeflow.model import ReadingBatch, SeriesInfo, ValueType
 

@@ -34,8 +34,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgeflow.errors import TransportSecurityError, UplinkError
+from edgeflow.mqtt.spec import MqttAuthSpec, TlsSpec, parse_broker_url
 
-__all__ = ["Backoff", "ClientTlsContext", "ConnectParams", "MqttConnection", "make_ssl_context"]
+__all__ = [
+    "Backoff",
+    "ClientTlsContext",
+    "ConnectParams",
+    "MqttConnection",
+    "connect_params",
+    "make_ssl_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +128,52 @@ class ConnectParams:
         return f"{scheme}://{self.host}:{self.port}"
 
 
+def connect_params(
+    url: str,
+    *,
+    client_id: str,
+    tls: TlsSpec | None = None,
+    auth: MqttAuthSpec | None = None,
+    protocol: Literal["3.1.1", "5"] = "5",
+    keepalive: int = 30,
+    connect_timeout: float = 10.0,
+    clean_start: bool = True,
+    session_expiry: int = 0,
+    max_inflight: int = 100,
+) -> ConnectParams:
+    """Everything one connection needs, from the settings a user writes. TLS is on exactly when the URL
+    is ``mqtts://`` (TLS settings with a plaintext URL are an error, never ignored)."""
+    broker = parse_broker_url(url)
+    if tls is not None and not broker.tls:
+        raise UplinkError(f"TLS options given but {url!r} is not mqtts://")
+    ssl_context = None
+    if broker.tls:
+        t = tls or TlsSpec()
+        ssl_context = make_ssl_context(
+            ca_file=t.ca_file,
+            cert_file=t.cert_file,
+            key_file=t.key_file,
+            key_password=t.key_password.get_secret_value() if t.key_password else None,
+            check_hostname=t.check_hostname,
+            min_version=t.min_version,
+            server_hostname=t.server_hostname,
+        )
+    return ConnectParams(
+        host=broker.host,
+        port=broker.port,
+        client_id=client_id,
+        protocol=protocol,
+        keepalive=keepalive,
+        connect_timeout=connect_timeout,
+        ssl_context=ssl_context,
+        username=auth.username if auth else None,
+        password=auth.password.get_secret_value() if auth and auth.password else None,
+        clean_start=clean_start,
+        session_expiry=session_expiry,
+        max_inflight=max_inflight,
+    )
+
+
 class Backoff:
     """Capped exponential backoff with jitter: the n-th delay is uniform in [d/2, d] with
     ``d = min(max_delay, initial * multiplier**n)``; :meth:`reset` after a good connection."""
@@ -144,7 +198,7 @@ class _ErrorCapture(logging.Logger):
     debug level; everything below error costs nothing (paho formats only via the logger)."""
 
     def __init__(self, conn: MqttConnection) -> None:
-        super().__init__("edgeflow.uplink.paho", logging.ERROR)
+        super().__init__("edgeflow.mqtt.paho", logging.ERROR)
         self._conn = conn
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:

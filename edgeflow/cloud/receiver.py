@@ -8,19 +8,17 @@ lines. A malformed or foreign message is counted, logged and skipped. A message 
 the broker only after it has been handled, and the session is kept across broker restarts, so
 nothing the broker accepted is lost on the way to the receiver.
 
-``edgeflow receive`` is :func:`add_arguments` + :func:`run`.
+``edgeflow receive`` (:mod:`edgeflow.cli.receive`) runs one from the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import bisect
 import contextlib
 import logging
 import os
 import socket
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +30,10 @@ import orjson
 from edgeflow.codec import DecodedBatch, DecodedSeries, decode, detect_encoding, merge_points
 from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
 from edgeflow.model import ValueType
-from edgeflow.uplink._paho import Backoff, ConnectParams, MqttConnection, make_ssl_context
-from edgeflow.uplink.spec import MqttAuthSpec, TlsSpec, parse_broker_url
+from edgeflow.mqtt import MqttAuthSpec, TlsSpec
+from edgeflow.mqtt.connection import Backoff, MqttConnection, connect_params
 
-__all__ = ["Receiver", "StreamTracker", "add_arguments", "run"]
+__all__ = ["BatchHandler", "Receiver", "StreamTracker"]
 
 log = logging.getLogger(__name__)
 
@@ -114,31 +112,14 @@ class Receiver:
         keepalive: int = 30,
         reconnect: tuple[float, float] = (0.2, 5.0),
     ) -> None:
-        broker = parse_broker_url(url)
-        if tls is not None and not broker.tls:
-            raise UplinkError(f"TLS options given but {url!r} is not mqtts://")
-        ssl_context = None
-        if broker.tls:
-            t = tls or TlsSpec()
-            ssl_context = make_ssl_context(
-                ca_file=t.ca_file,
-                cert_file=t.cert_file,
-                key_file=t.key_file,
-                key_password=t.key_password.get_secret_value() if t.key_password else None,
-                check_hostname=t.check_hostname,
-                min_version=t.min_version,
-                server_hostname=t.server_hostname,
-            )
         self.topics = [f"$share/{group}/{t}" if group else t for t in topics]
-        self._params = ConnectParams(
-            host=broker.host,
-            port=broker.port,
+        self._params = connect_params(
+            url,
             client_id=client_id or f"edgeflow-rx-{socket.gethostname()}-{os.getpid()}",
+            tls=tls,
+            auth=auth,
             protocol=protocol,
             keepalive=keepalive,
-            ssl_context=ssl_context,
-            username=auth.username if auth else None,
-            password=auth.password.get_secret_value() if auth and auth.password else None,
             clean_start=False,
             session_expiry=session_expiry,
         )
@@ -345,88 +326,3 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, Mapping):
         return dict(v)
     raise TypeError(f"{type(v).__name__} is not JSON serialisable")
-
-
-# --------------------------------------------------------------------------------------------------
-# edgeflow receive
-# --------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``edgeflow receive``."""
-    parser.add_argument("--url", default="mqtt://127.0.0.1:1883", help="broker URL, mqtt:// or mqtts://")
-    parser.add_argument(
-        "--topic",
-        action="append",
-        help="topic filter to subscribe to (repeatable; default: edgeflow/+/batches and edgex/events/device/#)",
-    )
-    parser.add_argument(
-        "--group", help="MQTT 5 shared subscription group: receivers in one group split the load"
-    )
-    parser.add_argument("--protocol", choices=["3.1.1", "5"], default="5")
-    parser.add_argument(
-        "--client-id", help="stable client id, so the broker keeps the session across restarts"
-    )
-    parser.add_argument("--ca-file", type=Path, help="CA bundle to verify the broker (mqtts://)")
-    parser.add_argument("--cert-file", type=Path, help="client certificate for mutual TLS")
-    parser.add_argument("--key-file", type=Path, help="client key for mutual TLS")
-    parser.add_argument("--server-hostname", help="name to send as SNI and check in the broker certificate")
-    parser.add_argument("--username")
-    parser.add_argument(
-        "--password-env",
-        metavar="VAR",
-        help="environment variable holding the password (never on the command line)",
-    )
-    parser.add_argument("--out", type=Path, help="append one JSON line per reading to this file")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``edgeflow receive``; prints a JSON summary (counts, streams, gaps) to stdout at the end."""
-    tls = None
-    if args.ca_file or args.cert_file or args.server_hostname:
-        tls = TlsSpec(
-            ca_file=args.ca_file,
-            cert_file=args.cert_file,
-            key_file=args.key_file,
-            server_hostname=args.server_hostname,
-        )
-    auth = None
-    if args.username:
-        password = os.environ.get(args.password_env) if args.password_env else None
-        if args.password_env and password is None:
-            sys.stderr.write(f"edgeflow receive: environment variable {args.password_env} is not set\n")
-            return 2
-        auth = MqttAuthSpec.model_validate({"username": args.username, "password": password})
-    topics = args.topic or ["edgeflow/+/batches", "edgex/events/device/#"]
-    try:
-        receiver = Receiver(
-            args.url,
-            topics,
-            out=args.out,
-            protocol=args.protocol,
-            client_id=args.client_id,
-            group=args.group,
-            tls=tls,
-            auth=auth,
-        )
-        stats = asyncio.run(_receive(receiver, args.duration))
-    except (UplinkError, ValueError) as exc:
-        sys.stderr.write(f"edgeflow receive: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    sys.stdout.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode() + "\n")
-    return 0
-
-
-async def _receive(receiver: Receiver, duration: float | None) -> dict[str, Any]:
-    await receiver.start()
-    try:
-        if duration is None:
-            await asyncio.Event().wait()
-        else:
-            await asyncio.sleep(duration)
-    finally:
-        await receiver.stop()
-    return receiver.stats()

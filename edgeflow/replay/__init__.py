@@ -1,13 +1,13 @@
-"""``edgeflow replay``: push a recorded CSV through real rules and the real encoder, decode what was
-shipped, and report the bytes against the EdgeX JSON baseline and the error the cloud sees.
+"""Replay: push a recorded CSV through real rules and the real encoder, decode what was shipped, and
+report the bytes against the EdgeX JSON baseline and the error the cloud sees.
 
 ::
 
-    edgeflow replay --csv FILE [--sep ';'] --time-column NAME --value-column NAME [--value-column ...]
-                    --rules RULES.yaml [--encoding compact|edgex-json]
-                    [--report report.json] [--reconstruct recon.csv]
+    from edgeflow.replay import ReplayOptions, replay
+    report = replay(ReplayOptions(csv=Path("nab.csv"), time_column="timestamp", value_columns=["value"],
+                                  rules=[{"type": "swing", "max_error": 1.06}]))
 
-Each value column is one series (device ``--device``, default the file's stem; resource = the column
+``edgeflow replay`` (:mod:`edgeflow.cli.replay`) is the same from the command line. Each value column is one series (device ``--device``, default the file's stem; resource = the column
 name). Rows go through the pipeline in batches of ``--batch-size``; each batch's output is encoded as it
 would be shipped, and the errors are measured on the **decoded** payloads, reconstructed at every input
 timestamp, against the input.
@@ -15,53 +15,58 @@ timestamp, against the input.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pydantic
-import yaml
 
-from edgeflow._replay_csv import CsvSeries, read_csv
-from edgeflow.codec import ENCODINGS, EncodedBatch, Encoder, decode, make_encoder, merge_points, reconstruct
-from edgeflow.errors import ConfigError, EdgeflowError
+from edgeflow.codec import EncodedBatch, Encoder, decode, make_encoder, merge_points, reconstruct
+from edgeflow.errors import ConfigError
 from edgeflow.model import Event, Reading, ReadingBatch, SeriesTable, ValueType, encode_add_event_request
+from edgeflow.parsing import config_error, load_yaml
+from edgeflow.replay._csv import CsvSeries, read_csv
 from edgeflow.rules.pipeline import PipelineOutput, build_pipeline
 from edgeflow.rules.spec import RuleSpec
 
-__all__ = ["add_arguments", "edgex_json_baseline", "load_rules", "main", "run"]
+__all__ = [
+    "CsvSeries",
+    "ReplayOptions",
+    "edgex_json_baseline",
+    "load_rules",
+    "parse_rules",
+    "read_csv",
+    "replay",
+]
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``edgeflow replay``."""
-    parser.add_argument("--csv", required=True, type=Path, help="the recorded CSV file")
-    parser.add_argument("--sep", default=",", help="field separator (default ',')")
-    parser.add_argument("--time-column", required=True, help="name of the timestamp column")
-    parser.add_argument(
-        "--value-column", required=True, action="append", help="a value column (repeat for several)"
-    )
-    parser.add_argument("--rules", required=True, type=Path, help="YAML list of rules, as in a pipeline")
-    parser.add_argument("--encoding", choices=ENCODINGS, default="compact", help="wire encoding (compact)")
-    parser.add_argument("--report", type=Path, help="write the report as JSON here")
-    parser.add_argument("--reconstruct", type=Path, help="write what the cloud reconstructs here (CSV)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="rows per pipeline batch (1000)")
-    parser.add_argument("--device", help="device name of the series (default: the CSV file's stem)")
-    parser.add_argument("--profile", default="replay", help="profile name of the series (replay)")
-    q = parser.add_mutually_exclusive_group()
-    q.add_argument(
-        "--quantum", type=float, help="compact only, lossy: round shipped values to multiples of this"
-    )
-    q.add_argument("--quantum-percent", type=float, help="as --quantum, in percent of each column's range")
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What to replay, through which rules, and where to write the results."""
+
+    csv: Path
+    time_column: str
+    value_columns: Sequence[str]
+    #: A YAML file with a list of rules, or the rules themselves (specs or plain dicts as in YAML).
+    rules: Path | Sequence[RuleSpec | Mapping[str, Any]]
+    sep: str = ","
+    encoding: str = "compact"
+    report: Path | None = None
+    reconstruct: Path | None = None
+    batch_size: int = 1000
+    device: str | None = None
+    profile: str = "replay"
+    quantum: float | None = None
+    quantum_percent: float | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,42 +74,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _key_path(loc: Sequence[int | str], raw: Any) -> str:
-    """pydantic's location as ``[0].max_error`` (the union tag pydantic inserts is left out)."""
-    out = ""
-    node = raw
-    skip_tag = False
-    for part in loc:
-        if skip_tag:
-            skip_tag = False
-            if isinstance(node, dict) and part == node.get("type"):
-                continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
-            skip_tag = True
-        else:
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out
+def parse_rules(raw: Any, *, source: str = "<rules>") -> list[RuleSpec]:
+    """Rules from plain data (a list of mappings, as in YAML). Raises :class:`ConfigError` naming the
+    source and the key path of every problem."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("must be a non-empty list of rules", source=source)
+    if all(not isinstance(r, Mapping) for r in raw):
+        return list(raw)
+    try:
+        return pydantic.TypeAdapter(list[RuleSpec]).validate_python(raw)
+    except pydantic.ValidationError as exc:
+        raise config_error("invalid rules", source, exc, data=raw) from None
 
 
 def load_rules(path: Path) -> list[RuleSpec]:
     """The rules of ``path`` (a YAML list of rules). Raises :class:`ConfigError` naming the file and the
     key path of every problem."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=str(path)) from None
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError("must be a non-empty list of rules", source=str(path))
-    try:
-        return pydantic.TypeAdapter(list[RuleSpec]).validate_python(raw)
-    except pydantic.ValidationError as exc:
-        problems = [(_key_path(e["loc"], raw), e["msg"]) for e in exc.errors()]
-        raise ConfigError("invalid rules", source=str(path), problems=problems) from None
+    return parse_rules(load_yaml(path), source=str(path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,7 +129,7 @@ def _go_special(v: float) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _encoder(args: argparse.Namespace, quantum: dict[int, float] | None) -> Encoder:
+def _encoder(args: ReplayOptions, quantum: dict[int, float] | None) -> Encoder:
     opts: dict[str, Any] = {}
     if quantum:
         opts["quantum"] = quantum
@@ -158,7 +144,7 @@ def _ship(enc: Encoder, out: PipelineOutput, shipped: list[EncodedBatch]) -> Non
 
 
 def _column_bytes(
-    args: argparse.Namespace, quantum: dict[int, float] | None, outputs: list[PipelineOutput], sid: int
+    args: ReplayOptions, quantum: dict[int, float] | None, outputs: list[PipelineOutput], sid: int
 ) -> int:
     """Bytes the column's own readings cost when shipped alone, in the same messages."""
     enc = _encoder(args, quantum)
@@ -169,9 +155,10 @@ def _column_bytes(
     return enc.stats.bytes
 
 
-def _quantum(args: argparse.Namespace, data: CsvSeries, sids: list[int]) -> dict[int, float] | None:
+def _quantum(args: ReplayOptions, data: CsvSeries, sids: list[int]) -> dict[int, float] | None:
     if args.quantum is None and args.quantum_percent is None:
         return None
+    percent = args.quantum_percent or 0.0
     if args.encoding != "compact":
         raise ConfigError("--quantum and --quantum-percent apply to the compact encoding only")
     out: dict[int, float] = {}
@@ -182,7 +169,7 @@ def _quantum(args: argparse.Namespace, data: CsvSeries, sids: list[int]) -> dict
             col = data.values[data.present[:, j], j]
             col = col[np.isfinite(col)]
             span = float(col.max() - col.min()) if len(col) else 0.0
-            q = args.quantum_percent * span / 100.0
+            q = percent * span / 100.0
         if not q > 0:
             raise ConfigError(f"the quantum for {data.value_columns[j]!r} must be > 0, not {q}")
         out[sid] = q
@@ -201,13 +188,15 @@ def _errors(y: npt.NDArray[np.float64], x: npt.NDArray[np.float64]) -> dict[str,
     }
 
 
-def replay(args: argparse.Namespace) -> dict[str, Any]:
+def replay(args: ReplayOptions) -> dict[str, Any]:
     """Run the replay ``args`` describe; returns the report (and writes the files asked for)."""
     started = time.perf_counter()
-    specs = load_rules(args.rules)
+    specs = load_rules(args.rules) if isinstance(args.rules, Path) else parse_rules(list(args.rules))
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
-    data = read_csv(args.csv, sep=args.sep, time_column=args.time_column, value_columns=args.value_column)
+    data = read_csv(
+        args.csv, sep=args.sep, time_column=args.time_column, value_columns=list(args.value_columns)
+    )
     device = args.device or args.csv.stem
     table = SeriesTable()
     sids = [table.intern(device, c, args.profile, ValueType.FLOAT64) for c in data.value_columns]
@@ -271,7 +260,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     stats = pipeline.stats()
     report: dict[str, Any] = {
         "csv": str(args.csv),
-        "rules": str(args.rules),
+        "rules": str(args.rules) if isinstance(args.rules, Path) else "<inline>",
         "encoding": args.encoding,
         "batch_size": args.batch_size,
         "readings_in": readings_in,
@@ -307,31 +296,3 @@ def _write_recon(path: Path, data: CsvSeries, recon: npt.NDArray[np.float64], se
         w = csv.writer(fh, delimiter=sep, lineterminator="\n")
         w.writerow([data.time_column, *data.value_columns])
         w.writerows(zip(data.time_text, *cols, strict=True))
-
-
-def run(args: argparse.Namespace) -> int:
-    """``edgeflow replay``: 0 on success, 2 on invalid input (the message names the file and the key or
-    line), 1 on another failure."""
-    try:
-        report = replay(args)
-    except ConfigError as exc:
-        sys.stderr.write(f"edgeflow replay: {exc}\n")
-        return 2
-    except EdgeflowError as exc:
-        sys.stderr.write(f"edgeflow replay: {exc}\n")
-        return 2 if isinstance(exc, ValueError) else 1
-    summary = {k: report[k] for k in ("readings_in", "readings_out", "bytes_shipped", "bytes_edgex_json")}
-    summary |= {"savings": report["savings"], "max_abs_error": report["max_abs_error"]}
-    sys.stdout.write(json.dumps(summary) + "\n")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m edgeflow.replay ...`` (the same as ``edgeflow replay ...``)."""
-    parser = argparse.ArgumentParser(prog="edgeflow replay", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -35,7 +35,7 @@ from edgeflow.errors import ValueFormatError, WriteRejectedError
 from edgeflow.model import ValueType, format_value, parse_value
 
 if TYPE_CHECKING:
-    from edgeflow._edgex import DeviceCommand, DeviceProfile, DeviceResource, ResourceProperties
+    from edgeflow.profiles._models import DeviceCommand, DeviceProfile, DeviceResource, ResourceProperties
 
 __all__ = [
     "NAN",

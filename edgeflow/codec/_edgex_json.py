@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from edgeflow._codec_types import (
+from edgeflow.codec._types import (
     DecodedBatch,
     DecodedSeries,
     EncodedBatch,

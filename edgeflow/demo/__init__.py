@@ -1,4 +1,4 @@
-"""``edgeflow demo``: the whole pipeline on one machine, on embedded defaults.
+"""The demo (``edgeflow demo``, :mod:`edgeflow.cli.demo`): the whole pipeline on one machine, on embedded defaults.
 
 It starts, all on loopback and all its own:
 
@@ -17,13 +17,11 @@ stopped and its files removed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import math
 import struct
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,11 +34,11 @@ from edgeflow.cloud import Receiver
 from edgeflow.codec import make_encoder, reconstruct
 from edgeflow.config import parse_config
 from edgeflow.connector import load_simulator
-from edgeflow.localbroker import Kind, LocalBroker
+from edgeflow.demo.localbroker import Kind, LocalBroker
 from edgeflow.model import ReadingBatch
 from edgeflow.runtime import Runtime
 
-__all__ = ["DemoReport", "SeriesReport", "add_arguments", "run", "run_demo"]
+__all__ = ["DemoReport", "SeriesReport", "format_report", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -314,31 +312,3 @@ def format_report(r: DemoReport) -> str:
         "every series within its bound" if r.within_bounds else "SOME SERIES EXCEED THEIR BOUND",
     ]
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=8.0, help="how long the edge runs (default 8)")
-    parser.add_argument(
-        "--broker",
-        choices=("auto", "mosquitto", "embedded"),
-        default="auto",
-        help="Mosquitto if installed (auto), or the embedded broker",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    # A read cancelled at shutdown may see its answer arrive late; pymodbus warns of it. Not news here.
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
-
-    def say(msg: str) -> None:
-        print(msg, flush=True)
-
-    report = asyncio.run(run_demo(args.seconds, broker=args.broker, progress=say))
-    print(format_report(report))
-    return 0 if report.within_bounds else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    p = argparse.ArgumentParser(prog="python -m edgeflow.demo")
-    add_arguments(p)
-    sys.exit(run(p.parse_args()))

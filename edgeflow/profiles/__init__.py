@@ -1,21 +1,21 @@
-"""EdgeX device profiles and devices, and KubeEdge Device/DeviceModel CRDs.
+"""EdgeX device profiles and devices: the models, loading them as published, transforms, inspect.
 
 The classes mirror EdgeX's v3 DTOs field for field (JSON/YAML names in camelCase, Python names in
 snake_case), so a profile published for EdgeX loads unchanged::
 
     profile = load_profile("modbus.test.device.profile.yml")
     devices = load_devices("devices.yaml")            # top key ``deviceList:``
-    objs = load_kubeedge("device.yaml")               # devices.kubeedge.io/v1beta1
-    device, profile = kube_to_edgex(kube_device, kube_model)
 
 Every loader raises :class:`~edgeflow.errors.ConfigError` naming the file and the key path of each
 problem (``deviceResources[3].properties.valueType``). Transforms (mask, shift, base, scale, offset,
-assertion, mappings) are :func:`transform_read` and friends, from :mod:`edgeflow._transforms`.
+assertion, mappings) are :func:`transform_read` and friends. KubeEdge's Device/DeviceModel objects are in
+:mod:`edgeflow.kubeedge`.
 """
 
 from __future__ import annotations
 
-from edgeflow._edgex import (
+from edgeflow.profiles._inspect import describe_device, describe_profile
+from edgeflow.profiles._models import (
     AutoEvent,
     Device,
     DeviceCommand,
@@ -30,18 +30,7 @@ from edgeflow._edgex import (
     parse_duration,
     profile_from_dict,
 )
-from edgeflow._inspect import DEFAULT_COLLECT_CYCLE_MS, inspect_file, kube_to_edgex
-from edgeflow._kubeedge import (
-    KUBE_TO_TWIN_TYPE,
-    KUBE_TO_VALUE_TYPE,
-    KubeDevice,
-    KubeDeviceModel,
-    KubeObject,
-    kubeedge_from_dict,
-    load_kubeedge,
-)
-from edgeflow._load import validation_problems
-from edgeflow._transforms import (
+from edgeflow.profiles._transforms import (
     NAN,
     OVERFLOW,
     ShiftConvention,
@@ -58,9 +47,6 @@ from edgeflow._transforms import (
 )
 
 __all__ = [
-    "DEFAULT_COLLECT_CYCLE_MS",
-    "KUBE_TO_TWIN_TYPE",
-    "KUBE_TO_VALUE_TYPE",
     "NAN",
     "OVERFLOW",
     "AutoEvent",
@@ -68,9 +54,6 @@ __all__ = [
     "DeviceCommand",
     "DeviceProfile",
     "DeviceResource",
-    "KubeDevice",
-    "KubeDeviceModel",
-    "KubeObject",
     "ResourceOperation",
     "ResourceProperties",
     "ShiftConvention",
@@ -80,13 +63,11 @@ __all__ = [
     "check_assertion",
     "check_device",
     "check_write",
+    "describe_device",
+    "describe_profile",
     "devices_from_dict",
     "go_value_string",
-    "inspect_file",
-    "kube_to_edgex",
-    "kubeedge_from_dict",
     "load_devices",
-    "load_kubeedge",
     "load_profile",
     "parse_duration",
     "process_read",
@@ -94,5 +75,4 @@ __all__ = [
     "read_value_type",
     "transform_read",
     "transform_write",
-    "validation_problems",
 ]

@@ -3,9 +3,9 @@
 Two encodings (see ``README``, "Encodings"):
 
 * ``edgex-json`` — one EdgeX v3 ``AddEventRequest`` per event, exactly as EdgeX writes it, with
-  edgeflow's stream id and sequence number in event ``tags`` (:mod:`edgeflow._edgex_codec`).
+  edgeflow's stream id and sequence number in event ``tags`` (:mod:`edgeflow.codec._edgex_json`).
 * ``compact`` — batched, columnar, delta-coded, zstd-compressed, self-describing per message
-  (:mod:`edgeflow._compact`).
+  (:mod:`edgeflow.codec._compact`).
 
 The path of a batch::
 
@@ -30,7 +30,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from edgeflow._codec_types import (
+from edgeflow.codec._compact import MAGIC, CompactEncoder, decode_compact
+from edgeflow.codec._edgex_json import EdgexJsonEncoder, decode_edgex_json
+from edgeflow.codec._types import (
     DecodedBatch,
     DecodedSeries,
     EncodedBatch,
@@ -39,8 +41,6 @@ from edgeflow._codec_types import (
     EncodingName,
     Interpolation,
 )
-from edgeflow._compact import MAGIC, CompactEncoder, decode_compact
-from edgeflow._edgex_codec import EdgexJsonEncoder, decode_edgex_json
 from edgeflow.errors import CodecError
 from edgeflow.rules.reconstruct import reconstruct as _rules_reconstruct
 

@@ -20,7 +20,13 @@ from pydantic import ValidationError
 
 from edgeflow.errors import ConfigError
 
-__all__ = ["config_error", "load_yaml_documents", "parse_yaml_documents", "validation_problems"]
+__all__ = [
+    "config_error",
+    "load_yaml",
+    "load_yaml_documents",
+    "parse_yaml_documents",
+    "validation_problems",
+]
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -126,6 +132,15 @@ def load_yaml_documents(path: str | Path) -> tuple[list[Any], str]:
     return parse_yaml_documents(text, source), source
 
 
+def load_yaml(path: str | Path) -> Any:
+    """The one YAML document of ``path`` (``None`` when it is empty); :class:`ConfigError` when the file
+    cannot be read, is not UTF-8, is not YAML or holds several documents."""
+    docs, source = load_yaml_documents(path)
+    if len(docs) > 1:
+        raise ConfigError(f"holds {len(docs)} YAML documents; expected one", source=source)
+    return docs[0] if docs else None
+
+
 def _key_path(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
@@ -206,6 +221,9 @@ def _is_internal_loc(part: str) -> bool:
     )
 
 
-def config_error(message: str, source: str, exc: ValidationError, *, prefix: str = "") -> ConfigError:
-    """A :class:`ConfigError` listing every problem of ``exc`` with its key path."""
-    return ConfigError(message, source=source, problems=validation_problems(exc, prefix=prefix))
+def config_error(
+    message: str, source: str, exc: ValidationError, *, prefix: str = "", data: Any = None
+) -> ConfigError:
+    """A :class:`ConfigError` listing every problem of ``exc`` with its key path (``data``, the input
+    that was validated, lets union tags be left out of the paths)."""
+    return ConfigError(message, source=source, problems=validation_problems(exc, prefix=prefix, data=data))

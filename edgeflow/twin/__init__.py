@@ -1,1 +1,0 @@
-"""KubeEdge DeviceTwin: the MQTT eventbus protocol and the DMI gRPC mapper interface."""
