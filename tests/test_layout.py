@@ -74,3 +74,42 @@ def test_simulators_come_through_the_registry() -> None:
     assert sim.__name__ == "ModbusSimulator"
     with pytest.raises(ConnectorNotFoundError, match="no simulator for 'opcua'"):
         load_simulator("opcua")
+
+
+def _private_part(module: str) -> int | None:
+    """Index of the first private component of a dotted module name (``a._b.c`` → 1), or None."""
+    for i, part in enumerate(module.split(".")):
+        if part.startswith("_") and not part.startswith("__"):
+            return i
+    return None
+
+
+def test_no_module_imports_another_packages_private_module() -> None:
+    offenders: dict[str, list[str]] = {}
+    for pkg in ("edgeflow", "connectors"):
+        for path in modules(pkg):
+            rel = path.relative_to(ROOT).with_suffix("")
+            own = ".".join(rel.parts[:-1])  # the package the importing module is in
+            for m in imports(path):
+                i = _private_part(m)
+                if i is None or not (m.startswith("edgeflow.") or m.startswith("connectors.")):
+                    continue
+                package = ".".join(m.split(".")[:i])  # the package the private module belongs to
+                if own != package and not own.startswith(package + "."):
+                    offenders.setdefault(str(path.relative_to(ROOT)), []).append(m)
+    assert offenders == {}
+
+
+def test_library_rooms_hold_no_argparse_and_no_print() -> None:
+    found = []
+    for path in modules("edgeflow"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[1] == "cli":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                found.append(f"{rel}:{node.lineno} print")
+        if "argparse" in imports(path):
+            found.append(f"{rel} imports argparse")
+    assert found == []
