@@ -30,9 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's edgeflow
 
+from edgeflow.outbox import Outbox, OutboxItem
+
 from edgeflow.codec import make_encoder
 from edgeflow.model import ReadingBatch, SeriesTable
-from edgeflow.outbox import Outbox, OutboxItem
 from edgeflow.uplink.mqtt import MqttUplink
 from edgeflow.uplink.spec import MqttUplinkSpec
 

@@ -120,18 +120,12 @@ class DeviceSpec(_Model):
         )
 
 
-class SubscriptionSpec(_Model):
-    capacity: int = Field(default=100_000, ge=1, description="queued readings")
-    policy: Literal["block", "drop-oldest", "drop-newest"] = "block"
-
-
 class PipelineSpec(_Model):
     """A route from the bus to the uplink: readings that ``match`` go through ``rules`` in order."""
 
     name: str = Field(min_length=1)
     match: MatchSpec = Field(default_factory=MatchSpec)
     rules: list[RuleSpec] = Field(default_factory=list)
-    queue: SubscriptionSpec = Field(default_factory=SubscriptionSpec)
 
 
 class SchedulerSpec(_Model):
@@ -156,7 +150,20 @@ class SchedulerSpec(_Model):
 
 
 class BusSpec(_Model):
-    batch_max: int = Field(default=1_000, ge=1, description="readings a pipeline takes per step")
+    """The queue between the device services and the pipelines: bounded, with a declared policy."""
+
+    batch_max: int = Field(default=1_000, ge=1, description="readings the pipelines take per step")
+    capacity: int = Field(default=100_000, ge=1, description="readings queued at most")
+    policy: Literal["block", "drop-oldest", "drop-newest"] = Field(
+        default="block", description="when the queue is full: wait (block), or drop and count"
+    )
+    block_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="block: the longest a device service waits, then the reading is dropped",
+    )
+
+    _dur = field_validator("block_timeout", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
 
 class MetricsSpec(_Model):
@@ -166,15 +173,13 @@ class MetricsSpec(_Model):
 
 
 class StateSpec(_Model):
-    """Where rule state survives a restart. With a ``path``, each pipeline's rule state (open segments,
-    last values sent, open windows) is written there every ``checkpoint_interval`` and at stop, and read
-    back at start, so a restart neither re-sends nor forgets; without one, a stop flushes what the rules
-    hold instead."""
+    """Rule state (open segments, last values sent, open windows) is committed with every batch it
+    produces, in the uplink's commit log, and restored at start, so a restart, even after ``kill -9``,
+    neither re-sends nor forgets. ``on_stop`` says what a clean stop does with what the rules hold:
+    ``flush`` ships it (open segments close early, still within their bound), ``keep`` leaves it in the
+    state for the next start (fewer points shipped across restarts)."""
 
-    path: Path | None = Field(default=None, description="a directory for pipeline state files")
-    checkpoint_interval: float = Field(default=10.0, gt=0, description="seconds, or a duration string")
-
-    _dur = field_validator("checkpoint_interval", mode="before")(classmethod(lambda cls, v: _duration(v)))
+    on_stop: Literal["flush", "keep"] = "flush"
 
 
 class EdgeConfig(_Model):
@@ -188,6 +193,10 @@ class EdgeConfig(_Model):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     bus: BusSpec = Field(default_factory=BusSpec)
     pipelines: list[PipelineSpec] = Field(default_factory=list)
+    unrouted: Literal["ship", "drop"] = Field(
+        default="ship",
+        description="readings that match no pipeline: shipped as they are (ship) or dropped; counted either way",
+    )
     uplink: UplinkSpec
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     state: StateSpec = Field(default_factory=StateSpec)

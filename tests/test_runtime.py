@@ -65,7 +65,9 @@ async def test_every_reading_read_is_shipped_once_in_order(tmp_path: Path) -> No
     published = stats["bus"]["published_readings"]
     assert published > 20
     assert sum(len(e.readings) for e in events) == published
-    assert stats["pipelines"]["default"]["readings_out"] == published
+    # No pipelines: every reading is unrouted, and `unrouted: ship` (the default) ships it as read.
+    assert stats["ledger"]["router"]["unrouted_shipped"] == published
+    assert stats["ledger_problems"] == []
     for dev in ("Device1", "Device10"):
         origins = [e.origin for e in events if e.device_name == dev and e.source_name == "Temp"]
         assert origins == sorted(origins) and len(origins) > 5
@@ -76,13 +78,34 @@ async def test_every_reading_read_is_shipped_once_in_order(tmp_path: Path) -> No
 
 
 async def test_match_globs_are_anchored(tmp_path: Path) -> None:
-    cfg = config(tmp_path, pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}])
+    cfg = config(
+        tmp_path,
+        pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}],
+        unrouted="drop",
+    )
     rt = Runtime(parse_config(cfg, environ={}))
     await rt.run(duration=0.2)
     events = shipped(tmp_path)
     assert events
     assert {e.device_name for e in events} == {"Device1"}  # not Device10
     assert {r.resource_name for e in events for r in e.readings} == {"Temp"}
+    led = rt.ledger()
+    assert led["router"]["unrouted_dropped"] > 0  # Device10 and the labels: counted, not silently gone
+    assert led["router"]["routed"] == led["pipelines"]["one"]["in"] == led["pipelines"]["one"]["out"]
+    assert rt.ledger_problems() == []
+
+
+async def test_unrouted_readings_ship_by_default_and_are_counted(tmp_path: Path) -> None:
+    cfg = config(tmp_path, pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}])
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.run(duration=0.2)
+    events = shipped(tmp_path)
+    led = rt.ledger()
+    assert {e.device_name for e in events} == {"Device1", "Device10"}
+    assert led["router"]["unrouted_shipped"] == sum(
+        len(e.readings) for e in events if e.device_name == "Device10" or e.source_name == "Label"
+    )
+    assert rt.ledger_problems() == []
 
 
 async def test_two_pipelines_may_take_the_same_reading(tmp_path: Path) -> None:
@@ -132,44 +155,65 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
         await rt.stop()
 
 
-async def test_rule_state_survives_a_restart(tmp_path: Path) -> None:
+def _outbox_state(tmp_path: Path, key: str) -> Any:
+    """The rule state committed under ``key`` in the file uplink's commit log (read as another process would)."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "out.jsonl.outbox.sqlite")
+    try:
+        row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None else orjson.loads(row[0])
+
+
+async def test_rule_state_is_committed_with_the_batches_and_survives_a_restart(tmp_path: Path) -> None:
     cfg = config(
         tmp_path,
         pipelines=[
             {"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}
         ],
-        state={"path": str(tmp_path / "state"), "checkpoint_interval": "50ms"},
+        state={"on_stop": "keep"},
+        unrouted="drop",
     )
     rt = Runtime(parse_config(cfg, environ={}))
     await rt.start()
     await asyncio.sleep(0.3)
-    # a checkpoint was written while running
-    state_file = tmp_path / "state" / "pipeline-temps.json"
-    assert state_file.exists()
+    # committed while running, in the same database as the batches
+    assert _outbox_state(tmp_path, "pipeline:temps")["rules"][0]["type"] == "swing"
     await rt.stop()
-    saved = orjson.loads(state_file.read_bytes())
-    assert saved["rules"][0]["type"] == "swing"
-    # with state kept, a stop does not flush the open segments: the next run continues them
+    saved = _outbox_state(tmp_path, "pipeline:temps")
+    assert saved == rt.routes[0].pipeline.snapshot()
+    # with on_stop: keep, a stop does not flush the open segments: the next run continues them
     rt2 = Runtime(parse_config(cfg, environ={}))
-    rt2._restore_state()
+    await rt2.uplink.start()
+    await rt2._restore_state()
     assert rt2.routes[0].pipeline.snapshot() == saved
+    await rt2.uplink.stop()
 
 
 async def test_unreadable_state_is_set_aside_and_the_rules_start_afresh(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "pipeline-temps.json").write_text("{not json")
+    import sqlite3
+
     cfg = config(
         tmp_path,
         pipelines=[
             {"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}
         ],
-        state={"path": str(state)},
     )
     rt = Runtime(parse_config(cfg, environ={}))
     await rt.run(duration=0.1)
-    assert (state / "pipeline-temps.unreadable").read_text() == "{not json"
-    assert orjson.loads((state / "pipeline-temps.json").read_bytes())["rules"][0]["type"] == "swing"
+    db = sqlite3.connect(tmp_path / "out.jsonl.outbox.sqlite")
+    db.execute("UPDATE state SET value = ? WHERE key = 'pipeline:temps'", (b"{not json",))
+    db.commit()
+    db.close()
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.run(duration=0.1)
+    assert _outbox_state(tmp_path, "pipeline:temps")["rules"][0]["type"] == "swing"
+    db = sqlite3.connect(tmp_path / "out.jsonl.outbox.sqlite")
+    aside = db.execute("SELECT value FROM state WHERE key = 'pipeline:temps.unreadable'").fetchone()
+    db.close()
+    assert aside == (b"{not json",)
     assert rt._counters.state_discarded == 1
 
 
