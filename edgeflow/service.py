@@ -39,7 +39,6 @@ from edgeflow.profiles import (
     DeviceResource,
     check_write,
     go_value_string,
-    parse_duration,
     process_read,
     transform_write,
 )
@@ -270,7 +269,7 @@ class DeviceService:
 
     async def _autoevent_loop(self, device: str, ae: AutoEvent) -> None:
         loop = asyncio.get_running_loop()
-        interval = parse_duration(ae.interval)
+        interval = ae.interval_seconds
         state = self.states[device]
         deadline = loop.time()
         while not self._stopping:

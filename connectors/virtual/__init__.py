@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow.connector import CommandValue, Connector, DeviceHealth
-from edgeflow.errors import ConfigError, ConnectorError, DeviceTimeoutError, ValueFormatError
+from edgeflow.errors import ConfigError, ConnectorError, DeviceTimeoutError
 from edgeflow.model import ValueType
-from edgeflow.profiles import Device, DeviceProfile, DeviceResource, parse_duration
+from edgeflow.parsing import duration_seconds
+from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
 __all__ = ["VirtualConnector"]
 
@@ -120,8 +121,8 @@ class VirtualConnector(Connector):
         if fail_every < 0:
             raise ConfigError(f"device {device.name!r}: protocols.virtual.failEvery must be >= 0")
         try:
-            latency = parse_duration(str(opts.get("latency", 0)))
-        except (ValueFormatError, ConfigError) as exc:
+            latency = duration_seconds(opts.get("latency", 0), zero=True)
+        except ValueError as exc:
             raise ConfigError(f"device {device.name!r}: protocols.virtual.latency: {exc}") from None
         rng = random.Random(seed)
         resources = {}
