@@ -19,17 +19,17 @@ resource to the written value (reads return it) until a ``EnableRandomization_<R
 (device-virtual's convention) is written ``true``. The device's ``protocols.virtual`` may set ``seed``
 for repeatable values, ``failEvery: N`` to fail every N-th read, ``offline: true`` to fail every read
 (:meth:`VirtualConnector.set_offline` switches it at run time), and ``latency`` (seconds or a duration
-string) to answer slowly — for exercising offline handling and slow links without hardware.
+string) to answer slowly — for exercising offline handling and slow links without hardware. The latency
+and the ``sine`` generator's time run on the service's clock (:attr:`Connector.clock`), so a test with a
+manual clock sees a slow device exactly as slow as declared.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import math
 import random
 import string
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,12 +178,12 @@ class VirtualConnector(Connector):
             raise ConnectorError("unknown device", device=device)
         state.reads += 1
         if state.latency:
-            await asyncio.sleep(state.latency)
+            await self.clock.sleep(state.latency)
         if state.offline:
             raise DeviceTimeoutError("simulated device is offline", device=device)
         if state.fail_every and state.reads % state.fail_every == 0:
             raise DeviceTimeoutError("simulated failure (failEvery)", device=device)
-        now = time.time_ns()
+        now = self.clock.time_ns()
         out = []
         for res in resources:
             r = state.resources.get(res.name)
