@@ -26,7 +26,7 @@ import orjson
 
 from edgeflow.bus import Bus, Subscription
 from edgeflow.config import EdgeConfig, PipelineSpec
-from edgeflow.connector import load_connector
+from edgeflow.connector import Clock, as_clock, load_connector
 from edgeflow.errors import RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
 from edgeflow.model import ReadingBatch, SeriesTable
@@ -77,12 +77,13 @@ class Runtime:
         self,
         config: EdgeConfig,
         *,
-        clock: Callable[[], int] = time.time_ns,
+        clock: Clock | Callable[[], int] = time.time_ns,
         uplink: Uplink | None = None,
         watermark_interval: float = 1.0,
     ) -> None:
         self.config = config
-        self.clock = clock
+        self._clock = as_clock(clock)  # device services' AutoEvents, read timeouts and origins run on it
+        self.clock = self._clock.time_ns
         self.table = SeriesTable()
         self.bus: Bus[ReadingBatch] = Bus()
         self.uplink = uplink or create_uplink(config.uplink, service=config.service)
@@ -116,7 +117,7 @@ class Runtime:
                 cls = load_connector(dspec.connector)
                 connector = cls(cfg.connectors.get(dspec.connector, {}))
                 service = DeviceService(
-                    cfg.service, connector, self.bus.publish, self.table, settings=settings, clock=self.clock
+                    cfg.service, connector, self.bus.publish, self.table, settings=settings, clock=self._clock
                 )
                 self.services[dspec.connector] = service
             profile = dspec.profile
