@@ -27,10 +27,10 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sized
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, get_args
 
 from edgeflow.errors import BusClosedError, BusError
+from edgeflow.model import OverflowPolicy
 
 __all__ = [
     "EVENTS_PREFIX",
@@ -51,10 +51,7 @@ EVENTS_PREFIX = "edgex/events/device"
 P = TypeVar("P", bound=Sized)
 
 
-class OverflowPolicy(StrEnum):
-    BLOCK = "block"
-    DROP_OLDEST = "drop-oldest"
-    DROP_NEWEST = "drop-newest"
+_POLICIES: frozenset[str] = frozenset(get_args(OverflowPolicy))
 
 
 class BusFullError(BusError):
@@ -171,10 +168,10 @@ class Subscription(Generic[P]):
         if self.closed:
             return True
         if not self._has_room(n):
-            if self.policy is OverflowPolicy.BLOCK:
+            if self.policy == "block":
                 self._space.clear()
                 return False
-            if self.policy is OverflowPolicy.DROP_NEWEST:
+            if self.policy == "drop-newest":
                 self._refuse(n)
                 return True
             while self._queue and not self._has_room(n):
@@ -306,7 +303,7 @@ class Subscription(Generic[P]):
         return SubscriptionStats(
             name=self.name,
             pattern=self.pattern,
-            policy=self.policy.value,
+            policy=self.policy,
             capacity=self.capacity,
             queued_messages=len(self._queue),
             queued_readings=self._readings,
@@ -337,7 +334,7 @@ class Bus(Generic[P]):
         pattern: str,
         *,
         capacity: int = 100_000,
-        policy: OverflowPolicy | str = OverflowPolicy.BLOCK,
+        policy: OverflowPolicy = "block",
         name: str = "",
         block_timeout: float | None = None,
     ) -> Subscription[P]:
@@ -348,9 +345,11 @@ class Bus(Generic[P]):
         validate_pattern(pattern)
         if capacity < 1:
             raise BusError(f"capacity must be at least 1, not {capacity}")
+        if policy not in _POLICIES:
+            raise BusError(f"overflow policy {policy!r}: expected {', '.join(sorted(_POLICIES))}")
         if block_timeout is not None and block_timeout < 0:
             raise BusError(f"block_timeout must not be negative, not {block_timeout}")
-        sub = Subscription(self, pattern, capacity, OverflowPolicy(policy), name, block_timeout)
+        sub = Subscription(self, pattern, capacity, policy, name, block_timeout)
         self._subs.append(sub)
         self._routes.clear()
         return sub

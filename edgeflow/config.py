@@ -18,7 +18,9 @@
 Keys are accepted in camelCase (as EdgeX writes them) or snake_case. Every error names the file
 and the key path (``devices[2].protocols.modbus-tcp.port``). Environment variables override the file:
 ``EDGEFLOW__UPLINK__PATH=/data/out.jsonl``; ``__`` separates levels, list items are numbered
-(``EDGEFLOW__DEVICES__0__CONNECTOR``), values are read as YAML scalars.
+(``EDGEFLOW__DEVICES__0__CONNECTOR``), values are read as YAML 1.2 scalars. The file, the profiles it
+names and the overrides are all read by :mod:`edgeflow.parsing` (YAML 1.2: a device named ``off`` stays
+a string), and every duration is one syntax: seconds, or ``"250ms"``, ``"1m30s"``, ``"1.5h"``, ``"1d"``.
 """
 
 from __future__ import annotations
@@ -28,19 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from edgeflow.errors import ConfigError, ValueFormatError
-from edgeflow.parsing import validation_problems
-from edgeflow.profiles import (
-    AutoEvent,
-    Device,
-    DeviceProfile,
-    load_profile,
-    parse_duration,
-)
+from edgeflow.errors import ConfigError
+from edgeflow.model import OverflowPolicy
+from edgeflow.parsing import PositiveSeconds, load_yaml, parse_yaml_value, validation_problems
+from edgeflow.profiles import AutoEvent, Device, DeviceProfile, load_profile
 from edgeflow.rules.spec import MatchSpec, RuleSpec
 from edgeflow.uplink.spec import UplinkSpec
 
@@ -71,15 +67,6 @@ class _Model(BaseModel):
     )
 
 
-def _duration(v: object) -> object:
-    if isinstance(v, str):
-        try:
-            return parse_duration(v)
-        except (ValueFormatError, ConfigError) as exc:
-            raise ValueError(str(exc)) from None
-    return v
-
-
 class DeviceSpec(_Model):
     """An EdgeX device definition with the connector that serves it and its profile."""
 
@@ -93,17 +80,6 @@ class DeviceSpec(_Model):
     auto_events: list[AutoEvent] = Field(default_factory=list)
     tags: dict[str, Any] = Field(default_factory=dict)
     properties: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("auto_events")
-    @classmethod
-    def _intervals(cls, v: list[AutoEvent]) -> list[AutoEvent]:
-        for i, ae in enumerate(v):
-            try:
-                if parse_duration(ae.interval) <= 0:
-                    raise ValueError(f"[{i}].interval must be positive")
-            except (ValueFormatError, ConfigError) as exc:
-                raise ValueError(f"[{i}].interval: {exc}") from None
-        return v
 
     def to_device(self, service: str, profile: DeviceProfile) -> Device:
         return Device(
@@ -121,7 +97,8 @@ class DeviceSpec(_Model):
 
 
 class PipelineSpec(_Model):
-    """A route from the bus to the uplink: readings that ``match`` go through ``rules`` in order."""
+    """A route from the bus to the uplink: readings that ``match`` (all when left out) go through
+    ``rules`` in order. Several pipelines may take the same reading; each keeps its own state."""
 
     name: str = Field(min_length=1)
     match: MatchSpec = Field(default_factory=MatchSpec)
@@ -132,9 +109,9 @@ class SchedulerSpec(_Model):
     """AutoEvent polling: how many failures mark a device offline, and how it is retried."""
 
     failure_threshold: int = Field(default=3, ge=1)
-    backoff_initial: float = Field(default=1.0, gt=0, description="seconds, or a duration string")
-    backoff_max: float = Field(default=60.0, gt=0)
-    read_timeout: float = Field(default=10.0, gt=0)
+    backoff_initial: PositiveSeconds = 1.0
+    backoff_max: PositiveSeconds = 60.0
+    read_timeout: PositiveSeconds = 10.0
     shift_convention: Literal["v3", "v4"] = Field(
         default="v3", description="EdgeX 'shift' sign: v3 positive = left, v4 positive = right"
     )
@@ -144,26 +121,18 @@ class SchedulerSpec(_Model):
         "edgex: device-sdk-go's typed arithmetic, truncating fractional factors on integer types",
     )
 
-    _dur = field_validator("backoff_initial", "backoff_max", "read_timeout", mode="before")(
-        classmethod(lambda cls, v: _duration(v))
-    )
-
 
 class BusSpec(_Model):
     """The queue between the device services and the pipelines: bounded, with a declared policy."""
 
     batch_max: int = Field(default=1_000, ge=1, description="readings the pipelines take per step")
     capacity: int = Field(default=100_000, ge=1, description="readings queued at most")
-    policy: Literal["block", "drop-oldest", "drop-newest"] = Field(
+    policy: OverflowPolicy = Field(
         default="block", description="when the queue is full: wait (block), or drop and count"
     )
-    block_timeout: float = Field(
-        default=5.0,
-        gt=0,
-        description="block: the longest a device service waits, then the reading is dropped",
+    block_timeout: PositiveSeconds = Field(
+        default=5.0, description="block: the longest a device service waits, then the reading is dropped"
     )
-
-    _dur = field_validator("block_timeout", mode="before")(classmethod(lambda cls, v: _duration(v)))
 
 
 class MetricsSpec(_Model):
@@ -243,10 +212,7 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str] | None 
         parts = [p for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
-        try:
-            value = yaml.safe_load(env[name]) if env[name] else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: not a YAML value: {exc}", source="<env>") from exc
+        value = parse_yaml_value(env[name], f"<env> {name}") if env[name] else ""
         node: Any = data
         path = ""
         for i, part in enumerate(parts):
@@ -337,12 +303,4 @@ def parse_config(
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> EdgeConfig:
     """Load and validate a configuration file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration: {exc.strerror}", source=str(p)) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", source=str(p)) from exc
-    return parse_config(data, source=str(p), base_dir=p.parent, environ=environ)
+    return parse_config(load_yaml(p), source=str(p), base_dir=p.parent, environ=environ)

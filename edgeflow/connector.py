@@ -7,18 +7,26 @@ transforms and mappings, builds events and publishes them.
 
 Connectors are found through the entry-point group ``edgeflow.connectors``; code can also
 :func:`register` one directly (tests, applications that embed edgeflow).
+
+Time comes from a :class:`Clock`: the AutoEvent scheduler sleeps on it, read timeouts run on it, reads
+are stamped with it, and a connector that waits on purpose (the virtual one's ``latency``) waits on it.
+:data:`SYSTEM_CLOCK` is the real one; :class:`edgeflow.testing.ManualClock` is one a test moves by hand,
+so scheduling runs exactly and at once, with no real sleeps.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from edgeflow.errors import ConfigError, ConnectorError, ConnectorNotFoundError
 from edgeflow.profiles import Device, DeviceProfile, DeviceResource
@@ -26,10 +34,14 @@ from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 __all__ = [
     "ENTRY_POINT_GROUP",
     "SIMULATOR_GROUP",
+    "SYSTEM_CLOCK",
+    "Clock",
     "CommandValue",
     "Connector",
     "DeviceHealth",
     "PushSink",
+    "SystemClock",
+    "as_clock",
     "available_connectors",
     "load_connector",
     "load_simulator",
@@ -41,6 +53,72 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "edgeflow.connectors"
 #: Simulated devices offered by connector packages (``edgeflow demo`` starts them).
 SIMULATOR_GROUP = "edgeflow.simulators"
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Where the device service (and a connector that waits on purpose) takes time from.
+
+    Two time lines, both integer nanoseconds so deadlines add up exactly: :meth:`monotonic_ns` for
+    scheduling (never goes back), :meth:`time_ns` since the epoch for reading origins.
+    """
+
+    def monotonic_ns(self) -> int:
+        """Now on the scheduling time line (nanoseconds; only differences mean anything)."""
+        ...
+
+    def time_ns(self) -> int:
+        """Now as nanoseconds since the epoch: the origin stamped on a reading."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (0 or less: only let other tasks run)."""
+        ...
+
+    async def sleep_until(self, deadline_ns: int) -> None:
+        """Wait until :meth:`monotonic_ns` reaches ``deadline_ns``."""
+        ...
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """``async with clock.timeout(s):`` cancels the block after ``s`` seconds and raises
+        :class:`TimeoutError`, as :func:`asyncio.timeout` does."""
+        ...
+
+
+class SystemClock:
+    """The real clock: :func:`time.monotonic_ns` (the event loop's own time line), :func:`time.time_ns`
+    and asyncio's sleeps and timeouts. ``wall`` replaces :func:`time.time_ns` for origins (a fixed stamp
+    in a test, a corrected clock on a device without RTC)."""
+
+    def __init__(self, wall: Callable[[], int] = time.time_ns) -> None:
+        self._wall = wall
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def time_ns(self) -> int:
+        return self._wall()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def sleep_until(self, deadline_ns: int) -> None:
+        await asyncio.sleep(max(0, deadline_ns - time.monotonic_ns()) / 1e9)
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return asyncio.timeout(seconds)
+
+
+#: The real clock, the default everywhere.
+SYSTEM_CLOCK: Clock = SystemClock()
+
+
+def as_clock(clock: Clock | Callable[[], int]) -> Clock:
+    """``clock`` itself if it is a :class:`Clock`; a bare function returning epoch nanoseconds (such as
+    :func:`time.time_ns` or ``lambda: 1_000``) stamps origins over the real clock's scheduling."""
+    if isinstance(clock, Clock):
+        return clock
+    return SystemClock(clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +164,9 @@ class Connector(abc.ABC):
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
         self.devices: dict[str, tuple[Device, DeviceProfile]] = {}
+        #: The clock of the service that drives this connector (it sets it); waits that are part of a
+        #: device's behaviour, not of its I/O, use it.
+        self.clock: Clock = SYSTEM_CLOCK
 
     def add_device(self, device: Device, profile: DeviceProfile) -> None:
         """Take a device into service. Validates its ``protocols`` and every resource's ``attributes``

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,8 @@ from edgeflow.errors import ValueFormatError
 __all__ = [
     "API_VERSION",
     "Event",
+    "Interpolation",
+    "OverflowPolicy",
     "Reading",
     "ReadingBatch",
     "SeriesInfo",
@@ -49,6 +51,15 @@ API_VERSION: Final = "v3"
 
 #: Integers up to this magnitude are exact in a float64 and ride in the numeric column.
 _EXACT_INT: Final = 2**53
+
+Interpolation = Literal["hold", "linear"]
+"""How the cloud rebuilds a series between the points shipped: ``hold`` (step) or ``linear``. Rules
+declare it, encodings carry it."""
+
+OverflowPolicy = Literal["block", "drop-oldest", "drop-newest"]
+"""What a bounded queue (a bus subscription, the outbox) does when full: ``block`` the producer, drop
+the ``drop-oldest`` queued items to make room, or refuse the new one (``drop-newest``). Every drop is
+counted."""
 
 
 class ValueType(StrEnum):

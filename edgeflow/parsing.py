@@ -1,30 +1,51 @@
-"""Reading YAML the way EdgeX (Go ``yaml.v3``) and Kubernetes read it, and turning pydantic errors
-into key paths.
+"""Reading YAML the way EdgeX (Go ``yaml.v3``) and Kubernetes read it, the one duration parser, and
+turning pydantic errors into key paths.
 
 PyYAML implements YAML 1.1, where ``ON``, ``off``, ``yes`` are booleans, ``1:30`` is the integer 90 and
 ``2024-01-01`` a date. EdgeX and Kubernetes read YAML 1.2, where all of those are strings. The loader
 here resolves plain scalars by the YAML 1.2 core schema (``true``/``false``, decimal, ``0x``/``0o``
 integers, floats with or without a point, ``null``, ``.inf``, ``.nan``) and leaves everything else a
-string. Duplicate keys in a mapping are an error, as in ``yaml.v3``.
+string. Duplicate keys in a mapping are an error, as in ``yaml.v3``. Config files, environment overrides
+(:func:`parse_yaml_value`), profiles, device lists, rules files and CRDs are all read here.
+
+Durations (:func:`parse_duration`) are written the way Go's ``time.ParseDuration`` reads them, as EdgeX
+does (``"250ms"``, ``"1m30s"``, ``"1.5h"``; units ``ns us µs ms s m h``), plus ``d`` for days; a bare
+number, or a string holding only a number, is seconds (``30``, ``0.5``, ``"2.5"``). Every duration a user
+writes, anywhere in the config, goes through it: the annotated types :data:`PositiveSeconds`,
+:data:`NonNegativeSeconds`, :data:`PositiveNanoseconds`, :data:`NonNegativeNanoseconds` and
+:data:`DurationText` put it into pydantic models, so a refused value is reported at its key path.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError, WithJsonSchema
 
-from edgeflow.errors import ConfigError
+from edgeflow.errors import ConfigError, ValueFormatError
 
 __all__ = [
+    "NS_PER_SECOND",
+    "DurationText",
+    "NonNegativeNanoseconds",
+    "NonNegativeSeconds",
+    "PositiveNanoseconds",
+    "PositiveSeconds",
     "config_error",
+    "duration_ns",
+    "duration_seconds",
     "load_yaml",
     "load_yaml_documents",
+    "parse_duration",
     "parse_yaml_documents",
+    "parse_yaml_value",
     "validation_problems",
 ]
 
@@ -117,6 +138,16 @@ def parse_yaml_documents(text: str, source: str) -> list[Any]:
     return [d for d in docs if d is not None]
 
 
+def parse_yaml_value(text: str, source: str) -> Any:
+    """One YAML value written inline (an environment variable's value): a scalar resolved by the YAML 1.2
+    core schema (``off`` and ``1:30`` stay strings, ``7`` is an int), or a flow list or mapping.
+    ``None`` for an empty or ``null`` text; :class:`ConfigError` on bad YAML or several documents."""
+    docs = parse_yaml_documents(text, source)
+    if len(docs) > 1:
+        raise ConfigError(f"holds {len(docs)} YAML documents; expected one value", source=source)
+    return docs[0] if docs else None
+
+
 def load_yaml_documents(path: str | Path) -> tuple[list[Any], str]:
     """Read ``path`` (UTF-8, a BOM tolerated) and return its YAML documents and the source name."""
     p = Path(path)
@@ -139,6 +170,134 @@ def load_yaml(path: str | Path) -> Any:
     if len(docs) > 1:
         raise ConfigError(f"holds {len(docs)} YAML documents; expected one", source=source)
     return docs[0] if docs else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Durations
+# --------------------------------------------------------------------------------------------------
+
+NS_PER_SECOND = 10**9
+_UNIT_NS = {
+    "ns": 1,
+    "us": 10**3,
+    "µs": 10**3,  # U+00B5 micro sign, as Go accepts
+    "μs": 10**3,  # U+03BC Greek mu, as Go accepts
+    "ms": 10**6,
+    "s": NS_PER_SECOND,
+    "m": 60 * NS_PER_SECOND,
+    "h": 3600 * NS_PER_SECOND,
+    "d": 86400 * NS_PER_SECOND,
+}
+_DECIMAL = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_PART = re.compile(rf"({_DECIMAL})(ns|us|µs|μs|ms|s|m|h|d)")
+_BARE_NUMBER = re.compile(rf"[-+]?{_DECIMAL}(?:[eE][-+]?[0-9]+)?")
+_MAX_NS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
+_HINT = "write seconds (30, 0.5) or a number with a unit (250ms, 1m30s, 1.5h, 1d; units ns us µs ms s m h d)"
+#: The JSON Schema pattern of a duration string (unsigned; a sign is read, negatives are refused).
+DURATION_PATTERN = (
+    rf"^\s*\+?(?:{_DECIMAL}(?:ns|us|µs|μs|ms|s|m|h|d))+\s*$|^\s*\+?{_DECIMAL}(?:[eE][-+]?[0-9]+)?\s*$"
+)
+
+
+def _to_ns(number: Decimal, unit_ns: int) -> int:
+    # checked before multiplying: "1e999999" must neither overflow Decimal nor build a huge integer
+    ns = number * unit_ns if number.adjusted() < 20 else Decimal(_MAX_NS + 1)
+    if abs(ns) > _MAX_NS:
+        raise OverflowError
+    return int(ns.to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def parse_duration(value: object) -> int:
+    """A duration in integer nanoseconds (may be negative), from Go ``time.ParseDuration`` syntax plus
+    ``d`` (days), or from seconds as a number or a numeric string. Exact to the nanosecond.
+
+    >>> parse_duration("1m30s"), parse_duration("250ms"), parse_duration(0.5), parse_duration("1d")
+    (90000000000, 250000000, 500000000, 86400000000000)
+
+    Raises :class:`ValueFormatError` (a ``ValueError``) naming the value when it is not a duration.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueFormatError(f"{value!r} is not a duration; {_HINT}")
+    try:
+        if isinstance(value, int):
+            ns = value * NS_PER_SECOND
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueFormatError(f"{value!r} is not a duration; it must be finite")
+            ns = _to_ns(Decimal(repr(value)), NS_PER_SECOND)
+        else:
+            text = value.strip()
+            if _BARE_NUMBER.fullmatch(text):
+                ns = _to_ns(Decimal(text), NS_PER_SECOND)
+            else:
+                ns = _parse_go_duration(text, value)
+        if abs(ns) > _MAX_NS:
+            raise OverflowError
+    except OverflowError:
+        raise ValueFormatError(f"{value!r} is too long a duration (at most about 292 years)") from None
+    return ns
+
+
+def _parse_go_duration(text: str, original: str) -> int:
+    sign = -1 if text.startswith("-") else 1
+    body = text[1:] if text[:1] in ("-", "+") else text
+    total = 0
+    pos = 0
+    while pos < len(body):
+        m = _PART.match(body, pos)
+        if m is None:
+            break
+        total += _to_ns(Decimal(m.group(1)), _UNIT_NS[m.group(2)])
+        pos = m.end()
+    if not body or pos != len(body):
+        raise ValueFormatError(f"{original!r} is not a duration; {_HINT}")
+    return sign * total
+
+
+def duration_ns(value: object, *, zero: bool = False) -> int:
+    """:func:`parse_duration`, refusing a negative duration, and zero unless ``zero`` (where 0 means
+    "off")."""
+    ns = parse_duration(value)
+    if ns < 0:
+        raise ValueFormatError(f"must not be negative, got {value!r}")
+    if ns == 0 and not zero:
+        raise ValueFormatError(f"must be longer than 0, got {value!r}")
+    return ns
+
+
+def duration_seconds(value: object, *, zero: bool = False) -> float:
+    """:func:`duration_ns` in seconds (a float)."""
+    return duration_ns(value, zero=zero) / NS_PER_SECOND
+
+
+def _duration_text(value: object) -> str:
+    duration_ns(value)
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def _json_schema(zero: bool) -> WithJsonSchema:
+    number: dict[str, Any] = {"type": "number", "minimum" if zero else "exclusiveMinimum": 0}
+    return WithJsonSchema(
+        {
+            "anyOf": [number, {"type": "string", "pattern": DURATION_PATTERN}],
+            "description": "a duration: seconds, or a number with a unit (250ms, 1m30s, 1.5h, 1d)",
+        }
+    )
+
+
+PositiveSeconds = Annotated[float, BeforeValidator(duration_seconds), _json_schema(False)]
+"""A duration longer than 0, held in seconds (intervals, timeouts, backoff)."""
+NonNegativeSeconds = Annotated[
+    float, BeforeValidator(partial(duration_seconds, zero=True)), _json_schema(True)
+]
+"""A duration of 0 or more, held in seconds (0 means "off": batching delay, idle timeout)."""
+PositiveNanoseconds = Annotated[int, BeforeValidator(duration_ns), _json_schema(False)]
+"""A duration longer than 0, held in integer nanoseconds (rules: window size, heartbeat)."""
+NonNegativeNanoseconds = Annotated[int, BeforeValidator(partial(duration_ns, zero=True)), _json_schema(True)]
+"""A duration of 0 or more, held in integer nanoseconds (rules: allowed lateness, comp_min)."""
+DurationText = Annotated[str, BeforeValidator(_duration_text), _json_schema(False)]
+"""A duration longer than 0, kept as the text written (EdgeX writes AutoEvent ``interval`` as a string);
+convert it with :func:`parse_duration`."""
 
 
 def _key_path(loc: Sequence[int | str]) -> str:

@@ -39,7 +39,7 @@ import orjson
 from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
 from edgeflow.config import EdgeConfig, PipelineSpec
-from edgeflow.connector import load_connector
+from edgeflow.connector import Clock, as_clock, load_connector
 from edgeflow.errors import BusClosedError, ConfigError, EdgeflowError, RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
 from edgeflow.model import ReadingBatch, SeriesTable
@@ -99,12 +99,13 @@ class Runtime:
         self,
         config: EdgeConfig,
         *,
-        clock: Callable[[], int] = time.time_ns,
+        clock: Clock | Callable[[], int] = time.time_ns,
         uplink: Uplink | None = None,
         watermark_interval: float = 1.0,
     ) -> None:
         self.config = config
-        self.clock = clock
+        self._clock = as_clock(clock)  # device services' AutoEvents, read timeouts and origins run on it
+        self.clock = self._clock.time_ns
         self.table = SeriesTable()
         self.bus: Bus[ReadingBatch] = Bus()
         self.uplink = uplink or create_uplink(config.uplink, service=config.service)
@@ -143,7 +144,7 @@ class Runtime:
                 cls = load_connector(dspec.connector)
                 connector = cls(cfg.connectors.get(dspec.connector, {}))
                 service = DeviceService(
-                    cfg.service, connector, self.bus.publish, self.table, settings=settings, clock=self.clock
+                    cfg.service, connector, self.bus.publish, self.table, settings=settings, clock=self._clock
                 )
                 self.services[dspec.connector] = service
             profile = dspec.profile
@@ -436,7 +437,7 @@ class Runtime:
 
     async def _watermarks(self) -> None:
         while True:
-            await asyncio.sleep(self._watermark_interval)
+            await self._clock.sleep(self._watermark_interval)
             now = self.clock()
             for route in self.routes:
                 try:

@@ -7,9 +7,12 @@ topic ``edgex/events/device/{service}/{profile}/{device}/{source}``. Writes go t
 check against the profile (read/write, minimum, maximum), inverse-transform, write.
 
 The AutoEvent scheduler runs one task per (device, AutoEvent). Each keeps an absolute deadline
-(``deadline += interval``), so a slow read delays nothing but itself and missed intervals are counted,
-not queued. A device that fails ``failure_threshold`` reads in a row goes ``DOWN`` and is retried with
-capped, jittered exponential backoff until it answers; then it is ``UP`` again, with no restart.
+(``deadline += interval``, in integer nanoseconds), so a slow read delays nothing but itself and missed
+intervals are counted, not queued. All of its time, sleeps and read timeouts come from an injected
+:class:`~edgeflow.connector.Clock` (the real one by default); with :class:`edgeflow.testing.ManualClock`
+a test moves time by hand and every poll happens exactly when it is due. A device that fails
+``failure_threshold`` reads in a row goes ``DOWN`` and is retried with capped, jittered exponential
+backoff until it answers; then it is ``UP`` again, with no restart.
 ``onChange`` follows EdgeX: an event is sent only if some reading differs from the last one sent
 (string compare, as EdgeX 3.1), or, with ``onChangeThreshold``, moved more than the threshold from the
 last value sent (EdgeX 4.0).
@@ -20,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.bus import event_topic
-from edgeflow.connector import CommandValue, Connector, DeviceHealth
+from edgeflow.connector import SYSTEM_CLOCK, Clock, CommandValue, Connector, DeviceHealth, as_clock
 from edgeflow.errors import ConnectorError, DeviceOfflineError, ValueFormatError, WriteRejectedError
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType, format_value
 from edgeflow.profiles import (
@@ -39,7 +41,6 @@ from edgeflow.profiles import (
     DeviceResource,
     check_write,
     go_value_string,
-    parse_duration,
     process_read,
     transform_write,
 )
@@ -75,7 +76,8 @@ class DeviceState:
     events_published: int = 0
     events_suppressed: int = 0
     last_error: str = ""
-    retry_at: float = 0.0
+    #: While DOWN: the clock's :meth:`~edgeflow.connector.Clock.monotonic_ns` before which no read is tried.
+    retry_at_ns: int = 0
     went_down: int = 0
 
 
@@ -88,7 +90,11 @@ class _Source:
 
 
 class DeviceService:
-    """One connector and its devices, polled by AutoEvents and published on the bus."""
+    """One connector and its devices, polled by AutoEvents and published on the bus.
+
+    ``clock`` schedules the AutoEvents, times reads out and stamps origins (it is handed to the connector
+    too); a bare function returning epoch nanoseconds only replaces the origin stamp.
+    """
 
     def __init__(
         self,
@@ -98,7 +104,7 @@ class DeviceService:
         table: SeriesTable,
         *,
         settings: SchedulerSettings | None = None,
-        clock: Callable[[], int] = time.time_ns,
+        clock: Clock | Callable[[], int] = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         self.service = service
@@ -106,7 +112,8 @@ class DeviceService:
         self.publish = publish
         self.table = table
         self.settings = settings or SchedulerSettings()
-        self.clock = clock
+        self.clock = as_clock(clock)
+        connector.clock = self.clock
         self._rng = rng or random.Random()
         self.states: dict[str, DeviceState] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -141,7 +148,7 @@ class DeviceService:
             raise ConnectorError(f"{source!r} has nothing readable", device=device)
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
         # with the read finishing, and the scheduler's stop() would then wait forever.
-        async with asyncio.timeout(self.settings.read_timeout):
+        async with self.clock.timeout(self.settings.read_timeout):
             values = await self.connector.read(device, readable)
         return self._to_batch(dev, profile, src, readable, values)
 
@@ -157,7 +164,7 @@ class DeviceService:
             raise ConnectorError(
                 f"connector returned {len(values)} values for {len(resources)} resources", device=dev.name
             )
-        now = self.clock()
+        now = self.clock.time_ns()
         n = len(values)
         origins = np.empty(n, np.int64)
         nums = np.empty(n, np.float64)
@@ -241,7 +248,7 @@ class DeviceService:
 
     # -- scheduling -----------------------------------------------------------------------------
 
-    def _failed(self, state: DeviceState, exc: BaseException, now: float) -> None:
+    def _failed(self, state: DeviceState, exc: BaseException, now_ns: int) -> None:
         state.reads_failed += 1
         state.consecutive_failures += 1
         state.last_error = str(exc) or type(exc).__name__
@@ -256,7 +263,7 @@ class DeviceService:
             exp = state.consecutive_failures - s.failure_threshold
             delay = min(s.backoff_max, s.backoff_initial * (2 ** min(exp, 30)))
             delay *= 0.8 + 0.4 * self._rng.random()
-            state.retry_at = now + delay
+            state.retry_at_ns = now_ns + round(delay * 1e9)
         else:
             log.info("device %s read failed (%d in a row): %s", state.name, state.consecutive_failures, exc)
 
@@ -266,34 +273,33 @@ class DeviceService:
         state.health = DeviceHealth.UP
         state.consecutive_failures = 0
         state.reads_ok += 1
-        state.retry_at = 0.0
+        state.retry_at_ns = 0
 
     async def _autoevent_loop(self, device: str, ae: AutoEvent) -> None:
-        loop = asyncio.get_running_loop()
-        interval = parse_duration(ae.interval)
+        clock = self.clock
+        interval = ae.interval_ns
         state = self.states[device]
-        deadline = loop.time()
+        deadline = clock.monotonic_ns()
         while not self._stopping:
-            now = loop.time()
-            if state.health is DeviceHealth.DOWN and state.retry_at > deadline:
-                deadline = state.retry_at
-            if deadline > now:
-                await asyncio.sleep(deadline - now)
+            if state.health is DeviceHealth.DOWN and state.retry_at_ns > deadline:
+                deadline = state.retry_at_ns
+            if deadline > clock.monotonic_ns():
+                await clock.sleep_until(deadline)
             try:
                 await self.poll_once(device, ae)
             except asyncio.CancelledError:
                 raise
             except (ConnectorError, TimeoutError, ValueFormatError) as exc:
-                self._failed(state, exc, loop.time())
+                self._failed(state, exc, clock.monotonic_ns())
             except Exception as exc:  # a bug must not kill the polling loop forever
                 log.exception("unexpected error polling %s/%s", device, ae.source_name)
-                self._failed(state, exc, loop.time())
+                self._failed(state, exc, clock.monotonic_ns())
             else:
                 self._succeeded(state)
             deadline += interval
-            now = loop.time()
+            now = clock.monotonic_ns()
             if deadline < now:
-                missed = int((now - deadline) // interval) + 1
+                missed = (now - deadline) // interval + 1
                 state.missed_intervals += missed
                 deadline += missed * interval
 
@@ -354,7 +360,7 @@ class DeviceService:
             except WriteRejectedError as exc:
                 raise WriteRejectedError(exc.message, device=device, resource=res.name) from exc
             out.append((res, raw_out))
-        async with asyncio.timeout(self.settings.read_timeout):
+        async with self.clock.timeout(self.settings.read_timeout):
             await self.connector.write(device, out)
 
 

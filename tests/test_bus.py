@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ async def test_unrouted_messages_are_counted() -> None:
 
 async def test_drop_oldest_keeps_newest_within_capacity_and_counts() -> None:
     bus: Bus[ReadingBatch] = Bus()
-    sub = bus.subscribe("t", capacity=25, policy=OverflowPolicy.DROP_OLDEST)
+    sub = bus.subscribe("t", capacity=25, policy="drop-oldest")
     batches = [batch(10) for _ in range(4)]
     for b in batches:
         bus.publish_nowait("t", b)
@@ -164,3 +165,9 @@ async def test_unsubscribed_pattern_no_longer_receives() -> None:
     sub.close()
     assert bus.publish_nowait("t", batch(1)) == 0
     assert sub.stats().received_messages == 1
+
+
+def test_unknown_overflow_policy_is_refused() -> None:
+    assert set(get_args(OverflowPolicy)) == {"block", "drop-oldest", "drop-newest"}
+    with pytest.raises(BusError, match="'drop-all': expected block, drop-newest, drop-oldest"):
+        Bus().subscribe("t", policy="drop-all")  # type: ignore[arg-type]

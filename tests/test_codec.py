@@ -176,6 +176,7 @@ def _check_round_trip(case: Case, messages: list[EncodedBatch], value_of: Any) -
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(cases(), st.integers(1, 50))
 def test_compact_round_trip_is_exact(case: Case, max_readings: int) -> None:

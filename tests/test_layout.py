@@ -113,3 +113,43 @@ def test_library_rooms_hold_no_argparse_and_no_print() -> None:
         if "argparse" in imports(path):
             found.append(f"{rel} imports argparse")
     assert found == []
+
+
+def _defined(path: Path) -> set[str]:
+    """Names a module defines at its top level (classes, functions, assignments)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [
+        ("PipelineSpec", "edgeflow/config.py"),
+        ("OverflowPolicy", "edgeflow/model.py"),
+        ("Interpolation", "edgeflow/model.py"),
+        ("parse_duration", "edgeflow/parsing.py"),
+        ("load_yaml", "edgeflow/parsing.py"),
+    ],
+)
+def test_one_definition_each(name: str, home: str) -> None:
+    homes = [
+        str(p.relative_to(ROOT)) for pkg in ("edgeflow", "connectors") for p in modules(pkg) if name in _defined(p)
+    ]
+    assert homes == [home]
+
+
+def test_one_yaml_loader() -> None:
+    users = {
+        str(p.relative_to(ROOT))
+        for pkg in ("edgeflow", "connectors")
+        for p in modules(pkg)
+        if any(m == "yaml" or m.startswith("yaml.") for m in imports(p))
+    }
+    assert users == {"edgeflow/parsing.py"}

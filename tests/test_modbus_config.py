@@ -39,7 +39,7 @@ def test_edgex_tcp_device_loads_as_published() -> None:
 
 def test_durations() -> None:
     base = {"Address": "h", "Port": 502, "UnitID": 0}
-    for raw, seconds in ((2, 2.0), ("500ms", 0.5), ("1.5m", 90.0), ("2s", 2.0), (0.25, 0.25)):
+    for raw, seconds in ((2, 2.0), ("500ms", 0.5), ("1.5m", 90.0), ("2s", 2.0), (0.25, 0.25), ("1m30s", 90.0)):
         assert parse_link(_device({"modbus-tcp": {**base, "Timeout": raw}})).timeout == seconds
     spec = parse_link(_device({"modbus-tcp": {**base, "IdleTimeout": "-1", "ConnectDelay": "100ms"}}))
     assert spec.idle_timeout == -1.0
@@ -98,7 +98,7 @@ def test_rtu_and_rtu_over_tcp() -> None:
         (
             {"modbus-tcp": {"Address": "h", "Port": 502, "UnitID": 1, "Timeout": 0}},
             "modbus-tcp.Timeout",
-            "more than 0",
+            "longer than 0",
         ),
         (
             {
@@ -331,7 +331,10 @@ def test_add_device_rejects_a_bad_profile_and_conflicting_gateway_settings() -> 
         ({"max_registers_per_read": 126}, "max_registers_per_read"),
         ({"max_bits_per_read": 0}, "max_bits_per_read"),
         ({"reconnect_min": 0}, "reconnect_min"),
+        ({"reconnect_min": "-1s"}, "reconnect_min"),
+        ({"reconnect_max": "soon"}, "reconnect_max"),
         ({"reconnect_min": 5, "reconnect_max": 1}, "reconnect_max"),
+        ({"reconnect_min": "1m", "reconnect_max": "30s"}, "reconnect_max"),
         ({"close_after_timeouts": 0}, "close_after_timeouts"),
     ],
 )
@@ -339,6 +342,11 @@ def test_option_errors(options: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         ModbusConnector(options)
     assert [p for p, _ in info.value.problems] == [f"connectors.modbus.options.{key}"]
+
+
+def test_reconnect_options_are_durations() -> None:
+    c = ModbusConnector({"reconnect_min": "250ms", "reconnect_max": "1m30s"})
+    assert (c._reconnect_min, c._reconnect_max) == (0.25, 90.0)
 
 
 def test_swap32_matches_edgex_vectors() -> None:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from edgeflow.rules.spec import DeadbandSpec, SdtSpec, SwingSpec, WindowSpec, parse_duration
+from edgeflow.rules.spec import DeadbandSpec, SdtSpec, SwingSpec, WindowSpec
 from tests._rulecases import specs
 
 RULES_YAML = """
@@ -77,27 +77,6 @@ def test_the_documented_yaml_parses() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "ns"),
-    [
-        (30, 30 * 10**9),
-        (0.25, 250_000_000),
-        ("250ms", 250_000_000),
-        ("5m", 300 * 10**9),
-        ("1.5h", 5400 * 10**9),
-        ("7ns", 7),
-    ],
-)
-def test_durations(text: object, ns: int) -> None:
-    assert parse_duration(text) == ns
-
-
-@pytest.mark.parametrize("bad", ["5 minutes", "-1s", -3, True, "m"])
-def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(bad)
-
-
-@pytest.mark.parametrize(
     ("raw", "needle"),
     [
         ({"type": "deadband"}, "absolute or percent"),
@@ -127,7 +106,7 @@ def test_errors_name_the_field(raw: dict[str, object], needle: str) -> None:
 
 
 def test_pipeline_spec_takes_a_match_and_rules() -> None:
-    from edgeflow.rules import PipelineSpec
+    from edgeflow.config import PipelineSpec
 
     p = PipelineSpec.model_validate(
         yaml.safe_load(

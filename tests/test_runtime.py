@@ -1,5 +1,5 @@
 """The runtime end to end: virtual devices → service → bus → pipelines → file uplink, on real sockets
-for the metrics endpoint."""
+for the metrics endpoint. AutoEvents run on a manual clock, so the counts are exact."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import orjson
 from edgeflow.config import parse_config
 from edgeflow.model import decode_event
 from edgeflow.runtime import Runtime
+from edgeflow.testing import MS, ManualClock
 
 PROFILE = {
     "name": "Sensor",
@@ -52,25 +53,35 @@ def config(tmp_path: Path, **over: Any) -> dict[str, Any]:
     return cfg
 
 
+async def run_for(rt: Runtime, clock: ManualClock, ns: int) -> None:
+    """Start ``rt``, let ``ns`` of clock time go by (every AutoEvent poll due in it happens), stop."""
+    await rt.start()
+    try:
+        await clock.run_for(ns)
+    finally:
+        await rt.stop()
+
+
 def shipped(tmp_path: Path) -> list[Any]:
     lines = (tmp_path / "out.jsonl").read_bytes().splitlines()
     return [decode_event(line) for line in lines]
 
 
 async def test_every_reading_read_is_shipped_once_in_order(tmp_path: Path) -> None:
-    rt = Runtime(parse_config(config(tmp_path), environ={}))
-    await rt.run(duration=0.4)
+    clock = ManualClock(1_700_000_000 * 10**9)
+    rt = Runtime(parse_config(config(tmp_path), environ={}), clock=clock)
+    await run_for(rt, clock, 400 * MS)
     events = shipped(tmp_path)
     stats = rt.stats()
     published = stats["bus"]["published_readings"]
-    assert published > 20
+    assert published == 2 * (41 + 9)  # two devices: Temp every 10 ms, Label every 50 ms, 0..400 ms
     assert sum(len(e.readings) for e in events) == published
     # No pipelines: every reading is unrouted, and `unrouted: ship` (the default) ships it as read.
     assert stats["ledger"]["router"]["unrouted_shipped"] == published
     assert stats["ledger_problems"] == []
     for dev in ("Device1", "Device10"):
         origins = [e.origin for e in events if e.device_name == dev and e.source_name == "Temp"]
-        assert origins == sorted(origins) and len(origins) > 5
+        assert origins == [1_700_000_000 * 10**9 + i * 10 * MS for i in range(41)]
     labels = [r.value for e in events for r in e.readings if r.resource_name == "Label"]
     assert labels and set(labels) == {"ok"}
     temp = next(r for e in events for r in e.readings if r.resource_name == "Temp")
@@ -83,10 +94,11 @@ async def test_match_globs_are_anchored(tmp_path: Path) -> None:
         pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}],
         unrouted="drop",
     )
-    rt = Runtime(parse_config(cfg, environ={}))
-    await rt.run(duration=0.2)
+    clock = ManualClock()
+    rt = Runtime(parse_config(cfg, environ={}), clock=clock)
+    await run_for(rt, clock, 200 * MS)
     events = shipped(tmp_path)
-    assert events
+    assert len(events) == 21
     assert {e.device_name for e in events} == {"Device1"}  # not Device10
     assert {r.resource_name for e in events for r in e.readings} == {"Temp"}
     led = rt.ledger()
@@ -116,10 +128,12 @@ async def test_two_pipelines_may_take_the_same_reading(tmp_path: Path) -> None:
             {"name": "b", "match": {"device": "Device*", "resource": ["Temp"]}},
         ],
     )
-    rt = Runtime(parse_config(cfg, environ={}))
-    await rt.run(duration=0.2)
+    clock = ManualClock()
+    rt = Runtime(parse_config(cfg, environ={}), clock=clock)
+    await run_for(rt, clock, 200 * MS)
     stats = rt.stats()["pipelines"]
-    assert stats["a"]["readings_in"] > 0 and stats["b"]["readings_in"] > stats["a"]["readings_in"] // 2
+    # 0..200 ms: Temp read 21 times and Label 5 times per device
+    assert (stats["a"]["readings_in"], stats["b"]["readings_in"]) == (21 + 5, 2 * 21)
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -134,10 +148,11 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
 
 async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
     cfg = config(tmp_path, metrics={"listen": "127.0.0.1:0"})
-    rt = Runtime(parse_config(cfg, environ={}))
+    clock = ManualClock()
+    rt = Runtime(parse_config(cfg, environ={}), clock=clock)
     await rt.start()
     try:
-        await asyncio.sleep(0.1)
+        await clock.run_for(0)  # the first reads happen at start
         assert rt.metrics_server is not None
         port = rt.metrics_server.port
         status, body = await http_get(port, "/metrics")

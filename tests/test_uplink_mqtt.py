@@ -298,6 +298,7 @@ async def test_send_before_start_and_bad_interpolation_are_errors(tmp_path: Path
     await up.stop()
 
 
+@pytest.mark.slow
 async def test_link_that_dies_silently_is_detected_by_keepalive(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

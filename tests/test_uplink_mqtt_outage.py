@@ -26,6 +26,7 @@ pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 async def test_broker_down_30s_mid_stream_loses_nothing(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     rx = Receiver(mosquitto.url, ["edgeflow/+/batches"], keep=True)
     await rx.start()
@@ -139,6 +140,7 @@ def _noisy_batch(t: object, i: int, rng: np.random.Generator) -> ReadingBatch:
     return b
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["drop-oldest", "drop-newest"])
 async def test_outbox_at_its_bound_during_an_outage(
     mosquitto_factory: MosquittoFactory, tmp_path: Path, policy: str

@@ -1,8 +1,13 @@
-"""The device service and AutoEvent scheduler, driven by the virtual connector (no hardware)."""
+"""The device service and AutoEvent scheduler, driven by the virtual connector (no hardware).
+
+Scheduling runs on a :class:`ManualClock`: time moves only when a test moves it, every poll happens
+exactly when it is due, and the counts below are exact (no real sleeps).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
@@ -14,6 +19,7 @@ from edgeflow.errors import ConfigError, ConnectorError, DeviceOfflineError, Wri
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile
 from edgeflow.service import DeviceService, SchedulerSettings
+from edgeflow.testing import MS, SECOND, ManualClock
 
 PROFILE = DeviceProfile.model_validate(
     {
@@ -63,19 +69,40 @@ class Collector:
         self.items.append((topic, batch))
 
 
+T0 = 1_000  # the manual clock's start: origins of reads at time 0 of a test
+
+
+class MidJitter(random.Random):
+    """Backoff jitter fixed at its middle (x1.0), so retry times are exact."""
+
+    def random(self) -> float:
+        return 0.5
+
+
 def make(
     *devices: Device, settings: SchedulerSettings | None = None
-) -> tuple[DeviceService, VirtualConnector, Collector]:
+) -> tuple[DeviceService, VirtualConnector, Collector, ManualClock]:
     conn = VirtualConnector()
     sink = Collector()
-    svc = DeviceService("svc", conn, sink, SeriesTable(), settings=settings, clock=lambda: 1_000)
+    clock = ManualClock(T0)
+    svc = DeviceService("svc", conn, sink, SeriesTable(), settings=settings, clock=clock, rng=MidJitter())
     for d in devices:
         svc.add_device(d, PROFILE)
-    return svc, conn, sink
+    return svc, conn, sink, clock
+
+
+def origins(sink: Collector, device: str, source: str | None = None, unit: int = MS) -> list[int]:
+    """When (in ``unit`` s after T0) ``device`` published events (of ``source``, or of any)."""
+    out = []
+    for _, b in sink.items:
+        info = b.table.info(int(b.series[0]))
+        if info.device == device and source in (None, info.source):
+            out.append((int(b.origins[0]) - T0) // unit)
+    return out
 
 
 async def test_read_applies_scale_in_float_mode_and_mappings_of_a_command() -> None:
-    svc, _, _ = make(device("b1", seed=1))
+    svc, _, _, _ = make(device("b1", seed=1))
     batch = await svc.read("b1", "Status")
     readings = list(batch.iter_readings())
     temp, mode = readings
@@ -84,13 +111,13 @@ async def test_read_applies_scale_in_float_mode_and_mappings_of_a_command() -> N
     assert temp.value == pytest.approx(21.5)
     assert temp.units == "degC"
     assert (mode.value_type, mode.value) == (ValueType.STRING, "heat")
-    assert {r.origin for r in readings} == {1_000}
+    assert {r.origin for r in readings} == {T0}
     events = batch.to_events()
     assert len(events) == 1 and events[0].source_name == "Status"
 
 
 async def test_edgex_transform_mode_keeps_integer_types_like_device_sdk_go() -> None:
-    svc, _, _ = make(device("b1"), settings=SchedulerSettings(transforms="edgex"))
+    svc, _, _, _ = make(device("b1"), settings=SchedulerSettings(transforms="edgex"))
     batch = await svc.read("b1", "Temp")
     (r,) = batch.iter_readings()
     # device-sdk-go scales an Int16 in its own type: 215 x 0.1 is no whole Int16, so EdgeX reports "overflow"
@@ -98,7 +125,7 @@ async def test_edgex_transform_mode_keeps_integer_types_like_device_sdk_go() -> 
 
 
 async def test_unknown_source_and_unknown_device_are_connector_errors() -> None:
-    svc, _, _ = make(device("b1"))
+    svc, _, _, _ = make(device("b1"))
     with pytest.raises(ConnectorError, match="no resource or command"):
         await svc.read("b1", "Nope")
     with pytest.raises(ConnectorError, match="unknown device"):
@@ -117,8 +144,14 @@ async def test_bad_virtual_attributes_fail_at_add_device() -> None:
         VirtualConnector().add_device(device("b1"), bad)
 
 
+@pytest.mark.parametrize(("latency", "needle"), [("-1s", "negative"), ("slow", "not a duration")])
+async def test_bad_latency_is_refused_naming_the_device(latency: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=f"device 'b1': protocols.virtual.latency: .*{needle}"):
+        VirtualConnector().add_device(device("b1", latency=latency), PROFILE)
+
+
 async def test_write_checks_profile_then_reads_back_the_written_value() -> None:
-    svc, _, _ = make(device("b1"))
+    svc, _, _, _ = make(device("b1"))
     await svc.write("b1", "Level", {"Level": "7.5"})
     (r,) = (await svc.read("b1", "Level")).iter_readings()
     assert r.value == 7.5
@@ -131,40 +164,62 @@ async def test_write_checks_profile_then_reads_back_the_written_value() -> None:
 
 
 async def test_write_inverse_transforms_in_float_mode() -> None:
-    svc, _, _ = make(device("b1"))
+    svc, _, _, _ = make(device("b1"))
     await svc.write("b1", "Temp", {"Temp": 23.4})
     (r,) = (await svc.read("b1", "Temp")).iter_readings()
     assert r.value == pytest.approx(23.4)
 
 
 async def test_autoevents_publish_on_the_edgex_topic() -> None:
-    svc, _, sink = make(
+    svc, _, sink, clock = make(
         Device(name="b1", profile_name="Boiler", auto_events=[AutoEvent(interval="20ms", source_name="Temp")])
     )
     await svc.start()
-    await asyncio.sleep(0.15)
+    await clock.run_for(150 * MS)
     await svc.stop()
-    assert len(sink.items) >= 3
+    # one read at start, then one every 20 ms, each stamped with the clock's time
+    assert origins(sink, "b1") == [0, 20, 40, 60, 80, 100, 120, 140]
     assert {t for t, _ in sink.items} == {"edgex/events/device/svc/Boiler/b1/Temp"}
     assert svc.states["b1"].health is DeviceHealth.UP
+    assert svc.states["b1"].missed_intervals == 0
+    assert clock.pending == 0  # stop() left no task sleeping on the clock
+
+
+async def test_an_autoevent_interval_in_go_syntax_and_a_bare_number_of_seconds() -> None:
+    svc, _, sink, clock = make(
+        Device(
+            name="b1",
+            profile_name="Boiler",
+            auto_events=[
+                AutoEvent(interval="1m30s", source_name="Temp"),
+                AutoEvent.model_validate({"interval": 60, "sourceName": "Mode"}),
+            ],
+        )
+    )
+    await svc.start()
+    await clock.run_for(3 * 60 * SECOND)
+    await svc.stop()
+    assert origins(sink, "b1", "Temp", SECOND) == [0, 90, 180]
+    assert origins(sink, "b1", "Mode", SECOND) == [0, 60, 120, 180]
 
 
 async def test_on_change_sends_only_when_a_value_changes() -> None:
     ae = AutoEvent(interval="10ms", source_name="Temp", on_change=True)
-    svc, _, sink = make(Device(name="b1", profile_name="Boiler", auto_events=[ae]))
+    svc, _, sink, clock = make(Device(name="b1", profile_name="Boiler", auto_events=[ae]))
     await svc.start()
-    await asyncio.sleep(0.1)
+    await clock.run_for(100 * MS)  # reads at 0, 10, ..., 100 ms
     assert len(sink.items) == 1  # constant value: only the first read is sent
+    assert svc.states["b1"].events_suppressed == 10
     await svc.write("b1", "Temp", {"Temp": 30.0})
-    await asyncio.sleep(0.1)
+    await clock.run_for(100 * MS)  # reads at 110, ..., 200 ms: the first sees the new value
     await svc.stop()
-    assert len(sink.items) == 2
-    assert svc.states["b1"].events_suppressed >= 5
+    assert origins(sink, "b1") == [0, 110]
+    assert svc.states["b1"].events_suppressed == 19
 
 
 async def test_on_change_threshold_keeps_baseline_at_last_sent_value() -> None:
     ae = AutoEvent(interval="1s", source_name="Level", on_change=True, on_change_threshold=1.0)
-    svc, _, sink = make(Device(name="b1", profile_name="Boiler", auto_events=[ae]))
+    svc, _, sink, _ = make(Device(name="b1", profile_name="Boiler", auto_events=[ae]))
     sent = []
     for v in [5.0, 5.6, 6.2, 6.9, 7.5]:
         await svc.write("b1", "Level", {"Level": v})
@@ -178,26 +233,49 @@ async def test_on_change_threshold_keeps_baseline_at_last_sent_value() -> None:
 async def test_failing_device_goes_offline_backs_off_and_comes_back() -> None:
     ae = AutoEvent(interval="10ms", source_name="Temp")
     settings = SchedulerSettings(failure_threshold=2, backoff_initial=0.05, backoff_max=0.1)
-    svc, conn, sink = make(Device(name="b1", profile_name="Boiler", auto_events=[ae]), settings=settings)
-    await svc.start()
-    await asyncio.sleep(0.05)
-    conn.set_offline("b1", True)
-    await asyncio.sleep(0.3)
+    svc, conn, sink, clock = make(
+        Device(name="b1", profile_name="Boiler", auto_events=[ae]), settings=settings
+    )
     state = svc.states["b1"]
+    await svc.start()
+    await clock.run_for(50 * MS)  # reads at 0..50 ms answer
+    assert (state.reads_ok, state.reads_failed) == (6, 0)
+    conn.set_offline("b1", True)
+    await clock.run_for(300 * MS)  # to 350 ms
+    # 60 and 70 ms fail: DOWN after the 2nd; then retries after 50 ms, 100 ms, 100 ms (capped): 120, 220, 320
     assert state.health is DeviceHealth.DOWN
-    failed = state.reads_failed
-    # with backoff (≥ 40 ms between tries once down) far fewer tries than 10 ms polling would make
-    assert failed < 0.25 / 0.01
+    assert state.reads_failed == 5
+    assert state.retry_at_ns == T0 + 420 * MS
     with pytest.raises(DeviceOfflineError):
         await svc.write("b1", "Temp", {"Temp": 1.0})
-    n = len(sink.items)
     conn.set_offline("b1", False)
-    await asyncio.sleep(0.3)
+    await clock.run_for(300 * MS)  # to 650 ms: the retry at 420 answers, then every 10 ms again
     await svc.stop()
     assert state.health is DeviceHealth.UP
     assert state.went_down == 1
-    assert len(sink.items) > n
+    assert (state.reads_ok, state.reads_failed, state.missed_intervals) == (6 + 24, 5, 0)
+    assert origins(sink, "b1") == [*range(0, 51, 10), *range(420, 651, 10)]
     assert all(task.done() for task in svc._tasks) or not svc._tasks
+
+
+async def test_a_read_that_outlasts_read_timeout_fails_at_the_timeout() -> None:
+    slow = Device(
+        name="slow",
+        profile_name="Boiler",
+        protocols={"virtual": {"latency": "5s"}},
+        auto_events=[AutoEvent(interval="2s", source_name="Temp")],
+    )
+    svc, _, sink, clock = make(slow, settings=SchedulerSettings(read_timeout=1.0))
+    state = svc.states["slow"]
+    await svc.start()
+    await clock.run_for(SECOND - 1)
+    assert state.reads_failed == 0
+    await clock.run_for(1)  # 1 s: the read times out (on the clock; no real second passes)
+    assert (state.reads_failed, state.consecutive_failures) == (1, 1)
+    await clock.run_for(6 * SECOND)  # reads at 2, 4, 6 s time out too
+    await svc.stop()
+    assert state.reads_failed == 4
+    assert sink.items == []
 
 
 async def test_a_slow_device_does_not_delay_another() -> None:
@@ -210,14 +288,17 @@ async def test_a_slow_device_does_not_delay_another() -> None:
         protocols={"virtual": {"latency": "300ms"}},
         auto_events=[AutoEvent(interval="10ms", source_name="Temp")],
     )
-    svc, _, sink = make(fast, slow)
+    svc, _, sink, clock = make(fast, slow)
     await svc.start()
-    await asyncio.sleep(0.25)
+    await clock.run_for(250 * MS)
+    assert origins(sink, "slow") == []
+    assert origins(sink, "fast") == list(range(0, 251, 10))  # every poll on time
+    await clock.run_for(50 * MS)  # the slow read started at 0 answers at 300 ms
     await svc.stop()
-    devices = [b.table.info(int(b.series[0])).device for _, b in sink.items]
-    assert devices.count("slow") == 0
-    assert devices.count("fast") >= 10
-    assert svc.states["fast"].missed_intervals <= 2
+    assert origins(sink, "slow") == [300]  # stamped when it answered
+    assert svc.states["slow"].missed_intervals == 30  # 10..300 ms went by while it read: counted, not queued
+    assert svc.states["fast"].missed_intervals == 0
+    assert len(origins(sink, "fast")) == 31
 
 
 async def test_locked_device_is_not_polled() -> None:
@@ -227,9 +308,10 @@ async def test_locked_device_is_not_polled() -> None:
         admin_state="LOCKED",
         auto_events=[AutoEvent(interval="10ms", source_name="Temp")],
     )
-    svc, _, sink = make(d)
+    svc, _, sink, clock = make(d)
     await svc.start()
-    await asyncio.sleep(0.05)
+    await clock.run_for(50 * MS)
+    assert clock.pending == 0  # no AutoEvent task waits
     await svc.stop()
     assert sink.items == []
 

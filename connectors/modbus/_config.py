@@ -10,22 +10,24 @@ Protocol keys (exactly one per device):
 - ``modbus-rtu-tcp`` (edgeflow's own key; EdgeX has none): RTU frames over a TCP socket, as serial
   device servers and many gateways speak them: the ``modbus-tcp`` properties.
 
-Durations: a bare number is seconds (as EdgeX), strings ``"500ms"``, ``"2s"``, ``"1.5m"``, ``"1h"``.
+Durations: a bare number is seconds (as EdgeX), strings ``"500ms"``, ``"2s"``, ``"1m30s"``, ``"1h"``
+(:func:`edgeflow.parsing.parse_duration`, the one duration parser of the whole config).
 Numbers may be written as strings (EdgeX 2.x files hold every property as a string).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import partial
 from typing import Any
 
 from edgeflow.errors import ConfigError
 from edgeflow.model import ValueType
+from edgeflow.parsing import NS_PER_SECOND, duration_seconds, parse_duration
 from edgeflow.profiles import Device, DeviceResource
 
 __all__ = [
@@ -159,23 +161,6 @@ class Point:
 # small casts, EdgeX style (spf13/cast): numbers may come as strings
 # --------------------------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _duration(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        if value.strip().startswith("-"):
-            return -_duration(value.strip()[1:])
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"expected a duration (seconds, or '500ms', '2s', '1.5m'), got {value!r}")
-
 
 def _integer(value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool):
@@ -260,11 +245,11 @@ def parse_link(device: Device) -> LinkSpec:
 
     take("Address", lambda v: _str_nonempty(v), "")
     take("UnitID", lambda v: _integer(v, 0, 255), 1)
-    take("Timeout", _positive_duration, DEFAULT_TIMEOUT)
-    take("IdleTimeout", _duration, 0.0)
-    take("ConnectDelay", _nonnegative_duration, 0.0)
-    take("LinkRecoveryTimeout", _duration, 0.0)
-    take("ProtocolRecoveryTimeout", _duration, 0.0)
+    take("Timeout", duration_seconds, DEFAULT_TIMEOUT)
+    take("IdleTimeout", _seconds, 0.0)  # 0 or less: keep the connection open, as EdgeX
+    take("ConnectDelay", partial(duration_seconds, zero=True), 0.0)
+    take("LinkRecoveryTimeout", _seconds, 0.0)  # accepted and ignored
+    take("ProtocolRecoveryTimeout", _seconds, 0.0)  # accepted and ignored
     if serial:
         take("BaudRate", lambda v: _integer(v, 50, 4_000_000), 0)
         take("DataBits", lambda v: _integer(v, 5, 8), 0)
@@ -296,18 +281,9 @@ def _str_nonempty(v: Any) -> str:
     return v.strip()
 
 
-def _positive_duration(v: Any) -> float:
-    d = _duration(v)
-    if d <= 0:
-        raise ValueError(f"must be more than 0, got {v!r}")
-    return d
-
-
-def _nonnegative_duration(v: Any) -> float:
-    d = _duration(v)
-    if d < 0:
-        raise ValueError(f"must not be negative, got {v!r}")
-    return d
+def _seconds(v: Any) -> float:
+    """Any duration, a sign allowed (``IdleTimeout: -1`` switches idle closing off, as in EdgeX)."""
+    return parse_duration(v) / NS_PER_SECOND
 
 
 def _parity(v: Any) -> str:

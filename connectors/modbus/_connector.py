@@ -41,6 +41,7 @@ from edgeflow.errors import (
     WriteRejectedError,
 )
 from edgeflow.model import ValueType
+from edgeflow.parsing import duration_seconds
 from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
 __all__ = ["ModbusConnector", "ModbusExceptionError"]
@@ -404,9 +405,12 @@ def _parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 problems.append((f"{path}.{key}", f"expected a non-negative integer, got {value!r}"))
                 continue
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            problems.append((f"{path}.{key}", f"expected a positive number of seconds, got {value!r}"))
-            continue
+        else:  # a duration: seconds, or "500ms", "1m30s"
+            try:
+                value = duration_seconds(value)
+            except ValueError as exc:
+                problems.append((f"{path}.{key}", str(exc)))
+                continue
         out[key] = value
     if not 1 <= out["max_registers_per_read"] <= MAX_REGISTERS_PER_READ:
         problems.append((f"{path}.max_registers_per_read", f"must be 1..{MAX_REGISTERS_PER_READ}"))

@@ -19,26 +19,27 @@ resource to the written value (reads return it) until a ``EnableRandomization_<R
 (device-virtual's convention) is written ``true``. The device's ``protocols.virtual`` may set ``seed``
 for repeatable values, ``failEvery: N`` to fail every N-th read, ``offline: true`` to fail every read
 (:meth:`VirtualConnector.set_offline` switches it at run time), and ``latency`` (seconds or a duration
-string) to answer slowly — for exercising offline handling and slow links without hardware.
+string) to answer slowly — for exercising offline handling and slow links without hardware. The latency
+and the ``sine`` generator's time run on the service's clock (:attr:`Connector.clock`), so a test with a
+manual clock sees a slow device exactly as slow as declared.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import math
 import random
 import string
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeflow.connector import CommandValue, Connector, DeviceHealth
-from edgeflow.errors import ConfigError, ConnectorError, DeviceTimeoutError, ValueFormatError
+from edgeflow.errors import ConfigError, ConnectorError, DeviceTimeoutError
 from edgeflow.model import ValueType
-from edgeflow.profiles import Device, DeviceProfile, DeviceResource, parse_duration
+from edgeflow.parsing import duration_seconds
+from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
 __all__ = ["VirtualConnector"]
 
@@ -120,8 +121,8 @@ class VirtualConnector(Connector):
         if fail_every < 0:
             raise ConfigError(f"device {device.name!r}: protocols.virtual.failEvery must be >= 0")
         try:
-            latency = parse_duration(str(opts.get("latency", 0)))
-        except (ValueFormatError, ConfigError) as exc:
+            latency = duration_seconds(opts.get("latency", 0), zero=True)
+        except ValueError as exc:
             raise ConfigError(f"device {device.name!r}: protocols.virtual.latency: {exc}") from None
         rng = random.Random(seed)
         resources = {}
@@ -177,12 +178,12 @@ class VirtualConnector(Connector):
             raise ConnectorError("unknown device", device=device)
         state.reads += 1
         if state.latency:
-            await asyncio.sleep(state.latency)
+            await self.clock.sleep(state.latency)
         if state.offline:
             raise DeviceTimeoutError("simulated device is offline", device=device)
         if state.fail_every and state.reads % state.fail_every == 0:
             raise DeviceTimeoutError("simulated failure (failEvery)", device=device)
-        now = time.time_ns()
+        now = self.clock.time_ns()
         out = []
         for res in resources:
             r = state.resources.get(res.name)

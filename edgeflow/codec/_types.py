@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeflow.errors import CodecError
-from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable
+from edgeflow.model import Interpolation, ReadingBatch, SeriesInfo, SeriesTable
 
 __all__ = [
     "DecodedBatch",
@@ -23,11 +23,6 @@ __all__ = [
     "Interpolation",
     "StreamEncoder",
 ]
-
-Interpolation = Literal["hold", "linear"]
-"""How the cloud fills the time between two shipped points of a series: ``hold`` keeps a point's value
-until the next point (deadband, PMC-MR, raw readings); ``linear`` draws a line between points (swing
-filter, swinging door)."""
 
 EncodingName = Literal["edgex-json", "compact"]
 

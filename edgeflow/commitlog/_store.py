@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from edgeflow.errors import OutboxError
+from edgeflow.model import OverflowPolicy
 
 __all__ = [
     "ROW_OVERHEAD",
@@ -36,7 +37,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OverflowPolicy = Literal["drop-oldest", "drop-newest", "block"]
 
 #: Bytes counted per row on top of payload, topic and stream id (SQLite row and index overhead).
 ROW_OVERHEAD: Final = 64

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from edgeflow.parsing import PositiveSeconds
+
 __all__ = ["BrokerAddress", "MqttAuthSpec", "ReconnectSpec", "TlsSpec", "parse_broker_url"]
 
 
@@ -81,10 +83,11 @@ class MqttAuthSpec(_Spec):
 
 
 class ReconnectSpec(_Spec):
-    """Capped, jittered exponential backoff between connection attempts."""
+    """Capped, jittered exponential backoff between connection attempts (durations: seconds, or
+    ``"500ms"``, ``"1m"``)."""
 
-    initial_delay: float = Field(default=0.5, gt=0.0)
-    max_delay: float = Field(default=30.0, gt=0.0)
+    initial_delay: PositiveSeconds = 0.5
+    max_delay: PositiveSeconds = 30.0
     multiplier: float = Field(default=2.0, ge=1.0)
 
     @model_validator(mode="after")

@@ -27,7 +27,6 @@ from edgeflow.profiles._models import (
     devices_from_dict,
     load_devices,
     load_profile,
-    parse_duration,
     profile_from_dict,
 )
 from edgeflow.profiles._transforms import (
@@ -69,7 +68,6 @@ __all__ = [
     "go_value_string",
     "load_devices",
     "load_profile",
-    "parse_duration",
     "process_read",
     "profile_from_dict",
     "read_value_type",

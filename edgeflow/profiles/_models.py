@@ -1,4 +1,4 @@
-"""EdgeX device profile and device types, their loaders, and EdgeX durations.
+"""EdgeX device profile and device types, and their loaders.
 
 Public through :mod:`edgeflow.profiles`; import from there.
 """
@@ -6,8 +6,6 @@ Public through :mod:`edgeflow.profiles`; import from there.
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -23,9 +21,16 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from edgeflow.errors import ConfigError, ValueFormatError
+from edgeflow.errors import ConfigError
 from edgeflow.model import ValueType
-from edgeflow.parsing import config_error, load_yaml_documents, validation_problems
+from edgeflow.parsing import (
+    NS_PER_SECOND,
+    DurationText,
+    config_error,
+    load_yaml_documents,
+    parse_duration,
+    validation_problems,
+)
 
 __all__ = [
     "AutoEvent",
@@ -39,7 +44,6 @@ __all__ = [
     "devices_from_dict",
     "load_devices",
     "load_profile",
-    "parse_duration",
     "profile_from_dict",
 ]
 
@@ -50,49 +54,6 @@ ReadWrite = Literal["R", "W", "RW", "WR"]
 #: Passed as validation context by the loaders, which run the cross-reference checks themselves so
 #: they can name the key path of each problem.
 _DEFER = "edgeflow.defer_checks"
-
-
-# --------------------------------------------------------------------------------------------------
-# Durations
-# --------------------------------------------------------------------------------------------------
-
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_BARE_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds in an EdgeX duration: Go's ``time.ParseDuration`` syntax (``"1s"``, ``"500ms"``,
-    ``"1.5m"``, ``"2h"``, ``"1m30s"``, units ns/us/µs/ms/s/m/h, an optional sign), or a bare number of
-    seconds (``5``, ``"2.5"``), as device-modbus reads its timeouts. Raises :class:`ValueFormatError`."""
-    if isinstance(text, bool):
-        raise ValueFormatError(f"duration must be a string or a number, not {text!r}")
-    if isinstance(text, int | float):
-        if not math.isfinite(text):
-            raise ValueFormatError(f"duration {text!r} is not finite")
-        return float(text)
-    if not isinstance(text, str):
-        raise ValueFormatError(f"duration must be a string or a number, not {type(text).__name__}")
-    t = text.strip()
-    if _BARE_NUMBER.fullmatch(t):
-        return float(t)
-    sign = 1.0
-    body = t
-    if body[:1] in "+-" and body:
-        sign = -1.0 if body[0] == "-" else 1.0
-        body = body[1:]
-    total = 0.0
-    pos = 0
-    for m in _DURATION_PART.finditer(body):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if not body or pos != len(body):
-        raise ValueFormatError(
-            f"{text!r} is not a duration; write a number and a unit, e.g. '500ms', '1s', '1m30s', '2h'"
-        )
-    return sign * total
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,27 +274,22 @@ class DeviceProfile(_EdgexModel):
 
 
 class AutoEvent(_EdgexModel):
-    """Periodic read of one source. ``interval`` is an EdgeX duration string (``"1s"``, ``"500ms"``)."""
+    """Periodic read of one source. ``interval`` is an EdgeX duration string (``"1s"``, ``"500ms"``,
+    ``"1m30s"``; a bare number is seconds), kept as written and checked to be longer than 0."""
 
-    interval: str
+    interval: DurationText
     source_name: str = Field(min_length=1)
     on_change: bool = False
     on_change_threshold: float | None = Field(None, ge=0)
     retention: dict[str, Any] | None = None
 
-    @field_validator("interval", mode="before")
-    @classmethod
-    def _interval(cls, v: object) -> object:
-        v = _to_text(v)
-        if isinstance(v, str):
-            seconds = parse_duration(v)
-            if seconds <= 0:
-                raise ValueError(f"interval {v!r} must be positive")
-        return v
+    @property
+    def interval_ns(self) -> int:
+        return parse_duration(self.interval)
 
     @property
     def interval_seconds(self) -> float:
-        return parse_duration(self.interval)
+        return self.interval_ns / NS_PER_SECOND
 
 
 class Device(_EdgexModel):

@@ -15,7 +15,7 @@ from edgeflow.rules.base import Interpolation, Rule, RuleOutput, RuleStats
 from edgeflow.rules.filters import SeriesMatcher
 from edgeflow.rules.pipeline import Pipeline, PipelineOutput, build_pipeline, build_rule
 from edgeflow.rules.reconstruct import reconstruct, series_points
-from edgeflow.rules.spec import DeadbandSpec, MatchSpec, PipelineSpec, RuleSpec
+from edgeflow.rules.spec import DeadbandSpec, MatchSpec, RuleSpec
 
 __all__ = [
     "DeadbandSpec",
@@ -23,7 +23,6 @@ __all__ = [
     "MatchSpec",
     "Pipeline",
     "PipelineOutput",
-    "PipelineSpec",
     "Rule",
     "RuleOutput",
     "RuleSpec",

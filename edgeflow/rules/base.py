@@ -20,13 +20,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from edgeflow.errors import RuleError
-from edgeflow.model import ReadingBatch, SeriesTable, ValueType
+from edgeflow.model import Interpolation, ReadingBatch, SeriesTable, ValueType
 
 __all__ = [
     "Interpolation",
@@ -43,10 +43,6 @@ __all__ = [
     "series_key",
     "split_series",
 ]
-
-Interpolation = Literal["hold", "linear"]
-"""How the cloud rebuilds a series between shipped points: ``hold`` (step: the last point at or before
-a time) or ``linear`` (straight line between neighbouring points)."""
 
 
 @dataclass

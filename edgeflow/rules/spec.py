@@ -1,7 +1,9 @@
 """What a user writes to declare a rule: one pydantic model per rule ``type`` (a discriminated union).
 
-Durations accept a number of seconds (``30``, ``0.5``) or a string with a unit (``"250ms"``, ``"5m"``,
-``"1h"``; units ``ns us ms s m h d``); they are held as integer nanoseconds.
+Durations accept a number of seconds (``30``, ``0.5``) or a string with a unit (``"250ms"``, ``"1m30s"``,
+``"1.5h"``, ``"1d"``), read by :func:`edgeflow.parsing.parse_duration`; they are held as integer
+nanoseconds. Zero is refused where it means nothing (intervals, heartbeats, window sizes, ``comp_max``) and
+allowed where it means "off" (``min_interval``, ``comp_min``, ``allowed_lateness``).
 
 A gap or error bound is either absolute (``absolute`` / ``max_error`` / ``comp_dev``) or a percent of a
 configured ``span`` (``percent`` / ``max_error_percent`` / ``comp_dev_percent`` plus ``span``); the deadband
@@ -22,18 +24,18 @@ Shared policies:
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edgeflow.errors import RuleError
+from edgeflow.parsing import NonNegativeNanoseconds, PositiveNanoseconds
 from edgeflow.rules.expr import compile_expression
 
 __all__ = [
     "AlarmSpec",
     "BackwardsPolicy",
     "DeadbandSpec",
-    "Duration",
     "ExpressionSpec",
     "FilterSpec",
     "HeartbeatSpec",
@@ -42,39 +44,13 @@ __all__ = [
     "NanPolicy",
     "NonNumericPolicy",
     "OnChangeSpec",
-    "PipelineSpec",
     "PmcSpec",
     "RangeSpec",
     "RuleSpec",
     "SdtSpec",
     "SwingSpec",
     "WindowSpec",
-    "parse_duration",
 ]
-
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-_UNITS["d"] = 24 * _UNITS["h"]
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
-
-
-def parse_duration(value: Any) -> int:
-    """A duration in integer nanoseconds, from seconds (int or float) or a string with a unit."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be a number of seconds or a string such as '5m'")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration must not be negative")
-        return round(value * 10**9)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m is None:
-            raise ValueError(f"{value!r} is not a duration; write e.g. 30, '250ms', '5m', '1h'")
-        return round(float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError("a duration must be a number of seconds or a string such as '5m'")
-
-
-Duration = Annotated[int, BeforeValidator(parse_duration)]
-"""Integer nanoseconds, written as seconds or as a string with a unit."""
 
 BackwardsPolicy = Literal["late", "drop", "reset", "accept"]
 NanPolicy = Literal["pass", "drop"]
@@ -121,8 +97,8 @@ class DeadbandSpec(_Spec):
     mode: Literal["deadband", "deadbandEq", "narrowband", "narrowbandEq"] = "deadband"
     compare: Literal["out", "in"] = "out"
     start: float | None = None
-    min_interval: Duration | None = None
-    heartbeat: Duration | None = None
+    min_interval: NonNegativeNanoseconds | None = None
+    heartbeat: PositiveNanoseconds | None = None
     backwards: BackwardsPolicy = "late"
     nan: NanPolicy = "pass"
     non_numeric: NonNumericPolicy = "pass"
@@ -145,8 +121,8 @@ class OnChangeSpec(_Spec):
 
     type: Literal["on_change"]
     mode: Literal["rbe", "rbei"] = "rbe"
-    min_interval: Duration | None = None
-    heartbeat: Duration | None = None
+    min_interval: NonNegativeNanoseconds | None = None
+    heartbeat: PositiveNanoseconds | None = None
     backwards: BackwardsPolicy = "late"
     nan: NanPolicy = "pass"
 
@@ -155,7 +131,7 @@ class MinIntervalSpec(_Spec):
     """Pass a reading only if at least ``interval`` passed (in event time) since the last one passed."""
 
     type: Literal["min_interval"]
-    interval: Duration
+    interval: PositiveNanoseconds
     backwards: BackwardsPolicy = "late"
 
 
@@ -165,7 +141,7 @@ class HeartbeatSpec(_Spec):
     duplicate: the receiver dedups on series + origin and learns the series is alive)."""
 
     type: Literal["heartbeat"]
-    interval: Duration = Field(gt=0)
+    interval: PositiveNanoseconds
     backwards: BackwardsPolicy = "accept"
 
 
@@ -221,8 +197,8 @@ class SdtSpec(_Spec):
     comp_dev: float | None = Field(default=None, ge=0)
     comp_dev_percent: float | None = Field(default=None, ge=0)
     span: float | None = Field(default=None, gt=0)
-    comp_min: Duration = 0
-    comp_max: Duration | None = None
+    comp_min: NonNegativeNanoseconds = 0
+    comp_max: PositiveNanoseconds | None = None
     backwards: Literal["late", "drop", "reset"] = "late"
     nan: NanPolicy = "pass"
     non_numeric: NonNumericPolicy = "pass"
@@ -256,12 +232,12 @@ class WindowSpec(_Spec):
 
     type: Literal["window"]
     kind: Literal["tumbling", "hopping", "sliding", "count"]
-    size: Duration | None = Field(default=None, gt=0)
-    hop: Duration | None = Field(default=None, gt=0)
+    size: PositiveNanoseconds | None = None
+    hop: PositiveNanoseconds | None = None
     count: int | None = Field(default=None, gt=0)
     hop_count: int | None = Field(default=None, gt=0)
     aggregates: list[str] = Field(default_factory=lambda: ["mean", "min", "max", "count"], min_length=1)
-    allowed_lateness: Duration = 0
+    allowed_lateness: NonNegativeNanoseconds = 0
     keep_input: bool = False
     nan: NanPolicy = "drop"
     non_numeric: NonNumericPolicy = "pass"
@@ -406,12 +382,3 @@ RuleSpec = Annotated[
     | AlarmSpec,
     Field(discriminator="type"),
 ]
-
-
-class PipelineSpec(_Spec):
-    """One pipeline as a config declares it: the series it takes (``match``; all when left out) and its
-    rules in order. Several pipelines may take the same reading; each keeps its own state."""
-
-    name: str = Field(min_length=1)
-    match: MatchSpec = Field(default_factory=MatchSpec)
-    rules: list[RuleSpec] = Field(default_factory=list)

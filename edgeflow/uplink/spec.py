@@ -1,4 +1,5 @@
-"""What a user writes to declare the uplink: one pydantic model per uplink ``type``."""
+"""What a user writes to declare the uplink: one pydantic model per uplink ``type``. Durations take
+seconds or a unit (``"250ms"``, ``"1m30s"``), read by :func:`edgeflow.parsing.parse_duration`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
+from edgeflow.model import OverflowPolicy
 from edgeflow.mqtt import BrokerAddress, MqttAuthSpec, ReconnectSpec, TlsSpec, parse_broker_url
+from edgeflow.parsing import NS_PER_SECOND, NonNegativeSeconds, PositiveSeconds, duration_ns
 
 __all__ = ["BatchingSpec", "FileUplinkSpec", "MqttUplinkSpec", "OutboxSpec", "UplinkSpec", "template_fields"]
 
@@ -23,7 +26,7 @@ class OutboxSpec(_Spec):
 
     path: Path = Path("edgeflow-outbox.sqlite")
     max_bytes: ByteSize = Field(default=ByteSize(256 * 1024 * 1024), ge=64 * 1024)
-    overflow: Literal["drop-oldest", "drop-newest", "block"] = "drop-oldest"
+    overflow: OverflowPolicy = "drop-oldest"
     #: ``normal``: a commit survives the process being killed; ``full``: also a power cut (fsync).
     synchronous: Literal["normal", "full"] = "normal"
 
@@ -92,7 +95,7 @@ class BatchingSpec(_Spec):
 
     max_readings: int = Field(default=5000, ge=1)
     max_bytes: ByteSize = Field(default=ByteSize(256 * 1024), ge=1024)
-    max_delay: float = Field(default=0.0, ge=0.0, le=3600.0)
+    max_delay: NonNegativeSeconds = Field(default=0.0, le=3600.0, description="0: no delay, commit at once")
 
 
 class MqttUplinkSpec(_Spec):
@@ -102,8 +105,9 @@ class MqttUplinkSpec(_Spec):
     url: str
     protocol: Literal["3.1.1", "5"] = "5"
     client_id: str | None = None
+    #: Whole seconds (MQTT sends the keepalive as a 16-bit count of seconds).
     keepalive: int = Field(default=30, ge=5, le=65535)
-    connect_timeout: float = Field(default=10.0, gt=0.0)
+    connect_timeout: PositiveSeconds = 10.0
     tls: TlsSpec | None = None
     auth: MqttAuthSpec | None = None
     encoding: Literal["compact", "edgex-json"] = "compact"
@@ -118,6 +122,14 @@ class MqttUplinkSpec(_Spec):
     batching: BatchingSpec = BatchingSpec()
     outbox: OutboxSpec = OutboxSpec()
     reconnect: ReconnectSpec = ReconnectSpec()
+
+    @field_validator("keepalive", mode="before")
+    @classmethod
+    def _keepalive(cls, v: object) -> object:
+        ns = duration_ns(v)
+        if ns % NS_PER_SECOND:
+            raise ValueError(f"must be a whole number of seconds, got {v!r}")
+        return ns // NS_PER_SECOND
 
     @field_validator("url")
     @classmethod
