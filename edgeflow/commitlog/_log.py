@@ -30,6 +30,7 @@ __all__ = ["CommitLog"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+B = TypeVar("B")
 
 
 class CommitLog:
@@ -141,6 +142,25 @@ class CommitLog:
                 await self._room.wait()
             finally:
                 self._blocked -= 1
+
+    async def commit_built(
+        self,
+        build: Callable[[], tuple[Sequence[OutboxItem], Sequence[StreamState], B]],
+        states: Mapping[str, bytes] | None = None,
+    ) -> tuple[B, CommitResult]:
+        """As :meth:`commit`, with the items made by ``build()`` on the log's thread, just before the
+        transaction (``build`` returns the items, the stream positions and anything for the caller).
+        Under ``block`` the built items wait for room; ``build`` runs once."""
+        store = self._s()
+
+        def job() -> tuple[Sequence[OutboxItem], Sequence[StreamState], B, CommitResult]:
+            items, streams, extra = build()
+            return items, streams, extra, store.commit(items, streams, states)
+
+        items, streams, extra, result = await self._call(job)
+        if result.full:
+            result = await self.commit(items, streams, states)
+        return extra, result
 
     async def stream_state(self, key: str) -> tuple[str, int] | None:
         return await self._call(self._s().stream_state, key)

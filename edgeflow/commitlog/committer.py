@@ -6,7 +6,9 @@
                                                                                  (batches + next seq +
                                                                                   states, one transaction)
 
-One task commits, one group at a time. A group is everything submitted since the last commit; the
+One task commits, one group at a time; the encoding and the transaction run on the commit log's thread
+(the committer awaits them, so the encoder still has one user and the event loop never stalls on a
+large group). A group is everything submitted since the last commit; the
 states (each pipeline's rule snapshot) are taken at the same instant the group is cut, with no await in
 between, so the committed states are exactly the states that produced the committed batches. While a
 commit runs, new submissions wait for the next group (group commit: the commit rate adapts to the disk).
@@ -32,17 +34,28 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from edgeflow.backoff import Backoff
 from edgeflow.commitlog._log import CommitLog
-from edgeflow.commitlog._store import OutboxItem
+from edgeflow.commitlog._store import OutboxItem, StreamState
 from edgeflow.model import ReadingBatch
 
 __all__ = ["BatchEncoder", "Committer", "Shipment", "StateSource"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Built:
+    """What encoding a group gave: the items, the tickets encoded, what could not be encoded."""
+
+    items: list[OutboxItem] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
+    failed_readings: int = 0
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +125,7 @@ class Committer:
         self._pending: list[tuple[int, Shipment]] = []
         self._unsaved_states: dict[str, bytes] = {}
         self._pending_readings = 0
+        self._committing = 0
         self._first_pending_at = 0.0
         self._ticket = 0  # last ticket handed out
         self._done = 0  # every ticket up to this one is committed (or dropped)
@@ -178,14 +192,16 @@ class Committer:
 
     @property
     def pending_readings(self) -> int:
-        return self._pending_readings
+        """Readings submitted and not yet committed: waiting for the next group, or in the one being
+        committed (a commit waiting for room under ``block`` holds its group here)."""
+        return self._pending_readings + self._committing
 
     async def room(self) -> None:
         """Wait while more than ``max_pending`` readings wait to be committed (backpressure)."""
-        if self._pending_readings <= self.max_pending:
+        if self.pending_readings <= self.max_pending:
             return
         async with self._progress:
-            await self._progress.wait_for(lambda: self._pending_readings <= self.max_pending)
+            await self._progress.wait_for(lambda: self.pending_readings <= self.max_pending)
 
     async def wait_committed(self, ticket: int) -> None:
         """Return once the shipment with ``ticket`` is committed (durable) or dropped and counted."""
@@ -245,12 +261,12 @@ class Committer:
             else:
                 await asyncio.sleep(self._backoff.next_delay())
 
-    def _encode(self, group: list[tuple[int, Shipment]], alarm: bool) -> tuple[list[OutboxItem], list[int]]:
-        """Encode the shipments of one lane; a batch that cannot be encoded is dropped and counted.
-        Returns the items and the tickets whose shipments were encoded."""
-        parts = [(t, s) for t, s in group if s.alarm == alarm]
+    def _encode(self, parts: list[tuple[int, Shipment]], alarm: bool, built: _Built) -> None:
+        """Encode the shipments of one lane into ``built``; a batch that cannot be encoded is dropped
+        and counted there. Runs on the commit log's thread (the committer is suspended meanwhile)."""
+        parts = [(t, s) for t, s in parts if s.alarm == alarm]
         if not parts:
-            return [], []
+            return
         enc = self.encoder
         batch = ReadingBatch.concat(parts[0][1].batch.table, [s.batch for _, s in parts])
         interp: dict[int, str] = {}
@@ -259,25 +275,32 @@ class Committer:
                 interp.update(s.interpolation)
         seq = enc.next_seq
         try:
-            return enc.encode(batch, interp or None, alarm=alarm), [t for t, _ in parts]
+            built.items.extend(enc.encode(batch, interp or None, alarm=alarm))
+            built.kept.extend(t for t, _ in parts)
+            return
         except Exception:
             enc.next_seq = seq
-        items: list[OutboxItem] = []
-        kept: list[int] = []
         for t, s in parts:  # find the shipment that cannot be encoded
             seq = enc.next_seq
             try:
-                items.extend(enc.encode(s.batch, s.interpolation, alarm=alarm))
-                kept.append(t)
-            except Exception:
+                built.items.extend(enc.encode(s.batch, s.interpolation, alarm=alarm))
+                built.kept.append(t)
+            except Exception as exc:
                 enc.next_seq = seq
-                self.encode_failed_readings += len(s.batch)
-                log.exception("a batch of %d readings cannot be encoded; dropped", len(s.batch))
-        return items, kept
+                built.failed_readings += len(s.batch)
+                built.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def _build(self, group: list[tuple[int, Shipment]]) -> tuple[list[OutboxItem], list[StreamState], _Built]:
+        built = _Built()
+        self._encode(group, True, built)
+        self._encode(group, False, built)
+        enc = self.encoder
+        return built.items, [(enc.stream_key, enc.stream_id, enc.next_seq)], built
 
     async def _commit_group(self) -> bool:
         """Commit what is pending with the states; True on success. With nothing pending and no state
-        changed, there is nothing to write."""
+        changed, there is nothing to write. Encoding and the transaction run on the commit log's thread,
+        so a large group does not stall the event loop."""
         group, self._pending = self._pending, []
         readings = self._pending_readings
         self._pending_readings = 0
@@ -288,24 +311,29 @@ class Committer:
             return True
         enc = self.encoder
         seq0 = enc.next_seq
-        alarm_items, alarm_kept = self._encode(group, True)
-        items, kept = self._encode(group, False)
-        kept_set = set(alarm_kept) | set(kept)
-        encoded = [(t, s) for t, s in group if t in kept_set]
-        stream = (enc.stream_key, enc.stream_id, enc.next_seq)
+        self._committing = readings
         try:
-            result = await self.log.commit(alarm_items + items, [stream], states)
+            built, result = await self.log.commit_built(partial(self._build, group), states)
         except Exception as exc:
+            self._committing = 0
             enc.next_seq = seq0
             self._unsaved_states = states
-            self._pending = encoded + self._pending
-            self._pending_readings += sum(len(s.batch) for _, s in encoded)
+            self._pending = group + self._pending
+            self._pending_readings += readings
             self.commit_failures += 1
             self.last_error = exc
             if self.healthy:
                 log.error("commit of %d readings failed, will retry: %s", readings, exc)
             self.healthy = False
             return False
+        self._committing = 0
+        if built.failed_readings:
+            self.encode_failed_readings += built.failed_readings
+            log.error(
+                "%d readings cannot be encoded and were dropped: %s",
+                built.failed_readings,
+                "; ".join(built.failures[:3]),
+            )
         self._unsaved_states = {}
         if not self.healthy:
             log.info("commits succeed again")
@@ -329,7 +357,7 @@ class Committer:
             "committed_readings": self.committed_readings,
             "refused_readings": self.refused_readings,
             "encode_failed_readings": self.encode_failed_readings,
-            "pending_readings": self._pending_readings,
+            "pending_readings": self.pending_readings,
             "commits": self.commits,
             "commit_failures": self.commit_failures,
             "batches_committed": self.batches_committed,

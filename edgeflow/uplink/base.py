@@ -147,7 +147,7 @@ class Uplink:
                 encoder,
                 max_readings=self.max_readings,
                 max_delay=self.max_delay,
-                max_pending=max(200_000, 4 * self.max_readings),
+                max_pending=4 * self.max_readings,
                 states=self._states,
                 on_commit=self.transport.wake,
             )
@@ -165,7 +165,7 @@ class Uplink:
         What is not delivered stays in the outbox for the next start."""
         if self._committer is None:
             return
-        await self._committer.stop()
+        await self._committer.stop(give_up_after=max(flush_timeout, 0.1))
         await self.transport.stop(flush_timeout=flush_timeout)
         self._final = self.stats()
         self._committer = None
@@ -246,7 +246,7 @@ class Uplink:
             "batches_committed": c.batches_committed,
             "refused_readings": c.refused_readings,
             "encode_failed_readings": c.encode_failed_readings,
-            "batching": c.pending_readings,
+            "batching": c.pending_readings,  # waiting to be committed, or being committed
             "commits": c.commits,
             "commit_failures": c.commit_failures,
             "queued": ob.get("queued_batches", 0),

@@ -22,7 +22,7 @@ from typing import IO
 
 from edgeflow.backoff import Backoff
 from edgeflow.commitlog import CommitLog, OutboxRecord
-from edgeflow.errors import UplinkError
+from edgeflow.errors import OutboxError, UplinkError
 from edgeflow.uplink.base import Uplink, commit_log_for
 from edgeflow.uplink.spec import FileUplinkSpec
 
@@ -94,7 +94,12 @@ class FileTransport:
         assert commit_log is not None
         backoff = Backoff(0.2, 10.0)
         while True:
-            records = await commit_log.take(_TAKE)
+            try:
+                records = await commit_log.take(_TAKE)
+            except OutboxError as exc:
+                self._fail(exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
             if not records:
                 self._idle.set()
                 self._wake.clear()
@@ -106,20 +111,30 @@ class FileTransport:
             try:
                 await asyncio.to_thread(self._write, data)
             except OSError as exc:
-                await commit_log.release()
                 self._c["write_failures"] += 1
-                self.last_error = UplinkError(f"cannot write {self.path}: {exc.strerror or exc}")
-                if not self.failing:
-                    log.error("%s; keeping the events in the outbox and retrying", self.last_error)
-                self.failing = True
+                self._fail(UplinkError(f"cannot write {self.path}: {exc.strerror or exc}"))
+                with contextlib.suppress(OutboxError):
+                    await commit_log.release()
                 await asyncio.sleep(backoff.next_delay())
                 continue
+            self._count(records, len(data))
+            while True:  # written: acknowledge, or the lines would be written twice
+                try:
+                    await commit_log.ack(records)
+                    break
+                except OutboxError as exc:
+                    self._fail(exc)
+                    await asyncio.sleep(backoff.next_delay())
             if self.failing:
-                log.info("writing %s works again", self.path)
+                log.info("file uplink %s works again", self.path)
             self.failing = False
             backoff.reset()
-            await commit_log.ack(records)
-            self._count(records, len(data))
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.failing:
+            log.error("file uplink %s: %s; keeping the events in the outbox and retrying", self.path, exc)
+        self.last_error = exc
+        self.failing = True
 
     def _count(self, records: list[OutboxRecord], size: int) -> None:
         self._c["events"] += len(records)

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from edgeflow.backoff import Backoff
 from edgeflow.commitlog import CommitLog, OutboxRecord
-from edgeflow.errors import TransportSecurityError, UplinkError
+from edgeflow.errors import OutboxError, TransportSecurityError, UplinkError
 from edgeflow.mqtt.connection import MqttConnection, connect_params
 from edgeflow.uplink.base import EncoderFactory, Uplink, commit_log_for
 from edgeflow.uplink.spec import MqttUplinkSpec
@@ -180,8 +180,10 @@ class MqttTransport:
 
     async def _settle(self) -> None:
         """Acknowledge what was confirmed, then put everything else in flight back in the outbox."""
-        await self._flush_acks()
+        with contextlib.suppress(OutboxError):  # what is not acknowledged now is sent again: a duplicate
+            await self._flush_acks()
         self._inflight.clear()
+        self._acked.clear()
         if self._log is not None and self._log.is_open:
             self._c["republished"] += await self._log.release()
 
@@ -194,7 +196,13 @@ class MqttTransport:
                 await self._hold_after_rejection(conn, backoff)
                 continue
             room = window - len(self._inflight)
-            records = await commit_log.take(room) if room > 0 else []
+            try:
+                records = await commit_log.take(room) if room > 0 else []
+            except OutboxError as exc:  # the database hiccups: pause, the connection can stay
+                self.last_error = exc
+                log.warning("uplink %s: reading the outbox failed (%s); trying again", self.service, exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
             for rec in records:
                 try:
                     mid = conn.publish(rec.topic, rec.payload)
@@ -249,16 +257,29 @@ class MqttTransport:
         self._wake.set()
 
     async def _ack_loop(self) -> None:
+        backoff = Backoff(0.05, 2.0)
         while True:
             await self._acks_ready.wait()
             self._acks_ready.clear()
-            await self._flush_acks()
+            try:
+                await self._flush_acks()
+            except OutboxError as exc:  # the records stay pending: acknowledged again after a pause
+                self.last_error = exc
+                self._acks_ready.set()
+                await asyncio.sleep(backoff.next_delay())
+            else:
+                backoff.reset()
 
     async def _flush_acks(self) -> None:
+        """Delete what the broker confirmed. On failure the records stay queued for the next try."""
         if not self._acked or self._log is None or not self._log.is_open:
             return
         recs, self._acked = self._acked, []
-        await self._log.ack(recs)
+        try:
+            await self._log.ack(recs)
+        except BaseException:
+            self._acked = recs + self._acked
+            raise
         self._inc("uplink_batches_acked", len(recs))
         self._inc("uplink_readings_acked", sum(r.readings for r in recs))
         self._inc("uplink_bytes_shipped", sum(len(r.payload) for r in recs))
