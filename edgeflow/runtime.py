@@ -40,7 +40,7 @@ from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
 from edgeflow.config import EdgeConfig, PipelineSpec
 from edgeflow.connector import Clock, as_clock, load_connector
-from edgeflow.errors import BusClosedError, ConfigError, EdgeflowError, RuleError
+from edgeflow.errors import BusClosedError, ConfigError, RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
 from edgeflow.model import ReadingBatch, SeriesTable
 from edgeflow.profiles import DeviceProfile
@@ -237,8 +237,8 @@ class Runtime:
             self.config.uplink.type,
         )
 
-    async def _teardown(self) -> None:
-        """Stop whatever runs, in reverse order; never raises."""
+    async def _stop_reading(self) -> None:
+        """Stop the device services, the router and the watermarks (never raises)."""
         for service in self.services.values():
             try:
                 await service.stop()
@@ -249,32 +249,31 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+
+    async def _stop_shipping(self, flush_timeout: float) -> None:
+        """Close the bus, stop the uplink (committing what is pending) and the metrics (never raises)."""
+        self.bus.close()
         if self._uplink_started:
             self._uplink_started = False
             try:
-                await self.uplink.stop(flush_timeout=0)
+                await self.uplink.stop(flush_timeout=flush_timeout)
             except Exception:
                 log.exception("stopping the uplink failed")
         if self.metrics_server is not None:
             await self.metrics_server.stop()
             self.metrics_server = None
-        self.bus.close()
+
+    async def _teardown(self) -> None:
+        """After a failed start: stop whatever runs, in reverse order."""
+        await self._stop_reading()
+        await self._stop_shipping(flush_timeout=0)
 
     async def stop(self) -> None:
         """Stop reading, process what the bus holds, flush (``state.on_stop``), commit, stop the uplink."""
         if not self._started:
             return
         self._started = False
-        for service in self.services.values():
-            try:
-                await service.stop()
-            except Exception:
-                log.exception("stopping a device service failed")
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._stop_reading()
         try:
             assert self._sub is not None
             for _, batch in self._sub.drain():
@@ -285,15 +284,7 @@ class Runtime:
                     self._ship(route, route.pipeline.flush())
         except Exception:
             log.exception("processing what the bus held at stop failed")
-        self.bus.close()
-        self._uplink_started = False
-        try:
-            await self.uplink.stop()
-        except EdgeflowError as exc:
-            log.error("stopping the uplink: %s", exc)
-        if self.metrics_server is not None:
-            await self.metrics_server.stop()
-            self.metrics_server = None
+        await self._stop_shipping(flush_timeout=5.0)
         log.info("edgeflow %s stopped", self.config.service)
 
     async def __aenter__(self) -> Runtime:

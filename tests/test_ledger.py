@@ -12,44 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from conftest import free_port
+from runtime_support import sensors
 
 from edgeflow.config import parse_config
 from edgeflow.rules.base import Rule
 from edgeflow.runtime import Runtime
 
-PROFILE = {
-    "name": "Sensor",
-    "deviceResources": [
-        {
-            "name": "Temp",
-            "attributes": {"generator": "walk", "min": 0, "max": 100, "step": 5, "start": 50},
-            "properties": {"valueType": "Float64", "readWrite": "R"},
-        },
-        {
-            "name": "Label",
-            "attributes": {"generator": "constant", "value": "ok"},
-            "properties": {"valueType": "String", "readWrite": "R"},
-        },
-    ],
-}
-
 
 def _config(tmp_path: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "service": "ledger",
-        "devices": [
-            {
-                "name": name,
-                "connector": "virtual",
-                "profile": PROFILE,
-                "protocols": {"virtual": {"seed": i}},
-                "autoEvents": [
-                    {"interval": "2ms", "sourceName": "Temp"},
-                    {"interval": "10ms", "sourceName": "Label"},
-                ],
-            }
-            for i, name in enumerate(["d1", "d2"])
-        ],
+        "devices": sensors(["d1", "d2"], "2ms", "10ms"),
         "pipelines": [
             {
                 "name": "deadband",

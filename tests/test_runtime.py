@@ -8,45 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from runtime_support import sensors
 
 from edgeflow.config import parse_config
 from edgeflow.model import decode_event
 from edgeflow.runtime import Runtime
 from edgeflow.testing import MS, ManualClock
 
-PROFILE = {
-    "name": "Sensor",
-    "deviceResources": [
-        {
-            "name": "Temp",
-            "attributes": {"generator": "walk", "min": 0, "max": 100, "step": 5, "start": 50},
-            "properties": {"valueType": "Float64", "readWrite": "R", "units": "degC"},
-        },
-        {
-            "name": "Label",
-            "attributes": {"generator": "constant", "value": "ok"},
-            "properties": {"valueType": "String", "readWrite": "R"},
-        },
-    ],
-}
-
 
 def config(tmp_path: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "service": "edge-test",
-        "devices": [
-            {
-                "name": name,
-                "connector": "virtual",
-                "profile": PROFILE,
-                "protocols": {"virtual": {"seed": i}},
-                "autoEvents": [
-                    {"interval": "10ms", "sourceName": "Temp"},
-                    {"interval": "50ms", "sourceName": "Label"},
-                ],
-            }
-            for i, name in enumerate(["Device1", "Device10"])
-        ],
+        "devices": sensors(["Device1", "Device10"], "10ms", "50ms"),
         "uplink": {"type": "file", "path": str(tmp_path / "out.jsonl")},
     }
     cfg.update(over)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import MosquittoFactory, free_port
+from runtime_support import sensors
 from uplink_support import wait_for
 
 from edgeflow.cloud import Receiver
@@ -22,29 +23,10 @@ from edgeflow.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROFILE = {
-    "name": "Sensor",
-    "deviceResources": [
-        {
-            "name": "Temp",
-            "attributes": {"generator": "walk", "min": 0, "max": 100, "step": 5, "start": 50},
-            "properties": {"valueType": "Float64", "readWrite": "R"},
-        }
-    ],
-}
-
-
 def _config(tmp_path: Path, url: str, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "service": "faults",
-        "devices": [
-            {
-                "name": "d1",
-                "connector": "virtual",
-                "profile": PROFILE,
-                "autoEvents": [{"interval": "20ms", "sourceName": "Temp"}],
-            }
-        ],
+        "devices": sensors(["d1"], "20ms"),
         "pipelines": [{"name": "all"}],
         "uplink": {
             "type": "mqtt",
