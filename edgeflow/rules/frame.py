@@ -184,8 +184,9 @@ class SeriesFrame:
         ts_a = batch.origins[order]
         vs_a = batch.values[order]
         bad = ~np.isfinite(vs_a) if self.finite else np.isnan(vs_a)  # NaN (±inf) by the nan policy
+        objects = batch.objects
         objm: npt.NDArray[np.bool_] | None = None
-        if batch.objects is not None:
+        if objects is not None:
             objm = batch.object_mask()[order]
             bad &= ~objm  # an object's NaN in the numeric column is no reading's value
         series_numeric = [True] * len(split.sids)
@@ -197,10 +198,10 @@ class SeriesFrame:
         dirty = split.group_any(dirty_mask)
         tl, vl, ol = ts_a.tolist(), vs_a.tolist(), order.tolist()
         objl: list[bool] | None = None
-        if objm is not None:
+        if objects is not None and objm is not None:
             objl = objm.tolist()
             if not self.numeric_only:  # the rule takes any value: put the objects in the runs
-                objs = batch.objects[order].tolist()  # type: ignore[index]
+                objs = objects[order].tolist()
                 for k in np.flatnonzero(objm).tolist():
                     vl[k] = objs[k]
         badl: list[bool] | None = None
