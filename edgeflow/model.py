@@ -689,7 +689,8 @@ class ReadingBatch:
         compute with, i.e. in the numeric column *and* of a numeric value type. A Bool rides in the numeric
         column as 0/1, but it is a state, not a quantity (EdgeX applies deadbands and transforms to
         integers and floats only), so it is not numeric here. NaN is numeric; rules judge it apart."""
-        mask = self.table.numeric_series()[self.series]
+        flags = self.table.numeric_series()
+        mask = np.ones(len(self), dtype=bool) if flags.all() else flags[self.series]
         if self.objects is not None:
             mask &= ~self.object_mask()
         return mask

@@ -64,10 +64,10 @@ class AlarmRule(Rule):
         v = batch.values
         with np.errstate(invalid="ignore"):
             past = (v > self.above) | (v < self.below)
-        numeric = batch.numeric_mask()
-        past &= numeric
         if not past.any() and not any(self._level.values()):
             return RuleOutput(out)
+        numeric = batch.numeric_mask()
+        past &= numeric
         a_t: list[int] = []
         a_v: list[float] = []
         a_s: list[int] = []
