@@ -40,9 +40,11 @@ __all__ = [
     "ValueType",
     "batch_from_events",
     "batch_from_readings",
+    "batch_from_values",
     "decode_event",
     "encode_add_event_request",
     "format_value",
+    "is_numeric_value",
     "normalize_origin",
     "parse_value",
 ]
@@ -505,11 +507,12 @@ class SeriesTable:
     """Append-only table of series; a series id is its index. One table is shared by a process, so
     ids are stable for its lifetime and batches from different sources can be concatenated."""
 
-    __slots__ = ("_by_key", "_infos")
+    __slots__ = ("_by_key", "_infos", "_numeric")
 
     def __init__(self) -> None:
         self._infos: list[SeriesInfo] = []
         self._by_key: dict[tuple[str, str], int] = {}
+        self._numeric = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
         return len(self._infos)
@@ -541,12 +544,33 @@ class SeriesTable:
     def info(self, sid: int) -> SeriesInfo:
         return self._infos[sid]
 
+    def numeric_series(self) -> npt.NDArray[np.bool_]:
+        """One flag per series id: is its value type numeric (:attr:`ValueType.is_numeric`; Bool is not)."""
+        have = len(self._numeric)
+        if have < len(self._infos):
+            new = [info.value_type.is_numeric for info in self._infos[have:]]
+            self._numeric = np.concatenate([self._numeric, np.asarray(new, dtype=bool)])
+        return self._numeric
 
-def _is_numeric_value(vt: ValueType, value: Any) -> bool:
-    if vt is ValueType.BOOL:
-        return isinstance(value, bool | np.bool_)
+
+def is_numeric_value(vt: ValueType, value: Any) -> bool:
+    """Whether a typed value of a series of type ``vt`` rides in :attr:`ReadingBatch.values` (else it sits
+    in ``objects``, exactly as given). The one answer for every builder of batches:
+
+    * a Bool series: ``bool`` and ``np.bool_`` alike, as 0.0/1.0 (``value_at`` gives ``True``/``False``
+      back), so a Bool has one form whichever library produced it, and encoders pack it as a number;
+    * a float series: any real number (Python or numpy; not a bool);
+    * an integer series: an integer (Python or numpy; not a bool) while it is exact in a float64
+      (|v| <= 2**53); a larger one, or a float, stays an object, never rounded;
+    * any other type: never.
+
+    Where it rides is not what it means: a Bool in the numeric column is still a state, not a number,
+    for the numeric rules (see :meth:`ReadingBatch.numeric_mask`).
+    """
+    if isinstance(value, bool | np.bool_):
+        return vt is ValueType.BOOL
     if vt.is_float:
-        return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+        return isinstance(value, int | float | np.integer | np.floating)
     if vt.is_integer:
         return isinstance(value, int | np.integer) and abs(int(value)) <= _EXACT_INT
     return False
@@ -610,13 +634,25 @@ class ReadingBatch:
         origins: Sequence[int] | npt.ArrayLike,
         values: Sequence[float] | npt.ArrayLike,
         series: Sequence[int] | npt.ArrayLike,
+        objects: Sequence[Any] | None = None,
+        starts: Sequence[int] | npt.ArrayLike | None = None,
     ) -> ReadingBatch:
-        """A numeric batch from plain sequences (copied into arrays of the right dtypes)."""
+        """A batch from column values in plain sequences or arrays, converted to the columns' dtypes.
+
+        ``values`` are numbers as the numeric column holds them; ``objects``, if given, holds the other
+        values at their index and ``None`` elsewhere (``values`` NaN there), and is kept only if it holds
+        any. Typed values (a Bool as ``True``, a string) go through :func:`batch_from_values` instead."""
+        obj: npt.NDArray[np.object_] | None = None
+        if objects is not None and any(o is not None for o in objects):
+            obj = np.empty(len(objects), dtype=object)
+            obj[:] = objects
         return cls(
             table,
             np.asarray(origins, dtype=np.int64),
             np.asarray(values, dtype=np.float64),
             np.asarray(series, dtype=np.int32),
+            obj,
+            None if starts is None else np.asarray(starts, dtype=np.int64),
         )
 
     @classmethod
@@ -652,6 +688,23 @@ class ReadingBatch:
             None if self.objects is None else self.objects[index],
             None if self.starts is None else self.starts[index],
         )
+
+    def object_mask(self) -> npt.NDArray[np.bool_]:
+        """One flag per reading: does its value sit in ``objects`` (not in the numeric column)."""
+        if self.objects is None:
+            return np.zeros(len(self), dtype=bool)
+        return np.fromiter((o is not None for o in self.objects), dtype=bool, count=len(self))
+
+    def numeric_mask(self) -> npt.NDArray[np.bool_]:
+        """One flag per reading: is it a number the numeric rules (deadband, swing, windows, range, alarm)
+        compute with, i.e. in the numeric column *and* of a numeric value type. A Bool rides in the numeric
+        column as 0/1, but it is a state, not a quantity (EdgeX applies deadbands and transforms to
+        integers and floats only), so it is not numeric here. NaN is numeric; rules judge it apart."""
+        flags = self.table.numeric_series()
+        mask = np.ones(len(self), dtype=bool) if flags.all() else flags[self.series]
+        if self.objects is not None:
+            mask &= ~self.object_mask()
+        return mask
 
     def value_at(self, i: int) -> Any:
         """The typed Python value of reading ``i``."""
@@ -709,36 +762,48 @@ class ReadingBatch:
         return events
 
 
+def batch_from_values(
+    table: SeriesTable,
+    origins: Sequence[int],
+    values: Sequence[Any],
+    series: Sequence[int],
+) -> ReadingBatch:
+    """A batch from typed Python values, as connectors and users hold them (``True``, ``21.5``, ``"on"``,
+    ``[1, 2]``): each goes to the numeric column when :func:`is_numeric_value` says so for its series'
+    value type in ``table``, else to ``objects`` unchanged."""
+    n = len(values)
+    if len(origins) != n or len(series) != n:
+        raise ValueError("origins, values and series must have the same length")
+    nums: list[float] = []
+    objects: list[Any] = []
+    any_object = False
+    types: dict[int, ValueType] = {}
+    for sid, v in zip(series, values, strict=True):
+        vt = types.get(sid)
+        if vt is None:
+            vt = types[sid] = table.info(sid).value_type
+        if is_numeric_value(vt, v):
+            nums.append(float(v))
+            objects.append(None)
+        else:
+            nums.append(math.nan)
+            objects.append(v)
+            any_object = True
+    return ReadingBatch.from_columns(table, origins, nums, series, objects if any_object else None)
+
+
 def batch_from_readings(table: SeriesTable, readings: Iterable[Reading], *, source: str = "") -> ReadingBatch:
     """Columnar form of ``readings``; series are interned in ``table``."""
     origins: list[int] = []
-    values: list[float] = []
+    values: list[Any] = []
     series: list[int] = []
-    objects: list[Any] | None = None
     for r in readings:
-        sid = table.intern(r.device_name, r.resource_name, r.profile_name, r.value_type, r.units, source)
+        series.append(
+            table.intern(r.device_name, r.resource_name, r.profile_name, r.value_type, r.units, source)
+        )
         origins.append(r.origin)
-        series.append(sid)
-        if _is_numeric_value(r.value_type, r.value):
-            values.append(float(r.value))
-            if objects is not None:
-                objects.append(None)
-        else:
-            if objects is None:
-                objects = [None] * len(values)
-            values.append(math.nan)
-            objects.append(r.value)
-    obj_arr: npt.NDArray[np.object_] | None = None
-    if objects is not None:
-        obj_arr = np.empty(len(objects), dtype=object)
-        obj_arr[:] = objects
-    return ReadingBatch(
-        table,
-        np.asarray(origins, dtype=np.int64),
-        np.asarray(values, dtype=np.float64),
-        np.asarray(series, dtype=np.int32),
-        obj_arr,
-    )
+        values.append(r.value)
+    return batch_from_values(table, origins, values, series)
 
 
 def batch_from_events(table: SeriesTable, events: Iterable[Event]) -> ReadingBatch:

@@ -27,12 +27,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from edgeflow.bus import event_topic
 from edgeflow.connector import SYSTEM_CLOCK, Clock, CommandValue, Connector, DeviceHealth, as_clock
 from edgeflow.errors import ConnectorError, DeviceOfflineError, ValueFormatError, WriteRejectedError
-from edgeflow.model import ReadingBatch, SeriesTable, ValueType, format_value
+from edgeflow.model import (
+    ReadingBatch,
+    SeriesTable,
+    ValueType,
+    batch_from_values,
+    format_value,
+    is_numeric_value,
+)
 from edgeflow.profiles import (
     AutoEvent,
     Device,
@@ -165,14 +170,12 @@ class DeviceService:
                 f"connector returned {len(values)} values for {len(resources)} resources", device=dev.name
             )
         now = self.clock.time_ns()
-        n = len(values)
-        origins = np.empty(n, np.int64)
-        nums = np.empty(n, np.float64)
-        series = np.empty(n, np.int32)
-        objects: list[Any] | None = None
+        origins: list[int] = []
+        typed: list[Any] = []
+        series: list[int] = []
         s = self.settings
         command = src.command.name if src.command is not None else None
-        for i, (res, cv) in enumerate(zip(resources, values, strict=True)):
+        for res, cv in zip(resources, values, strict=True):
             result = process_read(
                 profile,
                 res,
@@ -188,25 +191,13 @@ class DeviceService:
                     device=dev.name,
                     resource=res.name,
                 )
-            value, vt = result.value, result.value_type
-            series[i] = self.table.intern(
-                dev.name, res.name, profile.name, vt, res.properties.units, src.name
+            vt = result.value_type
+            series.append(
+                self.table.intern(dev.name, res.name, profile.name, vt, res.properties.units, src.name)
             )
-            origins[i] = cv.origin or now
-            if _numeric(vt, value):
-                nums[i] = float(value)
-                if objects is not None:
-                    objects.append(None)
-            else:
-                if objects is None:
-                    objects = [None] * i
-                nums[i] = np.nan
-                objects.append(value)
-        obj_arr = None
-        if objects is not None:
-            obj_arr = np.empty(n, dtype=object)
-            obj_arr[:] = objects
-        return ReadingBatch(self.table, origins, nums, series, obj_arr)
+            origins.append(cv.origin or now)
+            typed.append(result.value)
+        return batch_from_values(self.table, origins, typed, series)
 
     def _changed(self, key: tuple[str, str], ae: AutoEvent, batch: ReadingBatch) -> bool:
         """EdgeX onChange: whether any reading differs from the last one sent (updating the baseline)."""
@@ -217,7 +208,9 @@ class DeviceService:
             info = self.table.info(int(batch.series[i]))
             value = batch.value_at(i)
             text = _value_text(info.value_type, value)
-            num = float(value) if _numeric(info.value_type, value) else None
+            # a threshold applies to numbers; a Bool (a state) changes when its text does
+            vt = info.value_type
+            num = float(value) if vt.is_numeric and is_numeric_value(vt, value) else None
             prev = last.get(info.resource)
             if prev is None:
                 changed = True
@@ -362,14 +355,6 @@ class DeviceService:
             out.append((res, raw_out))
         async with self.clock.timeout(self.settings.read_timeout):
             await self.connector.write(device, out)
-
-
-def _numeric(vt: ValueType, value: Any) -> bool:
-    if vt is ValueType.BOOL:
-        return isinstance(value, bool)
-    if vt.is_integer:
-        return isinstance(value, int) and abs(value) <= 2**53
-    return vt.is_float and isinstance(value, int | float)
 
 
 def _value_text(vt: ValueType, value: Any) -> str:

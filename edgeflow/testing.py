@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeflow.model import ReadingBatch, SeriesTable, ValueType
+from edgeflow.model import ReadingBatch, SeriesTable, ValueType, batch_from_values
 from edgeflow.rules.pipeline import Pipeline, PipelineOutput
 
 __all__ = ["MS", "SECOND", "CollectingSink", "ListSource", "ManualClock", "run"]
@@ -211,8 +211,9 @@ class _ManualTimeout:
 class ListSource:
     """Readings from plain lists, in the order added, served as :class:`ReadingBatch` es.
 
-    ``origins`` are integers in nanoseconds. A value that is not a float/int/bool (a string, list, dict,
-    bytes) goes to the batch's object column, as a connector would put it."""
+    ``origins`` are integers in nanoseconds. Values are typed, as a connector gives them, and go where a
+    connector's would (:func:`~edgeflow.model.batch_from_values`): numbers of a numeric series and bools of
+    a Bool series to the numeric column, anything else (a string, list, dict, bytes) to the object column."""
 
     def __init__(self, table: SeriesTable) -> None:
         self.table = table
@@ -249,23 +250,7 @@ class ListSource:
 
 
 def _to_batch(table: SeriesTable, rows: Sequence[tuple[int, int, Any]]) -> ReadingBatch:
-    n = len(rows)
-    values = np.full(n, np.nan)
-    objects = None
-    for i, (_, _, v) in enumerate(rows):
-        if isinstance(v, bool | int | float | np.number):
-            values[i] = float(v)
-        else:
-            if objects is None:
-                objects = np.full(n, None, dtype=object)
-            objects[i] = v
-    return ReadingBatch(
-        table,
-        np.asarray([r[1] for r in rows], dtype=np.int64),
-        values,
-        np.asarray([r[0] for r in rows], dtype=np.int32),
-        objects,
-    )
+    return batch_from_values(table, [r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows])
 
 
 class CollectingSink:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from edgeflow.codec import EncodedBatch, decode, make_encoder, merge_points
 from edgeflow.errors import CodecError
-from edgeflow.model import ReadingBatch, SeriesTable, ValueType, encode_add_event_request
+from edgeflow.model import ReadingBatch, SeriesTable, ValueType, batch_from_values, encode_add_event_request
 
 # --------------------------------------------------------------------------------------------------
 # Strategies
@@ -323,3 +323,16 @@ def test_edgex_json_decodes_foreign_edgex_events() -> None:
     assert s.key == ("SimulationServer1", "Constant")
     assert s.origins.tolist() == [1702613269921000000]
     assert s.values.tolist() == [199.99]
+
+
+@pytest.mark.parametrize("encoding", ["compact", "edgex-json"])
+def test_a_bool_ships_as_a_bool_whichever_library_made_it(encoding: str) -> None:
+    table = SeriesTable()
+    b = table.intern("d", "on", "p", ValueType.BOOL)
+    batch = batch_from_values(table, [1, 2, 3], [np.bool_(True), False, True], [b, b, b])
+    assert batch.objects is None  # the numeric column: a byte or two a reading in compact
+    back_table = SeriesTable()
+    decoded = [decode(e.payload) for e in make_encoder(encoding).encode(batch)]
+    back = ReadingBatch.concat(back_table, [d.to_batch(back_table) for d in decoded])
+    assert [back.value_at(i) for i in range(len(back))] == [True, False, True]
+    assert {type(back.value_at(i)) for i in range(len(back))} == {bool}

@@ -22,9 +22,11 @@ from edgeflow.model import (
     ValueType,
     batch_from_events,
     batch_from_readings,
+    batch_from_values,
     decode_event,
     encode_add_event_request,
     format_value,
+    is_numeric_value,
     normalize_origin,
     parse_value,
 )
@@ -500,3 +502,85 @@ def test_null_object_value_survives_the_batch() -> None:
     assert [batch.value_at(i) for i in range(len(batch))] == [None, {"k": 1}]
     (ev,) = batch.to_events()
     assert ev.readings[0].to_dict(with_id=False)["objectValue"] is None
+
+
+# --------------------------------------------------------------------------------------------------
+# The one numeric check and the one builder
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vt", "value", "numeric"),
+    [
+        # a Bool has one form, whichever library made it
+        (ValueType.BOOL, True, True),
+        (ValueType.BOOL, np.bool_(False), True),
+        (ValueType.BOOL, 1, False),  # an integer is not a Bool: kept as given
+        (ValueType.BOOL, 1.0, False),
+        # a bool is never a number
+        (ValueType.FLOAT64, True, False),
+        (ValueType.INT16, np.bool_(True), False),
+        (ValueType.FLOAT32, np.float32(1.5), True),
+        (ValueType.FLOAT64, 3, True),
+        (ValueType.FLOAT64, np.int64(3), True),
+        (ValueType.FLOAT64, "1.5", False),
+        (ValueType.FLOAT64, 1 + 2j, False),
+        (ValueType.INT16, np.int16(-3), True),
+        (ValueType.INT64, 2**53, True),
+        (ValueType.INT64, 2**53 + 1, False),  # not exact in a float64: an object, never rounded
+        (ValueType.UINT64, 2**64 - 1, False),
+        (ValueType.INT16, 1.5, False),  # not an integer: an object, never truncated
+        (ValueType.STRING, 1.5, False),
+        (ValueType.FLOAT64_ARRAY, [1.0], False),
+    ],
+)
+def test_is_numeric_value(vt: ValueType, value: Any, numeric: bool) -> None:
+    assert is_numeric_value(vt, value) is numeric
+
+
+def test_batch_from_values_puts_each_value_where_its_series_type_says() -> None:
+    table = SeriesTable()
+    f = table.intern("d", "f")
+    b = table.intern("d", "b", value_type=ValueType.BOOL)
+    i = table.intern("d", "i", value_type=ValueType.INT16)
+    big = table.intern("d", "big", value_type=ValueType.UINT64)
+    values: list[Any] = [21.5, True, np.bool_(False), 7, 1.5, "fault", 2**64 - 1, math.nan]
+    series = [f, b, b, i, i, f, big, f]
+    batch = batch_from_values(table, list(range(8)), values, series)
+    assert batch.objects is not None
+    assert batch.object_mask().tolist() == [False, False, False, False, True, True, True, False]
+    assert [batch.value_at(k) for k in range(5)] == [21.5, True, False, 7, 1.5]
+    assert type(batch.value_at(2)) is bool
+    assert batch.value_at(5) == "fault"
+    assert batch.value_at(6) == 2**64 - 1
+    assert math.isnan(batch.values[4]) and math.isnan(batch.values[5]) and math.isnan(batch.value_at(7))
+    assert batch.origins.dtype == np.int64 and batch.series.dtype == np.int32
+    # numbers a numeric rule computes with: not the Bools, not the objects; NaN is still a number
+    assert batch.numeric_mask().tolist() == [True, False, False, True, False, False, False, True]
+    plain = batch_from_values(table, [1, 2], [True, np.bool_(True)], [b, b])
+    assert plain.objects is None
+    assert plain.values.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="same length"):
+        batch_from_values(table, [1], [1.0, 2.0], [f, f])
+
+
+def test_from_columns_keeps_objects_only_when_there_are_some() -> None:
+    table = SeriesTable()
+    s = table.intern("d", "s", value_type=ValueType.STRING)
+    none = ReadingBatch.from_columns(table, [1, 2], [math.nan, math.nan], [s, s], [None, None], [0, 1])
+    assert none.objects is None
+    assert none.starts is not None and none.starts.tolist() == [0, 1]
+    some = ReadingBatch.from_columns(table, [1, 2], [math.nan, math.nan], [s, s], [None, ["a", "b"]])
+    assert some.objects is not None
+    assert some.objects.tolist() == [None, ["a", "b"]]  # a list value stays one value
+    assert some.object_mask().tolist() == [False, True]
+
+
+def test_numeric_series_flags_follow_the_table() -> None:
+    table = SeriesTable()
+    table.intern("d", "f")
+    assert table.numeric_series().tolist() == [True]
+    table.intern("d", "b", value_type=ValueType.BOOL)
+    table.intern("d", "s", value_type=ValueType.STRING)
+    table.intern("d", "u", value_type=ValueType.UINT8)
+    assert table.numeric_series().tolist() == [True, False, False, True]

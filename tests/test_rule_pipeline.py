@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeflow.errors import RuleError
+from edgeflow.errors import ConfigError, RuleError
 from edgeflow.model import SeriesTable
 from edgeflow.rules import PipelineOutput, build_pipeline
 from edgeflow.testing import ListSource, run
@@ -241,3 +244,47 @@ def test_interleaved_series_give_what_each_gives_alone(
         assert np.array_equal(
             np.asarray([p[1] for p in got]), np.asarray([p[1] for p in want]), equal_nan=True
         )
+
+
+def test_build_pipeline_takes_plain_dicts_as_in_yaml_and_spec_objects_alike() -> None:
+    table = SeriesTable()
+    src = ListSource(table)
+    src.add("d", "r", range(5), [1.0, 1.2, 3.0, 3.1, 9.0])
+    from_dicts = run(build_pipeline([{"type": "deadband", "absolute": 0.5}], table), src.batches())
+    from_specs = run(build_pipeline(specs({"type": "deadband", "absolute": 0.5}), table), src.batches())
+    assert from_dicts.values("d", "r") == from_specs.values("d", "r") == [1.0, 3.0, 9.0]
+    mixed = build_pipeline([*specs({"type": "swing", "max_error": 1}), {"type": "on_change"}], table)
+    assert [r.kind for r in mixed.rules] == ["swing", "on_change"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ([{"type": "swing", "max_eror": 0.5}], ("[0].max_eror", "unknown key")),
+        ([{"type": "deadband", "absolute": 1}, {"type": "deadband", "absolute": -1}], ("[1].absolute", "0")),
+        ([{"type": "window", "kind": "tumbling"}], ("[0]", "a tumbling window needs size")),
+        ([{"type": "nope"}], ("[0]", "'nope'")),
+        ({"type": "deadband", "absolute": 1}, ("", "")),  # one rule, not a list of them
+    ],
+)
+def test_build_pipeline_names_the_key_path_of_a_bad_dict(raw: Any, problem: tuple[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_pipeline(raw, SeriesTable())
+    err = info.value
+    assert err.source == "<dict>"
+    if problem == ("", ""):
+        assert "rules must be a list" in str(err)
+        return
+    paths = [p for p, _ in err.problems]
+    assert paths == [problem[0]]
+    assert problem[1] in err.problems[0][1]
+    assert f"  {problem[0]}: " in str(err)
+
+
+def test_readme_rules_example_runs() -> None:
+    """The README's rules example (a plain Python block, without asyncio) runs as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "build_pipeline(" in b]
+    assert blocks, "the README shows build_pipeline"
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})

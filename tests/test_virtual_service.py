@@ -10,6 +10,7 @@ import asyncio
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 
 from connectors.virtual import VirtualConnector
@@ -331,3 +332,22 @@ async def test_service_publishes_into_a_real_bus() -> None:
     await svc.stop()
     assert topic.endswith("/b1/Status")
     assert len(batch) == 2
+
+
+async def test_a_bool_has_one_form_whichever_library_made_it() -> None:
+    # numpy's bool (from a transform or a numpy-based driver) and Python's land in the same column
+    profile = DeviceProfile.model_validate(
+        {
+            "name": "Switch",
+            "deviceResources": [{"name": "On", "properties": {"valueType": "Bool", "readWrite": "RW"}}],
+        }
+    )
+    svc = DeviceService("svc", VirtualConnector(), Collector(), SeriesTable(), clock=lambda: 1_000)
+    svc.add_device(Device(name="s1", profile_name="Switch", protocols={"virtual": {}}), profile)
+    batches = []
+    for value in (np.bool_(True), True, np.bool_(False)):
+        await svc.write("s1", "On", {"On": value})
+        batches.append(await svc.read("s1", "On"))
+    assert [b.objects for b in batches] == [None, None, None]
+    assert [b.values.tolist() for b in batches] == [[1.0], [1.0], [0.0]]
+    assert [type(b.value_at(0)) for b in batches] == [bool, bool, bool]

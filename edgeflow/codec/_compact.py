@@ -132,6 +132,7 @@ class CompactEncoder(StreamEncoder):
         def sidx(s: str) -> int:
             return strings.setdefault(s, len(strings))
 
+        objm = None if batch.objects is None else batch.object_mask()
         meta = Writer()
         meta.uint(len(infos))
         for sid, info, idx in zip(sids.tolist(), infos, groups, strict=True):
@@ -141,9 +142,7 @@ class CompactEncoder(StreamEncoder):
             flags = _S_LINEAR if interp.get(sid, "hold") == "linear" else 0
             if batch.starts is not None:
                 flags |= _S_STARTS
-            n_obj = 0
-            if batch.objects is not None:
-                n_obj = sum(o is not None for o in batch.objects[idx])
+            n_obj = 0 if objm is None else int(objm[idx].sum())
             if n_obj:
                 flags |= _S_OBJECTS
             meta.byte(flags)
@@ -157,11 +156,9 @@ class CompactEncoder(StreamEncoder):
         obj_masks: list[npt.NDArray[np.bool_] | None] = []
         for sid, idx in zip(sids.tolist(), groups, strict=True):
             quantum = self._quantum.get(sid) if isinstance(self._quantum, Mapping) else self._quantum
-            mask = None
-            if batch.objects is not None:
-                mask = np.fromiter((o is not None for o in batch.objects[idx]), dtype=bool, count=len(idx))
-                if not mask.any():
-                    mask = None
+            mask = None if objm is None else objm[idx]
+            if mask is not None and not mask.any():
+                mask = None
             obj_masks.append(mask)
             vals = batch.values[idx]
             write_values(cols, vals if mask is None else vals[~mask], quantum)

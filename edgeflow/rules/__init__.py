@@ -1,4 +1,5 @@
-"""Rules that drop, reduce and aggregate readings at the edge. One module per rule family:
+"""Rules that drop, reduce and aggregate readings at the edge. One module per rule family, over one shared
+per-series frame (:mod:`~edgeflow.rules.frame`: split by series, the nan / non_numeric / backwards policies):
 
 * :mod:`~edgeflow.rules.exception`: deadband, on-change, minimum interval, heartbeat;
 * :mod:`~edgeflow.rules.swing`, :mod:`~edgeflow.rules.pmc`, :mod:`~edgeflow.rules.sdt`: bounded-error

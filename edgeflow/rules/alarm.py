@@ -4,7 +4,8 @@ Per series the rule keeps the alarm level: 0 (normal), 1 (above), -1 (below). A 
 ``value > above`` raises 1, ``value < below`` raises -1; an alarm clears (0) once the value is back past
 the threshold by the hysteresis (``value < above - hysteresis`` / ``value > below + hysteresis``). Each
 change of level is one reading on the derived series ``<resource>.<name>`` (Int8) at the crossing
-reading's origin, in the ``alarms`` output. NaN and non-numeric readings raise nothing; readings pass on
+reading's origin, in the ``alarms`` output. NaN and non-numeric readings (Bools too: a state, not a
+quantity; see :meth:`~edgeflow.model.ReadingBatch.numeric_mask`) raise nothing; readings pass on
 unchanged (unless ``pass_through`` is false). A batch with no reading past a threshold and no alarm
 active is checked in one vectorised step.
 """
@@ -18,14 +19,8 @@ import numpy as np
 
 from edgeflow.errors import RuleError
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
-from edgeflow.rules.base import (
-    Rule,
-    RuleOutput,
-    batch_from_lists,
-    group_by_series,
-    restore_series,
-    snapshot_series,
-)
+from edgeflow.rules.base import Rule, RuleOutput, restore_series, snapshot_series
+from edgeflow.rules.frame import split_series
 from edgeflow.rules.spec import AlarmSpec
 
 __all__ = ["AlarmRule"]
@@ -69,25 +64,26 @@ class AlarmRule(Rule):
         v = batch.values
         with np.errstate(invalid="ignore"):
             past = (v > self.above) | (v < self.below)
-        if batch.objects is not None:
-            past &= np.asarray([o is None for o in batch.objects], dtype=bool)
         if not past.any() and not any(self._level.values()):
             return RuleOutput(out)
+        numeric = batch.numeric_mask()
+        past &= numeric
         a_t: list[int] = []
         a_v: list[float] = []
         a_s: list[int] = []
         hi, lo, h = self.above, self.below, self.hyst
-        objects = batch.objects
-        for sid, idx in group_by_series(batch.series):
+        split = split_series(batch.series)
+        for g, sid in enumerate(split.sids):
+            idx = split.positions(g)
             level = self._level.get(sid, 0)
             if level == 0 and not past[idx].any():
                 continue
             ts = batch.origins[idx].tolist()
             vs = v[idx].tolist()
-            objs = None if objects is None else objects[idx].tolist()
+            num = numeric[idx].tolist()
             for k in range(len(ts)):
                 x = vs[k]
-                if x != x or (objs is not None and objs[k] is not None):
+                if x != x or not num[k]:
                     continue
                 new = level
                 if (level == 1 and x < hi - h) or (level == -1 and x > lo + h):
@@ -108,7 +104,7 @@ class AlarmRule(Rule):
                         a_s.append(self.alarm_series(sid))
             self._level[sid] = level
         self.stats.alarms += len(a_t)
-        alarms = batch_from_lists(self.table, a_t, a_v, a_s) if a_t else None
+        alarms = ReadingBatch.from_columns(self.table, a_t, a_v, a_s) if a_t else None
         return RuleOutput(out, alarms=alarms)
 
     def snapshot(self) -> dict[str, Any]:

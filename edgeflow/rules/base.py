@@ -1,4 +1,5 @@
-"""What every rule shares: its output, its counters, per-series grouping, and series keys for snapshots.
+"""What every rule shares: its output, its counters, and series keys for snapshots (the per-series
+policies live in :mod:`edgeflow.rules.frame`).
 
 A rule is a small stateful object over :class:`~edgeflow.model.ReadingBatch`:
 
@@ -15,15 +16,13 @@ Time comes only from the readings' origins (or ``advance``), never from the wall
 from __future__ import annotations
 
 import base64
-import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
 from edgeflow.errors import RuleError
 from edgeflow.model import Interpolation, ReadingBatch, SeriesTable, ValueType
@@ -33,15 +32,12 @@ __all__ = [
     "Rule",
     "RuleOutput",
     "RuleStats",
-    "SeriesSplit",
-    "batch_from_lists",
     "decode_value",
     "encode_value",
-    "group_by_series",
-    "increasing_after_first",
+    "restore_series",
     "series_from_key",
     "series_key",
-    "split_series",
+    "snapshot_series",
 ]
 
 
@@ -71,91 +67,6 @@ class RuleOutput:
     batch: ReadingBatch
     alarms: ReadingBatch | None = None
     late: ReadingBatch | None = None
-
-
-def batch_from_lists(
-    table: SeriesTable,
-    origins: list[int],
-    values: list[float],
-    series: list[int],
-    objects: list[Any] | None = None,
-    starts: list[int] | None = None,
-) -> ReadingBatch:
-    """A batch from plain lists (``objects`` entries ``None`` where the value is numeric)."""
-    obj: npt.NDArray[np.object_] | None = None
-    if objects is not None and any(o is not None for o in objects):
-        obj = np.empty(len(objects), dtype=object)
-        obj[:] = objects
-    return ReadingBatch(
-        table,
-        np.asarray(origins, dtype=np.int64),
-        np.asarray(values, dtype=np.float64),
-        np.asarray(series, dtype=np.int32),
-        obj,
-        None if starts is None else np.asarray(starts, dtype=np.int64),
-    )
-
-
-def group_by_series(series: npt.NDArray[np.int32]) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
-    """``(series id, positions)`` for each series in ``series``, positions in arrival order."""
-    n = len(series)
-    if n == 0:
-        return
-    first = series[0]
-    if (series == first).all():
-        yield int(first), np.arange(n, dtype=np.intp)
-        return
-    order = np.argsort(series, kind="stable")
-    ss = series[order]
-    cuts = np.flatnonzero(ss[1:] != ss[:-1]) + 1
-    bounds = [0, *cuts.tolist(), n]
-    for a, b in itertools.pairwise(bounds):
-        yield int(ss[a]), order[a:b]
-
-
-@dataclass
-class SeriesSplit:
-    """A batch's readings sorted by series (stable: arrival order within a series). Group ``g`` is
-    ``sids[g]`` over sorted positions ``bounds[g]:bounds[g + 1]``; ``order`` maps them to batch positions."""
-
-    order: npt.NDArray[np.intp]
-    bounds: list[int]
-    sids: list[int]
-
-    @property
-    def starts(self) -> npt.NDArray[np.intp]:
-        return np.asarray(self.bounds[:-1], dtype=np.intp)
-
-    def group_any(self, mask: npt.NDArray[np.bool_]) -> list[bool]:
-        """For a mask over sorted positions: does each group have a True."""
-        if len(mask) == 0:
-            return []
-        found: list[bool] = (np.add.reduceat(mask.astype(np.int32), self.starts) > 0).tolist()
-        return found
-
-
-def split_series(series: npt.NDArray[np.int32]) -> SeriesSplit:
-    """Sort a batch's series column once, so per-series loops pay no numpy call per series."""
-    n = len(series)
-    if n == 0:
-        return SeriesSplit(np.empty(0, dtype=np.intp), [0], [])
-    first = int(series[0])
-    if (series == first).all():
-        return SeriesSplit(np.arange(n, dtype=np.intp), [0, n], [first])
-    order = np.argsort(series, kind="stable")
-    ss = series[order]
-    cuts = np.flatnonzero(ss[1:] != ss[:-1]) + 1
-    bounds = [0, *cuts.tolist(), n]
-    return SeriesSplit(order, bounds, ss[bounds[:-1]].tolist())
-
-
-def increasing_after_first(ts: npt.NDArray[np.int64], split: SeriesSplit) -> npt.NDArray[np.bool_]:
-    """Over sorted positions: False where an origin is not after the one before it in the same series."""
-    ok = np.ones(len(ts), dtype=bool)
-    if len(ts) > 1:
-        ok[1:] = ts[1:] > ts[:-1]
-    ok[split.starts] = True
-    return ok
 
 
 def series_key(table: SeriesTable, sid: int) -> list[str]:

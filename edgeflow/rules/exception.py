@@ -12,14 +12,16 @@ Heartbeats re-send the last reading sent with its original origin and value: an 
 a receiver that de-duplicates on (series, origin), which learns from its arrival that the series is alive
 and whose reconstruction does not change.
 
-Speed: a batch is grouped by series; a series whose readings are numeric, NaN-free, in time order and
-run through a plain absolute deadband (``out``, no intervals) takes a tight loop over Python floats;
-everything else takes the general loop.
+The ``nan``, ``non_numeric`` (deadband modes only: on-change, minimum interval and heartbeat take any
+value) and ``backwards`` policies are the shared frame's (:mod:`edgeflow.rules.frame`); the engine sees
+clean per-series runs. Speed: a plain absolute deadband (``out``, no intervals) runs a tight loop over
+Python floats; everything else takes the general loop.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -33,11 +35,10 @@ from edgeflow.rules.base import (
     RuleOutput,
     decode_value,
     encode_value,
-    increasing_after_first,
     restore_series,
     snapshot_series,
-    split_series,
 )
+from edgeflow.rules.frame import SeriesFrame, policies
 from edgeflow.rules.spec import DeadbandSpec, HeartbeatSpec, MinIntervalSpec, OnChangeSpec
 
 __all__ = ["DeadbandRule", "ExceptionRule", "HeartbeatRule", "MinIntervalRule", "OnChangeRule"]
@@ -47,8 +48,12 @@ log = logging.getLogger(__name__)
 _NUMERIC_TESTS = ("deadband", "deadbandEq", "narrowband", "narrowbandEq")
 
 
+Beat = tuple[float, int, int, Any]
+"""A reading re-sent: (sort key among the batch positions, series, origin, value)."""
+
+
 class _State:
-    __slots__ = ("beat_t", "has", "last_t", "ref", "sent", "sent_t", "sent_v")
+    __slots__ = ("beat_t", "has", "ref", "sent", "sent_t", "sent_v")
 
     def __init__(self) -> None:
         self.has = False  # a reference value exists
@@ -57,9 +62,8 @@ class _State:
         self.sent_t = 0
         self.sent_v: Any = None
         self.beat_t = 0
-        self.last_t: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, last_t: int | None) -> dict[str, Any]:
         return {
             "has": self.has,
             "ref": encode_value(self.ref) if self.has else None,
@@ -67,11 +71,12 @@ class _State:
             "sent_t": self.sent_t,
             "sent_v": encode_value(self.sent_v) if self.sent else None,
             "beat_t": self.beat_t,
-            "last_t": self.last_t,
+            "last_t": last_t,
         }
 
     @classmethod
-    def from_json(cls, d: Any) -> _State:
+    def from_json(cls, d: Any) -> tuple[_State, int | None]:
+        """The state and the series' last accepted origin."""
         st = cls()
         try:
             st.has = bool(d["has"])
@@ -80,10 +85,10 @@ class _State:
             st.sent_t = int(d["sent_t"])
             st.sent_v = decode_value(d["sent_v"]) if st.sent else None
             st.beat_t = int(d["beat_t"])
-            st.last_t = None if d["last_t"] is None else int(d["last_t"])
+            last_t = None if d["last_t"] is None else int(d["last_t"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RuleError(f"exception-rule snapshot state {d!r} is malformed: {exc}") from exc
-        return st
+        return st, last_t
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -129,9 +134,15 @@ class ExceptionRule(Rule):
         self.ignore_first = ignore_first
         self.min_interval = min_interval or None
         self.heartbeat = heartbeat or None
-        self.backwards = backwards
-        self.nan = nan
-        self.non_numeric = non_numeric
+        # NaN alone goes by the nan policy: ±inf is a value a deadband or on-change can judge
+        self.frame = SeriesFrame(
+            self.stats,
+            nan=nan,
+            non_numeric=non_numeric,
+            backwards=backwards,
+            numeric_only=test in _NUMERIC_TESTS,
+            finite=False,
+        )
         self._states: dict[int, _State] = {}
         self._fast = (
             test in ("deadband", "deadbandEq")
@@ -146,133 +157,85 @@ class ExceptionRule(Rule):
     def _process(self, batch: ReadingBatch) -> RuleOutput:
         if len(batch) == 0:
             return RuleOutput(batch)
-        out_pos: list[int] = []
-        beats: list[tuple[float, int, int, Any]] = []  # (sort key, series, origin, value)
-        late_pos: list[int] = []
-        split = split_series(batch.series)
-        order = split.order
-        ts_a = batch.origins[order]
-        vs_a = batch.values[order]
-        objs = None if batch.objects is None else batch.objects[order].tolist()
-        if self._fast:
-            clean = ~np.isnan(vs_a) & increasing_after_first(ts_a, split)
-            if objs is not None:
-                clean &= np.asarray([o is None for o in objs], dtype=bool)
-            dirty = split.group_any(~clean)
-        tl, vl, ol = ts_a.tolist(), vs_a.tolist(), order.tolist()
-        bounds = split.bounds
-        for g, sid in enumerate(split.sids):
-            a, b = bounds[g], bounds[g + 1]
-            st = self._states.get(sid)
-            if st is None:
-                st = self._states[sid] = _State()
-            if self._fast and not dirty[g] and (st.last_t is None or tl[a] > st.last_t):
-                keep = self._fast_loop(st, tl[a:b], vl[a:b])
-                out_pos.extend([ol[a + k] for k in keep])
-            else:
-                self._general_loop(
-                    sid,
-                    st,
-                    ol[a:b],
-                    tl[a:b],
-                    vl[a:b],
-                    None if objs is None else objs[a:b],
-                    out_pos,
-                    beats,
-                    late_pos,
-                )
-        out = self._assemble(batch, out_pos, beats)
-        late = batch.take(np.asarray(sorted(late_pos), dtype=np.intp)) if late_pos else None
-        self.stats.late += len(late_pos)
-        return RuleOutput(out, late=late)
+        kept: list[int] = []
+        beats: list[Beat] = []
+        states = self._states
+        loop = self._fast_loop if self._fast else self._general_loop
 
-    def _fast_loop(self, st: _State, ts: list[int], vs: list[float]) -> list[int]:
+        def feed(sid: int, ts: list[int], vs: list[Any], pos: list[int]) -> None:
+            st = states.get(sid)
+            if st is None:
+                st = states[sid] = _State()
+            loop(sid, st, ts, vs, pos, kept, beats)
+
+        def reset(sid: int, pos: int, last_t: int) -> None:
+            st = states.get(sid)
+            if st is not None and st.sent and last_t > st.sent_t:
+                # the held value at the last accepted origin marks where the run ends
+                beats.append((pos - 0.5, sid, last_t, st.sent_v))
+            states[sid] = _State()
+
+        routed = self.frame.route(batch, feed, reset)
+        kept.extend(routed.passed)
+        return RuleOutput(self._assemble(batch, kept, beats), late=routed.late_batch(batch))
+
+    def _fast_loop(
+        self,
+        sid: int,
+        st: _State,
+        ts: list[int],
+        vs: list[float],
+        pos: list[int],
+        kept: list[int],
+        beats: list[Beat],
+    ) -> None:
         gap = self.gap
-        keep: list[int] = []
-        put = keep.append
+        put = kept.append
         k0 = 0
+        last = -1  # the last reading sent
         if st.has:
             s = st.ref
         else:
             s = vs[0]
-            put(0)
-            k0 = 1
+            put(pos[0])
+            k0 = last = 0
         if self.test == "deadband":
             for k in range(k0, len(vs)):
                 x = vs[k]
                 if x - s > gap or s - x > gap:
                     s = x
-                    put(k)
+                    put(pos[k])
+                    last = k
         else:
             for k in range(k0, len(vs)):
                 x = vs[k]
                 if x - s >= gap or s - x >= gap:
                     s = x
-                    put(k)
-        if keep:
-            last = keep[-1]
+                    put(pos[k])
+                    last = k
+        if last >= 0:
             st.sent = True
             st.sent_t = ts[last]
             st.sent_v = vs[last]
             st.beat_t = ts[last]
         st.has = True
         st.ref = s
-        st.last_t = ts[-1]
-        return keep
 
     def _general_loop(
         self,
         sid: int,
         st: _State,
-        idx: list[int],
         ts: list[int],
-        vs: list[float],
-        objs: list[Any] | None,
-        out_pos: list[int],
-        beats: list[tuple[float, int, int, Any]],
-        late_pos: list[int],
+        vs: list[Any],
+        pos: list[int],
+        kept: list[int],
+        beats: list[Beat],
     ) -> None:
         stats = self.stats
         test = self.test
-        numeric_only = test in _NUMERIC_TESTS
-        for k, i in enumerate(idx):
-            # NaN, and non-numeric values under a numeric test, pass or drop by policy before time is
-            # judged: they take no part in the state, and the time policy covers what the test sees.
-            obj = None if objs is None else objs[k]
-            if obj is None:
-                x: Any = vs[k]
-                if x != x:
-                    stats.nan += 1
-                    if self.nan == "pass":
-                        out_pos.append(i)
-                    else:
-                        stats.dropped += 1
-                    continue
-            elif numeric_only:
-                stats.non_numeric += 1
-                if self.non_numeric == "pass":
-                    out_pos.append(i)
-                else:
-                    stats.dropped += 1
-                continue
-            else:
-                x = obj
+        for k, x in enumerate(vs):
             t = ts[k]
-            if st.last_t is not None and t <= st.last_t:
-                stats.backwards += 1
-                if self.backwards == "late":
-                    late_pos.append(i)
-                    continue
-                if self.backwards == "drop":
-                    stats.dropped += 1
-                    continue
-                if self.backwards == "reset":
-                    if st.sent and st.last_t is not None and st.last_t > st.sent_t:
-                        # the held value at the last accepted origin marks where the run ends
-                        beats.append((i - 0.5, sid, st.last_t, st.sent_v))
-                    st = self._states[sid] = _State()
-            if st.last_t is None or t > st.last_t:
-                st.last_t = t
+            i = pos[k]
             if test == "none":
                 passed = True
             elif test == "change":
@@ -304,7 +267,7 @@ class ExceptionRule(Rule):
                 passed = False
                 stats.dropped += 1
             if passed:
-                out_pos.append(i)
+                kept.append(i)
                 st.sent = True
                 st.sent_t = t
                 st.sent_v = x
@@ -319,9 +282,7 @@ class ExceptionRule(Rule):
                 st.has = True
                 st.ref = x
 
-    def _assemble(
-        self, batch: ReadingBatch, out_pos: list[int], beats: list[tuple[float, int, int, Any]]
-    ) -> ReadingBatch:
+    def _assemble(self, batch: ReadingBatch, out_pos: list[int], beats: list[Beat]) -> ReadingBatch:
         if not beats:
             if len(out_pos) == len(batch):
                 return batch
@@ -333,25 +294,18 @@ class ExceptionRule(Rule):
         keys = np.asarray([float(p) for p in out_pos] + [b[0] for b in beats], dtype=np.float64)
         return both.take(np.argsort(keys, kind="stable"))
 
-    def _beats_batch(self, beats: list[tuple[float, int, int, Any]]) -> ReadingBatch:
-        n = len(beats)
-        origins = np.asarray([b[2] for b in beats], dtype=np.int64)
-        series = np.asarray([b[1] for b in beats], dtype=np.int32)
-        values = np.full(n, np.nan)
-        objects = None
-        for j, b in enumerate(beats):
-            if isinstance(b[3], float):
-                values[j] = b[3]
-            else:
-                if objects is None:
-                    objects = np.full(n, None, dtype=object)
-                objects[j] = b[3]
-        return ReadingBatch(self.table, origins, values, series, objects)
+    def _beats_batch(self, beats: list[Beat]) -> ReadingBatch:
+        # a value from the numeric column is a float; anything else came from the objects column
+        nums = [b[3] if isinstance(b[3], float) else math.nan for b in beats]
+        objects = [None if isinstance(b[3], float) else b[3] for b in beats]
+        return ReadingBatch.from_columns(
+            self.table, [b[2] for b in beats], nums, [b[1] for b in beats], objects
+        )
 
     def _advance(self, now_ns: int) -> RuleOutput:
         if self.heartbeat is None:
             return RuleOutput(self.empty())
-        beats: list[tuple[float, int, int, Any]] = []
+        beats: list[Beat] = []
         for sid, st in self._states.items():
             if st.sent and now_ns - st.beat_t >= self.heartbeat:
                 beats.append((0.0, sid, st.sent_t, st.sent_v))
@@ -362,12 +316,19 @@ class ExceptionRule(Rule):
     # -- state --------------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        return {"series": snapshot_series(self.table, {s: st.to_json() for s, st in self._states.items()})}
+        last = self.frame.last_t
+        states = {sid: st.to_json(last.get(sid)) for sid, st in self._states.items()}
+        return {"series": snapshot_series(self.table, states)}
 
     def restore(self, snap: Mapping[str, Any]) -> None:
-        self._states = {
-            sid: _State.from_json(d) for sid, d in restore_series(self.table, snap, self.kind).items()
-        }
+        states: dict[int, _State] = {}
+        last: dict[int, int] = {}
+        for sid, d in restore_series(self.table, snap, self.kind).items():
+            states[sid], last_t = _State.from_json(d)
+            if last_t is not None:
+                last[sid] = last_t
+        self._states = states
+        self.frame.last_t = last
 
 
 class DeadbandRule(ExceptionRule):
@@ -394,9 +355,7 @@ class DeadbandRule(ExceptionRule):
             start=spec.start,
             min_interval=spec.min_interval,
             heartbeat=spec.heartbeat,
-            backwards=spec.backwards,
-            nan=spec.nan,
-            non_numeric=spec.non_numeric,
+            **policies(spec),
         )
 
 
@@ -412,8 +371,7 @@ class OnChangeRule(ExceptionRule):
             ignore_first=spec.mode == "rbei",
             min_interval=spec.min_interval,
             heartbeat=spec.heartbeat,
-            backwards=spec.backwards,
-            nan=spec.nan,
+            **policies(spec),
         )
 
 
@@ -423,7 +381,7 @@ class MinIntervalRule(ExceptionRule):
 
     @classmethod
     def from_spec(cls, spec: MinIntervalSpec, table: SeriesTable, index: int = 0) -> MinIntervalRule:
-        return cls(table, index, test="none", min_interval=spec.interval, backwards=spec.backwards)
+        return cls(table, index, test="none", min_interval=spec.interval, **policies(spec))
 
 
 class HeartbeatRule(ExceptionRule):
@@ -432,4 +390,4 @@ class HeartbeatRule(ExceptionRule):
 
     @classmethod
     def from_spec(cls, spec: HeartbeatSpec, table: SeriesTable, index: int = 0) -> HeartbeatRule:
-        return cls(table, index, test="none", heartbeat=spec.interval, backwards=spec.backwards)
+        return cls(table, index, test="none", heartbeat=spec.interval, **policies(spec))

@@ -80,14 +80,9 @@ class FilterRule(Rule):
         return RuleOutput(out)
 
 
-def _object_mask(batch: ReadingBatch) -> npt.NDArray[np.bool_]:
-    if batch.objects is None:
-        return np.zeros(len(batch), dtype=bool)
-    return np.asarray([o is not None for o in batch.objects], dtype=bool)
-
-
 class RangeRule(Rule):
-    """Keep (or drop) numeric readings inside ``[min, max]``; NaN and non-numeric readings by policy."""
+    """Keep (or drop) numeric readings inside ``[min, max]``; NaN and non-numeric readings (Bools included,
+    see :meth:`~edgeflow.model.ReadingBatch.numeric_mask`) by policy."""
 
     kind = "range"
 
@@ -102,7 +97,7 @@ class RangeRule(Rule):
     def _process(self, batch: ReadingBatch) -> RuleOutput:
         spec = self.spec
         v = batch.values
-        obj = _object_mask(batch)
+        obj = ~batch.numeric_mask()
         nan = np.isnan(v) & ~obj
         inside = np.ones(len(batch), dtype=bool)
         if spec.min is not None:
@@ -190,7 +185,7 @@ class ExpressionRule(Rule):
         n = len(batch)
         if n == 0:
             return RuleOutput(batch)
-        obj = _object_mask(batch)
+        obj = batch.object_mask()
         keep = np.zeros(n, dtype=bool)
         num = np.flatnonzero(~obj)
         if len(num):

@@ -16,9 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
-from edgeflow.errors import RuleError
+from edgeflow.errors import ConfigError, RuleError
 from edgeflow.model import ReadingBatch, SeriesTable
+from edgeflow.parsing import config_error
 from edgeflow.rules.alarm import AlarmRule
 from edgeflow.rules.base import Interpolation, Rule, RuleOutput, RuleStats
 from edgeflow.rules.exception import DeadbandRule, HeartbeatRule, MinIntervalRule, OnChangeRule
@@ -43,9 +45,19 @@ from edgeflow.rules.spec import (
 from edgeflow.rules.swing import SwingRule
 from edgeflow.rules.window import WindowRule
 
-__all__ = ["Interpolation", "Pipeline", "PipelineOutput", "RuleStats", "build_pipeline", "build_rule"]
+__all__ = [
+    "Interpolation",
+    "Pipeline",
+    "PipelineOutput",
+    "RuleStats",
+    "build_pipeline",
+    "build_rule",
+    "rule_specs",
+]
 
 SNAPSHOT_VERSION = 1
+
+_RULE_LIST: TypeAdapter[list[RuleSpec]] = TypeAdapter(list[RuleSpec])
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,20 @@ class Pipeline:
             rule.restore(state)
 
 
-def build_pipeline(specs: Sequence[RuleSpec], table: SeriesTable) -> Pipeline:
-    """A pipeline of the rules ``specs`` declare, in order, over series of ``table``."""
-    return Pipeline([build_rule(s, table, i) for i, s in enumerate(specs)], table)
+def rule_specs(specs: Sequence[RuleSpec | Mapping[str, Any]], *, source: str = "<dict>") -> list[RuleSpec]:
+    """Rule specs from spec objects or plain dicts as in YAML (``{"type": "deadband", "absolute": 0.5}``),
+    validated by the same models as a config; a bad one raises :class:`~edgeflow.errors.ConfigError`
+    naming each key path (``[0].max_eror: unknown key``)."""
+    if isinstance(specs, Mapping | str | bytes):
+        raise ConfigError("rules must be a list of rules", source=source)
+    raw = list(specs)
+    try:
+        return _RULE_LIST.validate_python(raw)
+    except ValidationError as exc:
+        raise config_error("invalid rules", source, exc, data=raw) from None
+
+
+def build_pipeline(specs: Sequence[RuleSpec | Mapping[str, Any]], table: SeriesTable) -> Pipeline:
+    """A pipeline of the rules ``specs`` declare (spec objects, or dicts as in YAML: see
+    :func:`rule_specs`), in order, over series of ``table``."""
+    return Pipeline([build_rule(s, table, i) for i, s in enumerate(rule_specs(specs))], table)

@@ -24,6 +24,7 @@ from edgeflow.errors import RuleError
 from edgeflow.model import SeriesTable
 from edgeflow.rules.base import Interpolation
 from edgeflow.rules.bounded import Emit, PointRule
+from edgeflow.rules.frame import policies
 from edgeflow.rules.spec import SdtSpec
 
 __all__ = ["SdtRule"]
@@ -72,9 +73,7 @@ class SdtRule(PointRule):
             comp_dev=spec.deviation,
             comp_min=spec.comp_min,
             comp_max=spec.comp_max,
-            backwards=spec.backwards,
-            nan=spec.nan,
-            non_numeric=spec.non_numeric,
+            **policies(spec),
         )
 
     def _new_state(self) -> _Sdt:

@@ -12,6 +12,8 @@ is emitted, once the watermark reaches its end. A reading whose every window has
 and routed to the ``late`` output, never silently dropped. Sliding windows emit one result per reading,
 over the ``size`` before it (``(t - size, t]``); a reading older than the newest of its series is late.
 Count windows emit every ``count`` readings of a series (arrival order), stepping by ``hop_count``.
+NaN and ±inf (``nan``, dropped by default) and non-numeric readings, Bools included (``non_numeric``,
+passed on by default), go by the shared frame's policies (:mod:`edgeflow.rules.frame`).
 :meth:`flush` emits the open windows as they are (partial). Averages are a bandwidth knob, not an error
 bound: report min/max beside a mean.
 """
@@ -26,15 +28,8 @@ import numpy.typing as npt
 
 from edgeflow.errors import RuleError
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
-from edgeflow.rules.base import (
-    Interpolation,
-    Rule,
-    RuleOutput,
-    batch_from_lists,
-    group_by_series,
-    restore_series,
-    snapshot_series,
-)
+from edgeflow.rules.base import Interpolation, Rule, RuleOutput, restore_series, snapshot_series
+from edgeflow.rules.frame import SeriesFrame
 from edgeflow.rules.spec import WindowSpec
 
 __all__ = ["WindowRule", "aggregate"]
@@ -88,6 +83,8 @@ class WindowRule(Rule):
         self.hop_count = spec.hop_count or self.count
         self.lateness = spec.allowed_lateness
         self.aggs = list(spec.aggregates)
+        # windows judge time themselves (event time, allowed lateness): the frame applies nan/non_numeric
+        self.frame = SeriesFrame(self.stats, nan=spec.nan, non_numeric=spec.non_numeric, backwards=None)
         self._states: dict[int, _Series] = {}
         self._derived: dict[tuple[int, str], int] = {}
         # results of the current call: origin (end), start, value, derived series
@@ -122,7 +119,9 @@ class WindowRule(Rule):
             self._r_sid.append(self.derived_series(sid, agg))
 
     def _results(self) -> ReadingBatch:
-        out = batch_from_lists(self.table, self._r_end, self._r_val, self._r_sid, starts=self._r_start)
+        out = ReadingBatch.from_columns(
+            self.table, self._r_end, self._r_val, self._r_sid, starts=self._r_start
+        )
         self._r_end, self._r_start, self._r_val, self._r_sid = [], [], [], []
         return out
 
@@ -131,50 +130,32 @@ class WindowRule(Rule):
     def _process(self, batch: ReadingBatch) -> RuleOutput:
         if len(batch) == 0:
             return RuleOutput(batch)
-        raw_pos: list[int] = []
-        late_pos: list[int] = []
-        values = batch.values
-        finite = np.isfinite(values)
-        is_obj = (
-            np.zeros(len(batch), dtype=bool)
-            if batch.objects is None
-            else np.asarray([o is not None for o in batch.objects], dtype=bool)
-        )
+        kept: list[int] = []
+        late: list[int] = []
         keep_input = self.spec.keep_input
-        for sid, idx in group_by_series(batch.series):
-            st = self._states.get(sid)
+        states = self._states
+
+        def feed(sid: int, ts: list[int], vs: list[float], pos: list[int]) -> None:
+            st = states.get(sid)
             if st is None:
-                st = self._states[sid] = _Series()
-            ts = batch.origins[idx].tolist()
-            vs = values[idx].tolist()
-            fin = (finite[idx] & ~is_obj[idx]).tolist()
-            obj = is_obj[idx].tolist()
-            for k, i in enumerate(idx.tolist()):
-                if not fin[k]:
-                    if obj[k]:
-                        self.stats.non_numeric += 1
-                        policy = self.spec.non_numeric
-                    else:
-                        self.stats.nan += 1
-                        policy = self.spec.nan
-                    if policy == "pass":
-                        raw_pos.append(i)
-                    else:
-                        self.stats.dropped += 1
-                    continue
-                if self._add(sid, st, ts[k], vs[k]):
+                st = states[sid] = _Series()
+            for t, v, i in zip(ts, vs, pos, strict=True):
+                if self._add(sid, st, t, v):
                     if keep_input:
-                        raw_pos.append(i)
+                        kept.append(i)
                 else:
-                    late_pos.append(i)
+                    late.append(i)
             self._close(sid, st)
+
+        routed = self.frame.route(batch, feed)
         results = self._results()
+        raw_pos = routed.passed + kept
         if raw_pos:
             raw = batch.take(np.asarray(sorted(raw_pos), dtype=np.intp))
             results = ReadingBatch.concat(self.table, [raw, results])
-        self.stats.late += len(late_pos)
-        late = batch.take(np.asarray(sorted(late_pos), dtype=np.intp)) if late_pos else None
-        return RuleOutput(results, late=late)
+        self.stats.late += len(late)
+        routed.late.extend(late)
+        return RuleOutput(results, late=routed.late_batch(batch))
 
     def _add(self, sid: int, st: _Series, t: int, v: float) -> bool:
         """Put one reading in its windows; False when it is late."""
