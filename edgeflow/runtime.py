@@ -42,9 +42,10 @@ from edgeflow.config import EdgeConfig, PipelineSpec
 from edgeflow.connector import Clock, as_clock, load_connector
 from edgeflow.errors import BusClosedError, ConfigError, RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
-from edgeflow.model import ReadingBatch, SeriesTable
+from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable
 from edgeflow.profiles import DeviceProfile
 from edgeflow.rules import Pipeline, PipelineOutput, SeriesMatcher, build_pipeline
+from edgeflow.rules.pipeline import late_name, output_names
 from edgeflow.service import DeviceService, SchedulerSettings
 from edgeflow.uplink import Uplink, create_uplink
 
@@ -152,13 +153,59 @@ class Runtime:
             service.add_device(dspec.to_device(cfg.service, profile), profile)
         for pspec in cfg.pipelines:
             self.routes.append(
-                _Route(pspec, SeriesMatcher(pspec.match), build_pipeline(pspec.rules, self.table))
+                _Route(
+                    pspec,
+                    SeriesMatcher(pspec.match),
+                    build_pipeline(pspec.rules, self.table, name=pspec.name),
+                )
             )
+        self._check_outputs()
         b = cfg.bus
         self._sub = self.bus.subscribe(
             ALL_EVENTS, capacity=b.capacity, policy=b.policy, name="pipelines", block_timeout=b.block_timeout
         )
         self.registry.add_collector(self._collect)
+
+    def _check_outputs(self) -> None:
+        """Refuse two pipelines that would write one series (the same device and resource name): the
+        cloud would see one series made of two rules' outputs. Worked out for every series the
+        configured devices can produce, before anything runs."""
+        writers: dict[tuple[str, str], tuple[int, str]] = {}
+        problems: dict[str, str] = {}
+        for dspec in self.config.devices:
+            profile = dspec.profile
+            assert isinstance(profile, DeviceProfile)
+            for res in profile.device_resources:
+                sources = {res.name} | {
+                    c.name
+                    for c in profile.device_commands
+                    if any(op.device_resource == res.name for op in c.resource_operations)
+                }
+                for source in sorted(sources):
+                    info = SeriesInfo(
+                        dspec.name,
+                        res.name,
+                        profile.name,
+                        res.properties.value_type,
+                        res.properties.units,
+                        source,
+                    )
+                    for i, route in enumerate(self.routes):
+                        if not route.matcher.matches(info):
+                            continue
+                        for name, rule in output_names(route.spec.rules, route.spec.name, res.name).items():
+                            j, other = writers.setdefault((dspec.name, name), (i, rule))
+                            if j == i:
+                                continue
+                            a, b = self.routes[j].spec.name, route.spec.name
+                            key = f"pipelines[{i}]" + ("" if rule == "input" else ".rules")
+                            problems.setdefault(
+                                key,
+                                f"pipeline {a!r} ({other}) and pipeline {b!r} ({rule}) would both write series "
+                                f"{dspec.name}/{name}: make their match disjoint, or give the rule a name",
+                            )
+        if problems:
+            raise ConfigError("two pipelines would write the same series", problems=sorted(problems.items()))
 
     # -- rule state -----------------------------------------------------------------------------
 
@@ -408,18 +455,24 @@ class Runtime:
             up.submit(out.batch, out.interpolation)
         if len(out.late):
             # Late readings are real readings: counted and shipped, but as their own series
-            # (``<resource>@late``), so the cloud's reconstruction of the series stays in time order.
+            # (``<resource>@late.<pipeline>``), so the cloud's reconstruction of the series stays in
+            # time order.
             route.late += len(out.late)
-            up.submit(self._as_late(out.late))
+            up.submit(self._as_late(out.late, route.spec.name))
 
-    def _as_late(self, batch: ReadingBatch) -> ReadingBatch:
-        """``batch`` with each reading moved to its series' ``@late`` twin."""
+    def _as_late(self, batch: ReadingBatch, pipeline: str) -> ReadingBatch:
+        """``batch`` with each reading moved to its series' late twin (:func:`late_name`)."""
         table = self.table
         ids = {}
         for sid in set(batch.series.tolist()):
             info = table.info(sid)
             ids[sid] = table.intern(
-                info.device, f"{info.resource}@late", info.profile, info.value_type, info.units, info.source
+                info.device,
+                late_name(info.resource, pipeline),
+                info.profile,
+                info.value_type,
+                info.units,
+                info.source,
             )
         series = batch.series.copy()
         for old, new in ids.items():

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from runtime_support import sensors
 
 from edgeflow.config import parse_config
+from edgeflow.errors import ConfigError
 from edgeflow.model import decode_event
 from edgeflow.runtime import Runtime
 from edgeflow.testing import MS, ManualClock
@@ -93,12 +95,18 @@ async def test_unrouted_readings_ship_by_default_and_are_counted(tmp_path: Path)
     assert rt.ledger_problems() == []
 
 
-async def test_two_pipelines_may_take_the_same_reading(tmp_path: Path) -> None:
+async def test_two_pipelines_may_take_the_same_reading_when_they_write_different_series(
+    tmp_path: Path,
+) -> None:
     cfg = config(
         tmp_path,
         pipelines=[
             {"name": "a", "match": {"device": "Device1"}},
-            {"name": "b", "match": {"device": "Device*", "resource": ["Temp"]}},
+            {
+                "name": "b",
+                "match": {"device": "Device*", "resource": ["Temp"]},
+                "rules": [{"type": "window", "kind": "tumbling", "size": "50ms", "aggregates": ["mean"]}],
+            },
         ],
     )
     clock = ManualClock()
@@ -107,6 +115,60 @@ async def test_two_pipelines_may_take_the_same_reading(tmp_path: Path) -> None:
     stats = rt.stats()["pipelines"]
     # 0..200 ms: Temp read 21 times and Label 5 times per device
     assert (stats["a"]["readings_in"], stats["b"]["readings_in"]) == (21 + 5, 2 * 21)
+    names = {r.resource_name for e in shipped(tmp_path) for r in e.readings}
+    assert "Temp.b.0.mean" in names  # a derived series names its pipeline and rule
+
+
+def _refused(tmp_path: Path, pipelines: list[dict[str, Any]]) -> str:
+    with pytest.raises(ConfigError, match="two pipelines would write the same series") as info:
+        Runtime(parse_config(config(tmp_path, pipelines=pipelines), environ={}))
+    return str(info.value)
+
+
+def test_two_pipelines_that_would_write_one_series_are_a_config_error(tmp_path: Path) -> None:
+    text = _refused(
+        tmp_path,
+        [
+            {"name": "raw", "match": {"device": "Device1"}},
+            {"name": "reduced", "match": {"resource": "Temp"}, "rules": [{"type": "deadband", "absolute": 1}]},
+        ],
+    )
+    assert "pipelines[1]: pipeline 'raw' (input) and pipeline 'reduced' (input)" in text
+    assert "Device1/Temp" in text
+    # two windows given the same name write the same derived series
+    window = {"type": "window", "kind": "tumbling", "size": "1s", "aggregates": ["mean"], "name": "1s"}
+    text = _refused(
+        tmp_path,
+        [
+            {"name": "p", "match": {"device": "Device1", "resource": "Temp"}, "rules": [window]},
+            {"name": "q", "match": {"device": "Device1", "resource": "Temp"}, "rules": [window]},
+        ],
+    )
+    assert "pipelines[1].rules" in text and "Device1/Temp.1s.mean" in text and "rule 0 (window)" in text
+    # alarms named alike in two pipelines, on one resource
+    alarm = {"type": "alarm", "name": "hot", "above": 90, "pass_through": False}
+    text = _refused(
+        tmp_path,
+        [
+            {"name": "p", "match": {"resource": "Temp"}, "rules": [alarm]},
+            {"name": "q", "match": {"device": "Device10"}, "rules": [alarm]},
+        ],
+    )
+    assert "Device10/Temp.hot" in text
+
+
+def test_derived_series_without_a_name_never_collide(tmp_path: Path) -> None:
+    window = {"type": "window", "kind": "tumbling", "size": "1s", "aggregates": ["mean"]}
+    alarm = {"type": "alarm", "above": 90, "pass_through": False}
+    cfg = config(
+        tmp_path,
+        pipelines=[
+            {"name": "fast", "match": {"resource": "Temp"}, "rules": [alarm, window]},
+            {"name": "slow", "match": {"device": "Device1", "resource": "Label"}},
+        ],
+    )
+    rt = Runtime(parse_config(cfg, environ={}))
+    assert [r.label for r in rt.routes[0].pipeline.rules] == ["fast.0", "fast.1"]  # type: ignore[attr-defined]
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -225,7 +287,7 @@ async def test_late_readings_are_shipped_as_their_own_series(tmp_path: Path) -> 
     )
     await rt.stop()
     readings = [r for e in shipped(tmp_path) for r in e.readings]
-    late = [r for r in readings if r.resource_name == "T@late"]
+    late = [r for r in readings if r.resource_name == "T@late.p"]
     assert [(r.origin, r.value) for r in late] == [(t0 + s // 2, 9.0)]
     assert late[0].units == "degC"
     on_time = [r.origin for r in readings if r.resource_name == "T"]
