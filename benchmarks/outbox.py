@@ -1,15 +1,19 @@
-"""Readings per second into the durable outbox, one core, no broker.
+"""Readings per second through the single committer into the commit log, one core, no broker.
 
     python benchmarks/outbox.py [--seconds 10] [--batch 1000] [--series 10] [--synchronous normal]
 
 What it measures, each for ``--seconds``:
 
 1. ``uplink.send``: ``MqttUplink.send`` with the broker unreachable (so nothing leaves the outbox) —
-   compact-encode each batch of ``--batch`` readings and commit it (one transaction per message);
-   with ``--max-delay`` the uplink first gathers sends into messages of up to 5,000 readings;
-2. ``put only``: the outbox alone, with pre-encoded payloads (the SQLite cost per batch);
-3. ``take+ack``: draining what was put, in windows of 100 (what the sender does on PUBACKs);
-4. latency of one ``put`` (p50 / p99 / max, µs) — what the event loop is blocked for per batch.
+   each send of ``--batch`` readings is compact-encoded by the committer and committed (with the
+   stream's next sequence number) before ``send`` returns; with ``--max-delay`` sends are gathered into
+   messages of up to 5,000 readings first;
+2. ``uplink.submit``: what the runtime's router does — hand batches over without waiting for each
+   commit (backpressure only when too much is pending): commits group what arrived meanwhile;
+3. ``commit only``: the commit log alone, with pre-encoded payloads (the SQLite cost per batch);
+4. ``take+ack``: draining what was committed, in windows of 100 (what the sender does on PUBACKs);
+5. the event loop's longest stall while 1 and 2 run (a 1 ms probe task): the commits run on the
+   commit log's own thread, so the loop only pays for encoding.
 
 Input: a random walk per series rounded to 3 decimals, 1 s sampling, series interleaved. The outbox
 lives in a temporary directory on the same disk as ``/tmp``. Nothing is asserted.
@@ -30,9 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's edgeflow
 
-from edgeflow.codec import make_encoder
+from edgeflow.commitlog import CommitLog, OutboxItem
 from edgeflow.model import ReadingBatch, SeriesTable
-from edgeflow.outbox import Outbox, OutboxItem
 from edgeflow.uplink.mqtt import MqttUplink
 from edgeflow.uplink.spec import MqttUplinkSpec
 
@@ -53,9 +56,39 @@ def make_batches(count: int, size: int, series: int) -> list[ReadingBatch]:
     ]
 
 
+class LagProbe:
+    """Wakes every millisecond and records how late it woke: the event loop's stalls."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            lag = loop.time() - t - 0.001
+            self.lags.append(lag)
+            self.worst = max(self.worst, lag)
+
+    def __enter__(self) -> LagProbe:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def summary(self) -> str:
+        ms = np.asarray(self.lags) * 1e3
+        return f"loop stall p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms"
+
+
 async def uplink_send(
-    path: Path, batches: list[ReadingBatch], seconds: float, synchronous: str, max_delay: float
-) -> tuple[int, float, dict[str, int | float]]:
+    path: Path, batches: list[ReadingBatch], seconds: float, synchronous: str, max_delay: float, wait: bool
+) -> tuple[int, float, dict[str, int | float], str]:
     spec = MqttUplinkSpec.model_validate(
         {
             "type": "mqtt",
@@ -68,18 +101,25 @@ async def uplink_send(
     up = MqttUplink(spec, service="bench")
     await up.start()
     readings = 0
-    t0 = time.perf_counter()
     i = 0
-    while time.perf_counter() - t0 < seconds:
-        b = batches[i % len(batches)]
-        i += 1
-        await up.send(b)
-        readings += len(b)
-        if i % 50 == 0:
-            await asyncio.sleep(0)
-    await up.stop(flush_timeout=0)  # commits what batching still holds
-    elapsed = time.perf_counter() - t0
-    return readings, elapsed, up.stats()
+    with LagProbe() as probe:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            b = batches[i % len(batches)]
+            i += 1
+            if wait:
+                await up.send(b)
+            else:
+                await up.room()
+                up.submit(b)
+                if i % 10 == 0:
+                    await asyncio.sleep(0)
+            readings += len(b)
+        await up.flush()
+        elapsed = time.perf_counter() - t0
+    st = up.stats()
+    await up.stop(flush_timeout=0)
+    return readings, elapsed, st, probe.summary()
 
 
 def unused_port() -> int:
@@ -88,24 +128,29 @@ def unused_port() -> int:
         return int(s.getsockname()[1])
 
 
-def put_latency(path: Path, batches: list[ReadingBatch], synchronous: str) -> list[float]:
-    """Latency of Outbox.put alone, for compact messages of the benchmark's batches."""
-    enc = make_encoder("compact", stream_id="lat")
-    ob = Outbox(path, max_bytes=1 << 34, synchronous=synchronous)  # type: ignore[arg-type]
-    lat: list[float] = []
-
-    async def run() -> None:
-        for b in batches:
-            items = [
-                OutboxItem(e.stream_id, e.seq, "t", e.payload, readings=e.readings) for e in enc.encode(b)
-            ]
-            p0 = time.perf_counter()
-            await ob.put(items, ("lat", "lat", enc.next_seq))
-            lat.append(time.perf_counter() - p0)
-
-    asyncio.run(run())
-    ob.close()
-    return lat
+async def log_only(path: Path, batch: int, payload_size: int, seconds: float, synchronous: str) -> None:
+    log = CommitLog(path, max_bytes=1 << 34, synchronous=synchronous)  # type: ignore[arg-type]
+    await log.open()
+    payload = bytes(payload_size)
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        await log.commit(
+            [OutboxItem("p", n, "edgeflow/bench/batches", payload, readings=batch)], [("k", "p", n + 1)]
+        )
+        n += 1
+    el = time.perf_counter() - t0
+    print(f"commit only  : {n / el:12,.0f} commits/s  = {n * batch / el:,.0f} readings/s (one batch each)")
+    total = log.queued_batches
+    t0 = time.perf_counter()
+    while recs := await log.take(100):
+        await log.ack(recs)
+    el = time.perf_counter() - t0
+    print(
+        f"take+ack     : {total / el:12,.0f} batches/s  = {total * batch / el:,.0f} readings/s ({total} batches)"
+    )
+    print(f"file after drain: {log.stats()['file_bytes'] / 1e6:.1f} MB")
+    await log.close()
 
 
 def main() -> None:
@@ -119,43 +164,30 @@ def main() -> None:
     )
     args = parser.parse_args()
     batches = make_batches(200, args.batch, args.series)
+    print(
+        f"batch {args.batch} readings, {args.series} series, synchronous={args.synchronous}, max_delay={args.max_delay}"
+    )
     with tempfile.TemporaryDirectory() as d:
-        readings, elapsed, st = asyncio.run(
-            uplink_send(Path(d) / "up.sqlite", batches, args.seconds, args.synchronous, args.max_delay)
+        for wait, name in ((True, "uplink.send  "), (False, "uplink.submit")):
+            readings, elapsed, st, lag = asyncio.run(
+                uplink_send(
+                    Path(d) / f"up{wait}.sqlite",
+                    batches,
+                    args.seconds,
+                    args.synchronous,
+                    args.max_delay,
+                    wait,
+                )
+            )
+            print(
+                f"{name}: {readings / elapsed:12,.0f} readings/s  ({st['commits'] / elapsed:,.0f} commits/s, "
+                f"{st['queued'] / elapsed:,.0f} messages/s, {st['queued_bytes'] / max(1, st['queued_readings']):.2f} "
+                f"B/reading stored; {lag})"
+            )
+        payload = int(st["queued_bytes"] / max(1, st["queued"]))
+        asyncio.run(
+            log_only(Path(d) / "bench.sqlite", args.batch, payload, args.seconds / 2, args.synchronous)
         )
-        print(
-            f"batch {args.batch} readings, {args.series} series, synchronous={args.synchronous}, max_delay={args.max_delay}"
-        )
-        print(
-            f"uplink.send: {readings / elapsed:12,.0f} readings/s  "
-            f"({st['queued'] / elapsed:,.0f} messages/s, {st['queued_bytes'] / st['queued_readings']:.2f} B/reading stored)"
-        )
-        us = np.asarray(put_latency(Path(d) / "lat.sqlite", batches, args.synchronous)) * 1e6
-        print(
-            f"put latency: p50 {np.percentile(us, 50):.0f} µs, p99 {np.percentile(us, 99):.0f} µs, max {us.max():.0f} µs"
-        )
-        ob = Outbox(Path(d) / "bench.sqlite", max_bytes=1 << 34, synchronous=args.synchronous)
-        payload = bytes(int(st["queued_bytes"] / max(1, st["queued"])))
-        n = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < args.seconds / 2:
-            ob.put_nowait([OutboxItem("p", n, "edgeflow/bench/batches", payload, readings=args.batch)])
-            n += 1
-        el = time.perf_counter() - t0
-        print(f"put only   : {n / el:12,.0f} batches/s  = {n * args.batch / el:,.0f} readings/s")
-        total = ob.queued_batches
-        t0 = time.perf_counter()
-        while True:
-            recs = ob.take(100)
-            if not recs:
-                break
-            ob.ack(recs)
-        el = time.perf_counter() - t0
-        print(
-            f"take+ack   : {total / el:12,.0f} batches/s  = {total * args.batch / el:,.0f} readings/s ({total} batches)"
-        )
-        print(f"file after drain: {ob.file_bytes() / 1e6:.1f} MB")
-        ob.close()
 
 
 if __name__ == "__main__":

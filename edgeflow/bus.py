@@ -6,7 +6,9 @@ Topics follow EdgeX's message bus, ``edgex/events/device/{service}/{profile}/{de
 
 Every subscription has a bounded queue, measured in readings, and a declared overflow policy:
 
-* ``block``: the publisher waits (``await bus.publish``) until the subscriber has room;
+* ``block``: the publisher waits (``await bus.publish``) until the subscriber has room — at most
+  ``block_timeout`` seconds when one is set, after which the message is dropped for that subscriber
+  and counted (``timed_out``), so no publisher waits forever on a stuck subscriber;
 * ``drop-oldest``: the oldest queued messages make room for the new one;
 * ``drop-newest``: the new message is refused for that subscriber.
 
@@ -118,17 +120,28 @@ class SubscriptionStats:
     delivered_readings: int
     dropped_messages: int
     dropped_readings: int
+    timed_out_messages: int
+    timed_out_readings: int
 
 
 class Subscription(Generic[P]):
     """One subscriber's bounded queue. Iterate it (``async for topic, msg in sub``) or ``await get()``;
     ``drain()`` takes everything queued at once."""
 
-    def __init__(self, bus: Bus[P], pattern: str, capacity: int, policy: OverflowPolicy, name: str) -> None:
+    def __init__(
+        self,
+        bus: Bus[P],
+        pattern: str,
+        capacity: int,
+        policy: OverflowPolicy,
+        name: str,
+        block_timeout: float | None = None,
+    ) -> None:
         self._bus = bus
         self.pattern = pattern
         self.capacity = capacity
         self.policy = policy
+        self.block_timeout = block_timeout
         self.name = name or pattern
         self._queue: deque[tuple[str, P, int]] = deque()
         self._readings = 0
@@ -142,6 +155,8 @@ class Subscription(Generic[P]):
         self.delivered_readings = 0
         self.dropped_messages = 0
         self.dropped_readings = 0
+        self.timed_out_messages = 0
+        self.timed_out_readings = 0
 
     # -- publisher side -------------------------------------------------------------------------
 
@@ -157,10 +172,7 @@ class Subscription(Generic[P]):
                 self._space.clear()
                 return False
             if self.policy == "drop-newest":
-                self.received_messages += 1
-                self.received_readings += n
-                self.dropped_messages += 1
-                self.dropped_readings += n
+                self._refuse(n)
                 return True
             while self._queue and not self._has_room(n):
                 _, _, old = self._queue.popleft()
@@ -175,6 +187,42 @@ class Subscription(Generic[P]):
         if getter is not None and not getter.done():
             getter.set_result(None)
         return True
+
+    def _refuse(self, n: int) -> None:
+        """A message this subscription received but could not queue: counted as dropped."""
+        self.received_messages += 1
+        self.received_readings += n
+        self.dropped_messages += 1
+        self.dropped_readings += n
+
+    async def _offer_waiting(self, topic: str, msg: P, n: int) -> None:
+        """``block``: wait for room, at most ``block_timeout`` seconds; then drop and count."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.block_timeout is None else loop.time() + self.block_timeout
+        while not self._offer(topic, msg, n):
+            if deadline is None:
+                await self._space.wait()
+            else:
+                left = deadline - loop.time()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(left):
+                        await self._space.wait()
+                except TimeoutError:
+                    self._refuse(n)
+                    self.timed_out_messages += 1
+                    self.timed_out_readings += n
+                    if self.timed_out_messages == 1 or self.timed_out_messages % 1000 == 0:
+                        log.warning(
+                            "bus subscription %r stayed full for %.1f s: dropped %d messages so far",
+                            self.name,
+                            self.block_timeout,
+                            self.timed_out_messages,
+                        )
+                    return
+            if self._bus.closed:
+                raise BusClosedError("the bus is closed")
 
     # -- subscriber side ------------------------------------------------------------------------
 
@@ -265,6 +313,8 @@ class Subscription(Generic[P]):
             delivered_readings=self.delivered_readings,
             dropped_messages=self.dropped_messages,
             dropped_readings=self.dropped_readings,
+            timed_out_messages=self.timed_out_messages,
+            timed_out_readings=self.timed_out_readings,
         )
 
 
@@ -286,8 +336,10 @@ class Bus(Generic[P]):
         capacity: int = 100_000,
         policy: OverflowPolicy = "block",
         name: str = "",
+        block_timeout: float | None = None,
     ) -> Subscription[P]:
-        """Subscribe to ``pattern``; ``capacity`` counts readings."""
+        """Subscribe to ``pattern``; ``capacity`` counts readings; ``block_timeout`` bounds how long a
+        publisher waits on this subscription under ``block`` (None: as long as it takes)."""
         if self.closed:
             raise BusClosedError("the bus is closed")
         validate_pattern(pattern)
@@ -295,7 +347,9 @@ class Bus(Generic[P]):
             raise BusError(f"capacity must be at least 1, not {capacity}")
         if policy not in _POLICIES:
             raise BusError(f"overflow policy {policy!r}: expected {', '.join(sorted(_POLICIES))}")
-        sub = Subscription(self, pattern, capacity, policy, name)
+        if block_timeout is not None and block_timeout < 0:
+            raise BusError(f"block_timeout must not be negative, not {block_timeout}")
+        sub = Subscription(self, pattern, capacity, policy, name, block_timeout)
         self._subs.append(sub)
         self._routes.clear()
         return sub
@@ -343,10 +397,8 @@ class Bus(Generic[P]):
         """Hand ``msg`` to every matching subscription, waiting for room where the policy is ``block``."""
         subs, n = self._routes_for(topic, msg)
         for sub in subs:
-            while not sub._offer(topic, msg, n):
-                await sub._space.wait()
-                if self.closed:
-                    raise BusClosedError("the bus is closed")
+            if not sub._offer(topic, msg, n):
+                await sub._offer_waiting(topic, msg, n)
         return len(subs)
 
     def subscriptions(self) -> list[Subscription[P]]:

@@ -49,7 +49,6 @@ __all__ = [
     "PipelineSpec",
     "SchedulerSpec",
     "StateSpec",
-    "SubscriptionSpec",
     "apply_env_overrides",
     "config_schema",
     "load_config",
@@ -97,13 +96,6 @@ class DeviceSpec(_Model):
         )
 
 
-class SubscriptionSpec(_Model):
-    """A pipeline's queue on the bus: its ``capacity`` in readings and what happens when it is full."""
-
-    capacity: int = Field(default=100_000, ge=1, description="queued readings")
-    policy: OverflowPolicy = "block"
-
-
 class PipelineSpec(_Model):
     """A route from the bus to the uplink: readings that ``match`` (all when left out) go through
     ``rules`` in order. Several pipelines may take the same reading; each keeps its own state."""
@@ -111,7 +103,6 @@ class PipelineSpec(_Model):
     name: str = Field(min_length=1)
     match: MatchSpec = Field(default_factory=MatchSpec)
     rules: list[RuleSpec] = Field(default_factory=list)
-    queue: SubscriptionSpec = Field(default_factory=SubscriptionSpec)
 
 
 class SchedulerSpec(_Model):
@@ -132,7 +123,16 @@ class SchedulerSpec(_Model):
 
 
 class BusSpec(_Model):
-    batch_max: int = Field(default=1_000, ge=1, description="readings a pipeline takes per step")
+    """The queue between the device services and the pipelines: bounded, with a declared policy."""
+
+    batch_max: int = Field(default=1_000, ge=1, description="readings the pipelines take per step")
+    capacity: int = Field(default=100_000, ge=1, description="readings queued at most")
+    policy: OverflowPolicy = Field(
+        default="block", description="when the queue is full: wait (block), or drop and count"
+    )
+    block_timeout: PositiveSeconds = Field(
+        default=5.0, description="block: the longest a device service waits, then the reading is dropped"
+    )
 
 
 class MetricsSpec(_Model):
@@ -142,13 +142,13 @@ class MetricsSpec(_Model):
 
 
 class StateSpec(_Model):
-    """Where rule state survives a restart. With a ``path``, each pipeline's rule state (open segments,
-    last values sent, open windows) is written there every ``checkpoint_interval`` and at stop, and read
-    back at start, so a restart neither re-sends nor forgets; without one, a stop flushes what the rules
-    hold instead."""
+    """Rule state (open segments, last values sent, open windows) is committed with every batch it
+    produces, in the uplink's commit log, and restored at start, so a restart, even after ``kill -9``,
+    neither re-sends nor forgets. ``on_stop`` says what a clean stop does with what the rules hold:
+    ``flush`` ships it (open segments close early, still within their bound), ``keep`` leaves it in the
+    state for the next start (fewer points shipped across restarts)."""
 
-    path: Path | None = Field(default=None, description="a directory for pipeline state files")
-    checkpoint_interval: PositiveSeconds = 10.0
+    on_stop: Literal["flush", "keep"] = "flush"
 
 
 class EdgeConfig(_Model):
@@ -162,6 +162,10 @@ class EdgeConfig(_Model):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     bus: BusSpec = Field(default_factory=BusSpec)
     pipelines: list[PipelineSpec] = Field(default_factory=list)
+    unrouted: Literal["ship", "drop"] = Field(
+        default="ship",
+        description="readings that match no pipeline: shipped as they are (ship) or dropped; counted either way",
+    )
     uplink: UplinkSpec
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     state: StateSpec = Field(default_factory=StateSpec)

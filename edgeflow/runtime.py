@@ -1,12 +1,25 @@
-"""Wires a configuration into running parts and owns their start, stop, signals and health.
+"""Wires a configuration into running parts and owns their start, stop, signals, health and ledger.
 
 ::
 
-    devices ─► DeviceService (one per connector type) ─► bus ─► pipeline tasks (match → rules) ─► uplink
+    devices ─► DeviceService (one per connector type) ─► bus ─► router (match → pipelines) ─► uplink
+                                                                     │ rule states          (commit log:
+                                                                     └──────────────────────► one transaction)
 
-Only this module knows every room. Start order is uplink, pipelines, device services; stop order is
-the reverse, so every reading a device service published is processed, flushed and handed to the
-uplink before the uplink stops.
+Only this module knows every room. One task, the **router**, takes readings off the bus in steps and
+runs each step through every pipeline whose ``match`` takes them; what comes out is handed to the
+uplink's committer. A step runs without awaiting, so when the committer cuts a group and snapshots the
+pipelines' rule states, the states are exactly those that produced the group: rule state and shipped
+batches are committed together, and a ``kill -9`` at any instant restarts into a state the cloud
+agrees with.
+
+Every reading is accounted for (:meth:`Runtime.ledger`): published on the bus, dropped by the bus's
+policy, routed to pipelines (in, out, late, alarms, errors) or unrouted (``unrouted: ship|drop``),
+committed, refused by the outbox's policy, acknowledged by the transport, or still in flight.
+
+Start order is uplink (commit log, rule state restored), router, device services, metrics; stop order is
+the reverse, so every reading a device service published is processed and committed before the uplink
+stops. A start that fails part-way stops what it started.
 """
 
 from __future__ import annotations
@@ -14,24 +27,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
+from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
 from edgeflow.config import EdgeConfig, PipelineSpec
 from edgeflow.connector import Clock, as_clock, load_connector
-from edgeflow.errors import RuleError
+from edgeflow.errors import BusClosedError, ConfigError, RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
-from edgeflow.model import ReadingBatch, SeriesTable
+from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable
 from edgeflow.profiles import DeviceProfile
 from edgeflow.rules import Pipeline, PipelineOutput, SeriesMatcher, build_pipeline
+from edgeflow.rules.pipeline import late_name, output_names
 from edgeflow.service import DeviceService, SchedulerSettings
 from edgeflow.uplink import Uplink, create_uplink
 
@@ -40,27 +54,36 @@ __all__ = ["Runtime", "run_config"]
 log = logging.getLogger(__name__)
 
 ALL_EVENTS = "edgex/events/device/#"
+#: How often at most the "readings matched no pipeline" line is logged.
+UNROUTED_LOG_INTERVAL = 60.0
 
 
 @dataclass
 class _Route:
     spec: PipelineSpec
-    sub: Subscription[ReadingBatch]
     matcher: SeriesMatcher
     pipeline: Pipeline
     readings_in: int = 0
     readings_out: int = 0
     late: int = 0
     alarms: int = 0
-    task: asyncio.Task[None] | None = None
+    errors: int = 0
+    dirty: bool = True
+
+    @property
+    def state_key(self) -> str:
+        return f"pipeline:{self.spec.name}"
 
 
 @dataclass
 class _Counters:
     started_at: float = field(default_factory=time.time)
+    router_taken: int = 0
+    routed: int = 0
+    unrouted_shipped: int = 0
+    unrouted_dropped: int = 0
+    router_restarts: int = 0
     pipeline_errors: int = 0
-    checkpoints: int = 0
-    checkpoint_errors: int = 0
     state_restored: int = 0
     state_discarded: int = 0
 
@@ -92,10 +115,15 @@ class Runtime:
         self.registry = Registry()
         self.metrics_server: MetricsServer | None = None
         self._watermark_interval = watermark_interval
-        self._ticker: asyncio.Task[None] | None = None
-        self._checkpointer: asyncio.Task[None] | None = None
+        self._sub: Subscription[ReadingBatch] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._counters = _Counters()
         self._started = False
+        self._uplink_started = False
+        self._router_error: str = ""
+        self._unrouted_since_log = 0
+        self._unrouted_example = ""
+        self._unrouted_logged_at = 0.0
         self._build()
 
     # -- building -------------------------------------------------------------------------------
@@ -123,125 +151,187 @@ class Runtime:
             profile = dspec.profile
             assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
             service.add_device(dspec.to_device(cfg.service, profile), profile)
-        pipelines = cfg.pipelines or [PipelineSpec(name="default")]
-        for pspec in pipelines:
-            sub = self.bus.subscribe(
-                ALL_EVENTS, capacity=pspec.queue.capacity, policy=pspec.queue.policy, name=pspec.name
-            )
+        for pspec in cfg.pipelines:
             self.routes.append(
-                _Route(pspec, sub, SeriesMatcher(pspec.match), build_pipeline(pspec.rules, self.table))
+                _Route(
+                    pspec,
+                    SeriesMatcher(pspec.match),
+                    build_pipeline(pspec.rules, self.table, name=pspec.name),
+                )
             )
+        self._check_outputs()
+        b = cfg.bus
+        self._sub = self.bus.subscribe(
+            ALL_EVENTS, capacity=b.capacity, policy=b.policy, name="pipelines", block_timeout=b.block_timeout
+        )
         self.registry.add_collector(self._collect)
 
-    # -- running --------------------------------------------------------------------------------
+    def _check_outputs(self) -> None:
+        """Refuse two pipelines that would write one series (the same device and resource name): the
+        cloud would see one series made of two rules' outputs. Worked out for every series the
+        configured devices can produce, before anything runs."""
+        writers: dict[tuple[str, str], tuple[int, str]] = {}
+        problems: dict[str, str] = {}
+        for dspec in self.config.devices:
+            profile = dspec.profile
+            assert isinstance(profile, DeviceProfile)
+            for res in profile.device_resources:
+                sources = {res.name} | {
+                    c.name
+                    for c in profile.device_commands
+                    if any(op.device_resource == res.name for op in c.resource_operations)
+                }
+                for source in sorted(sources):
+                    info = SeriesInfo(
+                        dspec.name,
+                        res.name,
+                        profile.name,
+                        res.properties.value_type,
+                        res.properties.units,
+                        source,
+                    )
+                    for i, route in enumerate(self.routes):
+                        if not route.matcher.matches(info):
+                            continue
+                        for name, rule in output_names(route.spec.rules, route.spec.name, res.name).items():
+                            j, other = writers.setdefault((dspec.name, name), (i, rule))
+                            if j == i:
+                                continue
+                            a, b = self.routes[j].spec.name, route.spec.name
+                            key = f"pipelines[{i}]" + ("" if rule == "input" else ".rules")
+                            problems.setdefault(
+                                key,
+                                f"pipeline {a!r} ({other}) and pipeline {b!r} ({rule}) would both write series "
+                                f"{dspec.name}/{name}: make their match disjoint, or give the rule a name",
+                            )
+        if problems:
+            raise ConfigError("two pipelines would write the same series", problems=sorted(problems.items()))
 
-    # -- rule state across restarts ---------------------------------------------------------------
+    # -- rule state -----------------------------------------------------------------------------
 
-    def _state_file(self, route: _Route) -> Path | None:
-        base = self.config.state.path
-        if base is None:
-            return None
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in route.spec.name)
-        return base / f"pipeline-{safe}.json"
-
-    def _restore_state(self) -> None:
+    def _snapshots(self) -> Mapping[str, bytes]:
+        """Each changed pipeline's rule state; the committer calls this as it cuts a group."""
+        out: dict[str, bytes] = {}
         for route in self.routes:
-            path = self._state_file(route)
-            if path is None or not path.exists():
+            if route.dirty:
+                out[route.state_key] = orjson.dumps(route.pipeline.snapshot())
+                route.dirty = False
+        return out
+
+    async def _restore_state(self) -> None:
+        for route in self.routes:
+            blob = await self.uplink.load_state(route.state_key)
+            if blob is None:
                 continue
             try:
-                route.pipeline.restore(orjson.loads(path.read_bytes()))
-            except (OSError, orjson.JSONDecodeError, RuleError, ValueError, TypeError, KeyError) as exc:
-                # Starting the rules afresh only means some readings are sent again: safe. Keep the file
-                # for a look, out of the way, and say so.
-                aside = path.with_suffix(".unreadable")
-                path.replace(aside)
+                route.pipeline.restore(orjson.loads(blob))
+            except (orjson.JSONDecodeError, RuleError, ValueError, TypeError, KeyError) as exc:
+                # Starting the rules afresh only means some readings are sent again: safe. Keep the
+                # state for a look, out of the way, and say so.
+                await self.uplink.set_state_aside(route.state_key)
                 self._counters.state_discarded += 1
                 log.error(
-                    "pipeline %s: state %s not restored (%s); moved to %s", route.spec.name, path, exc, aside
+                    "pipeline %s: rule state not restored (%s); set aside as %s.unreadable",
+                    route.spec.name,
+                    exc,
+                    route.state_key,
                 )
             else:
                 self._counters.state_restored += 1
-                log.info("pipeline %s: rule state restored from %s", route.spec.name, path)
-
-    def checkpoint(self) -> None:
-        """Write every pipeline's rule state to ``state.path`` (atomically, file by file)."""
-        for route in self.routes:
-            path = self._state_file(route)
-            if path is None:
-                continue
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(orjson.dumps(route.pipeline.snapshot()))
-                os.replace(tmp, path)
-            except (OSError, TypeError) as exc:
-                self._counters.checkpoint_errors += 1
-                log.error("pipeline %s: cannot write state %s: %s", route.spec.name, path, exc)
-            else:
-                self._counters.checkpoints += 1
-
-    async def _checkpoints(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.state.checkpoint_interval)
-            self.checkpoint()
+                route.dirty = False
+                log.info("pipeline %s: rule state restored", route.spec.name)
 
     # -- running --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start every part; if one fails, stop those already started and raise."""
         if self._started:
             return
-        self._restore_state()
+        try:
+            await self._start()
+        except BaseException:
+            await self._teardown()
+            raise
+        self._started = True
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.uplink.set_state_source(self._snapshots)
         await self.uplink.start()
-        for route in self.routes:
-            route.task = asyncio.create_task(self._route_loop(route), name=f"pipeline:{route.spec.name}")
-        self._ticker = asyncio.create_task(self._watermarks(), name="watermarks")
-        if self.config.state.path is not None:
-            self._checkpointer = asyncio.create_task(self._checkpoints(), name="checkpoints")
+        self._uplink_started = True
+        await self._restore_state()
+        self._tasks.append(loop.create_task(self._supervise_router(), name="router"))
+        self._tasks.append(loop.create_task(self._watermarks(), name="watermarks"))
         for service in self.services.values():
             await service.start()
         listen = self.config.metrics.listen
         if listen:
             host, _, port = listen.rpartition(":")
             self.metrics_server = MetricsServer(self.registry, ready=self._ready)
-            await self.metrics_server.start(host or "127.0.0.1", int(port))
-        self._started = True
+            try:
+                await self.metrics_server.start(host or "127.0.0.1", int(port))
+            except (OSError, ValueError) as exc:
+                self.metrics_server = None
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ConfigError(
+                    "cannot serve metrics", problems=[("metrics.listen", f"{listen}: {reason}")]
+                ) from exc
         log.info(
-            "edgeflow %s running: %d devices, %d pipelines",
+            "edgeflow %s running: %d devices, %d pipelines, uplink %s",
             self.config.service,
             len(self.config.devices),
             len(self.routes),
+            self.config.uplink.type,
         )
 
+    async def _stop_reading(self) -> None:
+        """Stop the device services, the router and the watermarks (never raises)."""
+        for service in self.services.values():
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping a device service failed")
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _stop_shipping(self, flush_timeout: float) -> None:
+        """Close the bus, stop the uplink (committing what is pending) and the metrics (never raises)."""
+        self.bus.close()
+        if self._uplink_started:
+            self._uplink_started = False
+            try:
+                await self.uplink.stop(flush_timeout=flush_timeout)
+            except Exception:
+                log.exception("stopping the uplink failed")
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
+
+    async def _teardown(self) -> None:
+        """After a failed start: stop whatever runs, in reverse order."""
+        await self._stop_reading()
+        await self._stop_shipping(flush_timeout=0)
+
     async def stop(self) -> None:
-        """Stop reading, process and flush what the bus holds, hand it to the uplink, stop the uplink."""
+        """Stop reading, process what the bus holds, flush (``state.on_stop``), commit, stop the uplink."""
         if not self._started:
             return
         self._started = False
-        for service in self.services.values():
-            await service.stop()
-        for task in (self._ticker, self._checkpointer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        persist = self.config.state.path is not None
-        for route in self.routes:
-            if route.task is not None:
-                route.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await route.task
-            for _, batch in route.sub.drain():
-                await self._process(route, batch)
-            if not persist:
-                # Nothing carries the rules' state over: ship what they hold rather than forget it.
-                await self._ship(route, route.pipeline.flush())
-        if persist:
-            self.checkpoint()
-        self.bus.close()
-        await self.uplink.stop()
-        if self.metrics_server is not None:
-            await self.metrics_server.stop()
+        await self._stop_reading()
+        try:
+            assert self._sub is not None
+            for _, batch in self._sub.drain():
+                self._counters.router_taken += len(batch)
+                self._step(batch)
+            if self.config.state.on_stop == "flush":
+                for route in self.routes:
+                    self._ship(route, route.pipeline.flush())
+        except Exception:
+            log.exception("processing what the bus held at stop failed")
+        await self._stop_shipping(flush_timeout=5.0)
         log.info("edgeflow %s stopped", self.config.service)
 
     async def __aenter__(self) -> Runtime:
@@ -272,50 +362,117 @@ class Runtime:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
-    async def _route_loop(self, route: _Route) -> None:
+    # -- the router -----------------------------------------------------------------------------
+
+    async def _supervise_router(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        while True:
+            try:
+                await self._route_loop()
+                return
+            except BusClosedError:
+                return
+            except Exception as exc:  # a bug must not stop the node: say so, count, go on
+                self._counters.router_restarts += 1
+                self._router_error = f"{type(exc).__name__}: {exc}"
+                log.exception("the router failed; restarting it")
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _route_loop(self) -> None:
+        sub = self._sub
+        assert sub is not None
         batch_max = self.config.bus.batch_max
         while True:
-            items = await route.sub.get_many(batch_max)
-            batch = ReadingBatch.concat(self.table, [b for _, b in items])
-            await self._process(route, batch)
+            await sub.wait()
+            await self.uplink.room()  # backpressure: the bus fills, and its policy applies
+            items = sub.drain(batch_max)
+            if not items:
+                continue
+            batch = items[0][1] if len(items) == 1 else ReadingBatch.concat(self.table, [b for _, b in items])
+            self._counters.router_taken += len(batch)
+            self._step(batch)
+            self._router_error = ""
 
-    async def _process(self, route: _Route, batch: ReadingBatch) -> None:
-        mask = route.matcher.mask(batch)
-        if not mask.all():
-            batch = batch.take(mask)
-        if not len(batch):
+    def _step(self, batch: ReadingBatch) -> None:
+        """One step: ``batch`` through every pipeline that takes it, outputs to the committer. It does
+        not await, so the rule states the committer snapshots match what it commits."""
+        n = len(batch)
+        if n == 0:
             return
-        route.readings_in += len(batch)
-        try:
-            out = route.pipeline.process(batch)
-        except Exception:
-            # A rule bug must not stop the route; the batch is counted as an error, never silently.
-            self._counters.pipeline_errors += 1
-            log.exception("pipeline %s failed on a batch of %d readings", route.spec.name, len(batch))
-            return
-        await self._ship(route, out)
+        matched = np.zeros(n, dtype=bool)
+        for route in self.routes:
+            mask = route.matcher.mask(batch)
+            matched |= mask
+            part = batch if mask.all() else batch.take(mask)
+            if not len(part):
+                continue
+            route.readings_in += len(part)
+            route.dirty = True
+            try:
+                out = route.pipeline.process(part)
+            except Exception:
+                # A rule bug must not stop the node; the readings are counted as errors, never silently.
+                route.errors += len(part)
+                self._counters.pipeline_errors += 1
+                log.exception("pipeline %s failed on a batch of %d readings", route.spec.name, len(part))
+                continue
+            self._ship(route, out)
+        routed = int(matched.sum())
+        self._counters.routed += routed
+        if routed < n:
+            self._unrouted(batch if routed == 0 else batch.take(~matched))
 
-    async def _ship(self, route: _Route, out: PipelineOutput) -> None:
+    def _unrouted(self, batch: ReadingBatch) -> None:
+        n = len(batch)
+        if self.config.unrouted == "ship":
+            self._counters.unrouted_shipped += n
+            self.uplink.submit(batch)
+        else:
+            self._counters.unrouted_dropped += n
+        self._unrouted_since_log += n
+        if not self._unrouted_example:
+            info = self.table.info(int(batch.series[0]))
+            self._unrouted_example = f"{info.device}/{info.resource}"
+        now = time.monotonic()
+        if now - self._unrouted_logged_at >= UNROUTED_LOG_INTERVAL:
+            log.warning(
+                "%d readings matched no pipeline (e.g. %s); unrouted: %s",
+                self._unrouted_since_log,
+                self._unrouted_example,
+                self.config.unrouted,
+            )
+            self._unrouted_logged_at = now
+            self._unrouted_since_log = 0
+            self._unrouted_example = ""
+
+    def _ship(self, route: _Route, out: PipelineOutput) -> None:
+        up = self.uplink
         if len(out.alarms):
             route.alarms += len(out.alarms)
-            await self.uplink.send(out.alarms, alarm=True)
+            up.submit(out.alarms, alarm=True)
         if len(out.batch):
             route.readings_out += len(out.batch)
-            await self.uplink.send(out.batch, out.interpolation)
+            up.submit(out.batch, out.interpolation)
         if len(out.late):
             # Late readings are real readings: counted and shipped, but as their own series
-            # (``<resource>@late``), so the cloud's reconstruction of the series stays in time order.
+            # (``<resource>@late.<pipeline>``), so the cloud's reconstruction of the series stays in
+            # time order.
             route.late += len(out.late)
-            await self.uplink.send(self._as_late(out.late))
+            up.submit(self._as_late(out.late, route.spec.name))
 
-    def _as_late(self, batch: ReadingBatch) -> ReadingBatch:
-        """``batch`` with each reading moved to its series' ``@late`` twin."""
+    def _as_late(self, batch: ReadingBatch, pipeline: str) -> ReadingBatch:
+        """``batch`` with each reading moved to its series' late twin (:func:`late_name`)."""
         table = self.table
         ids = {}
         for sid in set(batch.series.tolist()):
             info = table.info(sid)
             ids[sid] = table.intern(
-                info.device, f"{info.resource}@late", info.profile, info.value_type, info.units, info.source
+                info.device,
+                late_name(info.resource, pipeline),
+                info.profile,
+                info.value_type,
+                info.units,
+                info.source,
             )
         series = batch.series.copy()
         for old, new in ids.items():
@@ -324,16 +481,19 @@ class Runtime:
 
     async def _watermarks(self) -> None:
         while True:
-            await asyncio.sleep(self._watermark_interval)
+            await self._clock.sleep(self._watermark_interval)
             now = self.clock()
             for route in self.routes:
                 try:
-                    await self._ship(route, route.pipeline.advance(now))
+                    out = route.pipeline.advance(now)
                 except Exception:
                     self._counters.pipeline_errors += 1
                     log.exception("pipeline %s failed to advance its watermark", route.spec.name)
+                    continue
+                route.dirty = True
+                self._ship(route, out)
 
-    # -- health and metrics ---------------------------------------------------------------------
+    # -- health, ledger and metrics -------------------------------------------------------------
 
     def device_states(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -348,27 +508,134 @@ class Runtime:
                 }
         return out
 
+    def problems(self) -> list[str]:
+        """Why the node is not ready, one line per failing part (empty when it is)."""
+        if not self._started:
+            return ["not started"]
+        out = [f"{part}: {reason}" for part, ok, reason in self.uplink.health() if not ok]
+        if self._router_error:
+            out.append(f"router: {self._router_error}")
+        return out
+
     def _ready(self) -> tuple[bool, dict[str, object]]:
-        return self._started, {"devices": self.device_states()}
+        problems = self.problems()
+        return not problems, {"problems": problems, "devices": self.device_states()}
+
+    def ledger(self) -> dict[str, Any]:
+        """Where every reading went, by place (see the module docstring). Balanced when
+        :meth:`ledger_problems` is empty."""
+        c = self._counters
+        assert self._sub is not None
+        sub = self._sub.stats()
+        up = self.uplink.stats()
+        return {
+            "bus": {
+                "published": self.bus.published_readings,
+                "taken": sub.delivered_readings,
+                "dropped": sub.dropped_readings,
+                "timed_out": sub.timed_out_readings,
+                "queued": sub.queued_readings,
+            },
+            "router": {
+                "taken": c.router_taken,
+                "routed": c.routed,
+                "unrouted_shipped": c.unrouted_shipped,
+                "unrouted_dropped": c.unrouted_dropped,
+            },
+            "pipelines": {
+                r.spec.name: {
+                    "in": r.readings_in,
+                    "out": r.readings_out,
+                    "late": r.late,
+                    "alarms": r.alarms,
+                    "errors": r.errors,
+                    "reduced": r.readings_in - r.readings_out - r.late - r.errors,
+                    "rules": [
+                        {k: v for k, v in vars(s).items() if v or k in ("index", "type")}
+                        for s in r.pipeline.stats()
+                    ],
+                }
+                for r in self.routes
+            },
+            "commit": {
+                "submitted": up.get("readings_in", 0),
+                "committed": up.get("readings_committed", 0),
+                "refused": up.get("refused_readings", 0),
+                "encode_failed": up.get("encode_failed_readings", 0),
+                "pending": up.get("batching", 0),
+            },
+            "outbox": {
+                "recovered": up.get("recovered_readings", 0),
+                "shipped": up.get("acked_readings", 0),
+                "dropped": up.get("dropped_readings", 0),
+                "queued": up.get("queued_readings", 0),
+            },
+        }
+
+    def ledger_problems(self) -> list[str]:
+        """The ledger's equations that do not hold (empty: every reading is accounted for)."""
+        led = self.ledger()
+        bus, router, commit, outbox = led["bus"], led["router"], led["commit"], led["outbox"]
+        out: list[str] = []
+
+        def check(name: str, left: int, right: int) -> None:
+            if left != right:
+                out.append(f"{name}: {left} != {right}")
+
+        check(
+            "bus: published = taken + dropped + queued",
+            bus["published"],
+            bus["taken"] + bus["dropped"] + bus["queued"],
+        )
+        check("router: taken from the bus", bus["taken"], router["taken"])
+        check(
+            "router: taken = routed + unrouted",
+            router["taken"],
+            router["routed"] + router["unrouted_shipped"] + router["unrouted_dropped"],
+        )
+        shipped = router["unrouted_shipped"] + sum(
+            p["out"] + p["late"] + p["alarms"] for p in led["pipelines"].values()
+        )
+        check(
+            "commit: submitted = pipelines' out + late + alarms + unrouted shipped",
+            commit["submitted"],
+            shipped,
+        )
+        check(
+            "commit: submitted = committed + refused + encode_failed + pending",
+            commit["submitted"],
+            commit["committed"] + commit["refused"] + commit["encode_failed"] + commit["pending"],
+        )
+        refused = commit["refused"]
+        check(
+            "outbox: recovered + committed = shipped + dropped + queued",
+            outbox["recovered"] + commit["committed"] + refused,
+            outbox["shipped"] + outbox["dropped"] + outbox["queued"],
+        )
+        return out
 
     def _collect(self) -> Iterable[Sample]:
         yield Sample("uptime_seconds", time.time() - self._counters.started_at)
         c = self._counters
         yield Sample("pipeline_errors_total", c.pipeline_errors, kind="counter")
-        yield Sample("state_checkpoints_total", c.checkpoints, kind="counter")
-        yield Sample("state_checkpoint_errors_total", c.checkpoint_errors, kind="counter")
+        yield Sample("router_restarts_total", c.router_restarts, kind="counter")
+        yield Sample("state_restored_total", c.state_restored, kind="counter")
         yield Sample("state_discarded_total", c.state_discarded, kind="counter")
         yield Sample("bus_published_readings_total", self.bus.published_readings, kind="counter")
         for st in self.bus.stats():
             lab = (("subscription", st.name),)
             yield Sample("bus_queued_readings", st.queued_readings, lab)
             yield Sample("bus_dropped_readings_total", st.dropped_readings, lab, kind="counter")
+            yield Sample("bus_timed_out_readings_total", st.timed_out_readings, lab, kind="counter")
+        yield Sample("unrouted_readings_total", c.unrouted_shipped, (("action", "ship"),), kind="counter")
+        yield Sample("unrouted_readings_total", c.unrouted_dropped, (("action", "drop"),), kind="counter")
         for route in self.routes:
             lab = (("pipeline", route.spec.name),)
             yield Sample("pipeline_readings_in_total", route.readings_in, lab, kind="counter")
             yield Sample("pipeline_readings_out_total", route.readings_out, lab, kind="counter")
             yield Sample("pipeline_late_readings_total", route.late, lab, kind="counter")
             yield Sample("pipeline_alarms_total", route.alarms, lab, kind="counter")
+            yield Sample("pipeline_error_readings_total", route.errors, lab, kind="counter")
         for name, dev in self.device_states().items():
             lab = (("device", name),)
             yield Sample("device_up", 1.0 if dev["health"] == "UP" else 0.0, lab)
@@ -377,9 +644,11 @@ class Runtime:
             yield Sample("device_missed_intervals_total", dev["missed_intervals"], lab, kind="counter")
         for key, value in self.uplink.stats().items():
             yield Sample(f"uplink_{key}", float(value))
+        for part, ok, _ in self.uplink.health():
+            yield Sample("part_healthy", 1.0 if ok else 0.0, (("part", part),))
 
     def stats(self) -> Mapping[str, Any]:
-        """A JSON-able summary: devices, pipelines, uplink."""
+        """A JSON-able summary: devices, pipelines, uplink, ledger."""
         return {
             "devices": self.device_states(),
             "pipelines": {
@@ -388,11 +657,14 @@ class Runtime:
                     "readings_out": r.readings_out,
                     "late": r.late,
                     "alarms": r.alarms,
+                    "errors": r.errors,
                 }
                 for r in self.routes
             },
             "bus": {"published_readings": self.bus.published_readings},
             "uplink": self.uplink.stats(),
+            "ledger": self.ledger(),
+            "ledger_problems": self.ledger_problems(),
         }
 
 

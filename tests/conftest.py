@@ -149,6 +149,8 @@ class MosquittoBroker:
     tls: TlsFiles | None = None
     require_certificate: bool = False
     password_file: Path | None = None
+    #: Mosquitto ACL file contents (``topic readwrite #`` lets everyone do everything); None: no ACL.
+    acl: str | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
 
@@ -186,6 +188,9 @@ class MosquittoBroker:
         ]
         if self.password_file is not None:
             lines.insert(1, f"password_file {self.password_file}")
+        if self.acl is not None:
+            (self.workdir / "acl").write_text(self.acl)
+            lines.insert(1, f"acl_file {self.workdir / 'acl'}")
         if self.tls is not None and self.tls_port is not None:
             lines += [
                 f"listener {self.tls_port} 127.0.0.1",
@@ -236,6 +241,19 @@ class MosquittoBroker:
         self.stop()
         self.start()
 
+    def set_acl(self, acl: str) -> None:
+        """Replace the ACL of a running broker (Mosquitto re-reads it on SIGHUP; connections stay)."""
+        assert self.acl is not None and self.proc is not None, "started with an acl"
+        self.acl = acl
+        (self.workdir / "acl").write_text(acl)
+        before = self.log_text().count("Reloading config")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while self.log_text().count("Reloading config") <= before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto did not reload its configuration")
+            time.sleep(0.02)
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -249,7 +267,7 @@ MosquittoFactory = Callable[..., MosquittoBroker]
 
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
-    """``make(tls=None, require_certificate=False, users=None, start=True)`` → a started
+    """``make(tls=None, require_certificate=False, users=None, acl=None, start=True)`` → a started
     :class:`MosquittoBroker` on free ports under ``tmp_path``; all are stopped at teardown.
     ``users`` is a ``{name: password}`` dict that turns anonymous access off."""
     if not os.access(MOSQUITTO, os.X_OK):
@@ -261,6 +279,7 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
         users: dict[str, str] | None = None,
+        acl: str | None = None,
         start: bool = True,
     ) -> MosquittoBroker:
         workdir = tmp_path / f"mosquitto-{len(brokers)}"
@@ -288,6 +307,7 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
             tls=tls,
             require_certificate=require_certificate,
             password_file=password_file,
+            acl=acl,
         )
         brokers.append(broker)
         if start:

@@ -51,7 +51,8 @@ def test_run_with_duration_stops_cleanly_and_writes_events(tmp_path: Path) -> No
     stats = orjson.loads(res.stdout)
     lines = (tmp_path / "out" / "events.jsonl").read_bytes().splitlines()
     assert lines
-    assert sum(len(orjson.loads(line)["event"]["readings"]) for line in lines) == stats["uplink"]["readings"]
+    assert sum(len(orjson.loads(line)["event"]["readings"]) for line in lines) == stats["uplink"]["acked_readings"]
+    assert stats["ledger_problems"] == []
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
@@ -75,11 +76,16 @@ def test_run_stops_on_signal_and_flushes(tmp_path: Path, sig: str) -> None:
     assert proc.returncode == 0, stderr
     stats = orjson.loads(stdout)
     lines = out.read_bytes().splitlines()
-    assert sum(len(orjson.loads(line)["event"]["readings"]) for line in lines) == stats["uplink"]["readings"]
-    # every reading read went through a pipeline; what the rules let out is what was written
-    pipes = stats["pipelines"].values()
-    assert sum(p["readings_in"] for p in pipes) == stats["bus"]["published_readings"]
-    assert stats["uplink"]["readings"] == sum(p["readings_out"] + p["late"] + p["alarms"] for p in pipes)
+    assert sum(len(orjson.loads(line)["event"]["readings"]) for line in lines) == stats["uplink"]["acked_readings"]
+    # every reading read is accounted for; what the rules let out (and what no pipeline took) was written
+    led = stats["ledger"]
+    assert stats["ledger_problems"] == []
+    assert led["bus"]["published"] == led["router"]["taken"] > 0
+    assert led["bus"]["queued"] == led["commit"]["pending"] == led["outbox"]["queued"] == 0
+    pipes = led["pipelines"].values()
+    assert stats["uplink"]["acked_readings"] == led["router"]["unrouted_shipped"] + sum(
+        p["out"] + p["late"] + p["alarms"] for p in pipes
+    )
 
 
 def test_inspect_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_stream_tracker_dedups_and_reports_gaps() -> None:
 
 async def _publisher(broker: MosquittoBroker) -> MqttConnection:
     conn = MqttConnection(
-        ConnectParams("127.0.0.1", broker.port, "raw-publisher"), on_ack=lambda mid, ok: None
+        ConnectParams("127.0.0.1", broker.port, "raw-publisher"), on_ack=lambda mid, ok, why: None
     )
     await conn.connect()
     return conn

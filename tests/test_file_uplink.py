@@ -34,8 +34,12 @@ async def test_each_event_is_one_add_event_request_line(tmp_path: Path) -> None:
     ]
     assert events[0].readings[0].units == "degC"
     assert events[0].readings[1].value == 40
-    assert events[2].tags == {"edgeflow.alarm": True}
-    assert up.stats()["readings"] == 4
+    stream = events[0].tags["edgeflowStream"]
+    assert [e.tags["edgeflowSeq"] for e in events] == [0, 1, 2]
+    assert {e.tags["edgeflowStream"] for e in events} == {stream}
+    assert events[2].tags["edgeflowAlarm"] is True
+    assert "edgeflowAlarm" not in events[0].tags
+    assert up.stats()["acked_readings"] == 4
     assert b'"value":"2.150000e+01"' in lines[0]
 
 

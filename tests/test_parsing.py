@@ -176,7 +176,7 @@ def test_go_syntax_and_days_are_accepted_in_every_section() -> None:
     cfg = parse_config(
         config(
             scheduler={"backoffInitial": "1m30s", "backoffMax": "1d", "readTimeout": "1.5s"},
-            state={"checkpoint_interval": "1m30s"},
+            bus={"block_timeout": "1m30s"},
             pipelines=[
                 {
                     "name": "p",
@@ -201,7 +201,7 @@ def test_go_syntax_and_days_are_accepted_in_every_section() -> None:
         86400.0,
         1.5,
     )
-    assert cfg.state.checkpoint_interval == 90.0
+    assert cfg.bus.block_timeout == 90.0
     rules = cfg.pipelines[0].rules
     assert (rules[0].heartbeat, rules[0].min_interval) == (90 * S, 86400 * S)  # type: ignore[union-attr]
     assert (rules[1].size, rules[1].hop) == (86400 * S, 5400 * S)  # type: ignore[union-attr]
@@ -216,7 +216,7 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"scheduler": {"backoffInitial": 0}}, "scheduler.backoffInitial", "longer than 0"),
     ({"scheduler": {"backoffMax": "-1s"}}, "scheduler.backoffMax", "negative"),
     ({"scheduler": {"readTimeout": "0s"}}, "scheduler.readTimeout", "longer than 0"),
-    ({"state": {"checkpointInterval": 0}}, "state.checkpointInterval", "longer than 0"),
+    ({"bus": {"blockTimeout": 0}}, "bus.blockTimeout", "longer than 0"),
     ({"uplink": mqtt(connect_timeout=0)}, "uplink.connect_timeout", "longer than 0"),
     ({"uplink": mqtt(keepalive="1.5s")}, "uplink.keepalive", "whole number of seconds"),
     ({"uplink": mqtt(keepalive="1s")}, "uplink.keepalive", "greater than or equal to 5"),

@@ -115,6 +115,5 @@ def test_pipeline_spec_takes_a_match_and_rules() -> None:
     )
     assert p.match.device == ["pump-*"]
     assert isinstance(p.rules[0], SwingSpec)
-    assert p.queue.policy == "block"
     with pytest.raises(ValidationError, match=r"match\.devices"):
         PipelineSpec.model_validate({"name": "x", "match": {"devices": "a"}})

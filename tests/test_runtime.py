@@ -8,45 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from runtime_support import sensors
 
 from edgeflow.config import parse_config
+from edgeflow.errors import ConfigError
 from edgeflow.model import decode_event
 from edgeflow.runtime import Runtime
 from edgeflow.testing import MS, ManualClock
-
-PROFILE = {
-    "name": "Sensor",
-    "deviceResources": [
-        {
-            "name": "Temp",
-            "attributes": {"generator": "walk", "min": 0, "max": 100, "step": 5, "start": 50},
-            "properties": {"valueType": "Float64", "readWrite": "R", "units": "degC"},
-        },
-        {
-            "name": "Label",
-            "attributes": {"generator": "constant", "value": "ok"},
-            "properties": {"valueType": "String", "readWrite": "R"},
-        },
-    ],
-}
 
 
 def config(tmp_path: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "service": "edge-test",
-        "devices": [
-            {
-                "name": name,
-                "connector": "virtual",
-                "profile": PROFILE,
-                "protocols": {"virtual": {"seed": i}},
-                "autoEvents": [
-                    {"interval": "10ms", "sourceName": "Temp"},
-                    {"interval": "50ms", "sourceName": "Label"},
-                ],
-            }
-            for i, name in enumerate(["Device1", "Device10"])
-        ],
+        "devices": sensors(["Device1", "Device10"], "10ms", "50ms"),
         "uplink": {"type": "file", "path": str(tmp_path / "out.jsonl")},
     }
     cfg.update(over)
@@ -76,7 +51,9 @@ async def test_every_reading_read_is_shipped_once_in_order(tmp_path: Path) -> No
     published = stats["bus"]["published_readings"]
     assert published == 2 * (41 + 9)  # two devices: Temp every 10 ms, Label every 50 ms, 0..400 ms
     assert sum(len(e.readings) for e in events) == published
-    assert stats["pipelines"]["default"]["readings_out"] == published
+    # No pipelines: every reading is unrouted, and `unrouted: ship` (the default) ships it as read.
+    assert stats["ledger"]["router"]["unrouted_shipped"] == published
+    assert stats["ledger_problems"] == []
     for dev in ("Device1", "Device10"):
         origins = [e.origin for e in events if e.device_name == dev and e.source_name == "Temp"]
         assert origins == [1_700_000_000 * 10**9 + i * 10 * MS for i in range(41)]
@@ -87,7 +64,11 @@ async def test_every_reading_read_is_shipped_once_in_order(tmp_path: Path) -> No
 
 
 async def test_match_globs_are_anchored(tmp_path: Path) -> None:
-    cfg = config(tmp_path, pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}])
+    cfg = config(
+        tmp_path,
+        pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}],
+        unrouted="drop",
+    )
     clock = ManualClock()
     rt = Runtime(parse_config(cfg, environ={}), clock=clock)
     await run_for(rt, clock, 200 * MS)
@@ -95,14 +76,37 @@ async def test_match_globs_are_anchored(tmp_path: Path) -> None:
     assert len(events) == 21
     assert {e.device_name for e in events} == {"Device1"}  # not Device10
     assert {r.resource_name for e in events for r in e.readings} == {"Temp"}
+    led = rt.ledger()
+    assert led["router"]["unrouted_dropped"] > 0  # Device10 and the labels: counted, not silently gone
+    assert led["router"]["routed"] == led["pipelines"]["one"]["in"] == led["pipelines"]["one"]["out"]
+    assert rt.ledger_problems() == []
 
 
-async def test_two_pipelines_may_take_the_same_reading(tmp_path: Path) -> None:
+async def test_unrouted_readings_ship_by_default_and_are_counted(tmp_path: Path) -> None:
+    cfg = config(tmp_path, pipelines=[{"name": "one", "match": {"device": "Device1", "resource": "Temp"}}])
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.run(duration=0.2)
+    events = shipped(tmp_path)
+    led = rt.ledger()
+    assert {e.device_name for e in events} == {"Device1", "Device10"}
+    assert led["router"]["unrouted_shipped"] == sum(
+        len(e.readings) for e in events if e.device_name == "Device10" or e.source_name == "Label"
+    )
+    assert rt.ledger_problems() == []
+
+
+async def test_two_pipelines_may_take_the_same_reading_when_they_write_different_series(
+    tmp_path: Path,
+) -> None:
     cfg = config(
         tmp_path,
         pipelines=[
             {"name": "a", "match": {"device": "Device1"}},
-            {"name": "b", "match": {"device": "Device*", "resource": ["Temp"]}},
+            {
+                "name": "b",
+                "match": {"device": "Device*", "resource": ["Temp"]},
+                "rules": [{"type": "window", "kind": "tumbling", "size": "50ms", "aggregates": ["mean"]}],
+            },
         ],
     )
     clock = ManualClock()
@@ -111,6 +115,60 @@ async def test_two_pipelines_may_take_the_same_reading(tmp_path: Path) -> None:
     stats = rt.stats()["pipelines"]
     # 0..200 ms: Temp read 21 times and Label 5 times per device
     assert (stats["a"]["readings_in"], stats["b"]["readings_in"]) == (21 + 5, 2 * 21)
+    names = {r.resource_name for e in shipped(tmp_path) for r in e.readings}
+    assert "Temp.b.0.mean" in names  # a derived series names its pipeline and rule
+
+
+def _refused(tmp_path: Path, pipelines: list[dict[str, Any]]) -> str:
+    with pytest.raises(ConfigError, match="two pipelines would write the same series") as info:
+        Runtime(parse_config(config(tmp_path, pipelines=pipelines), environ={}))
+    return str(info.value)
+
+
+def test_two_pipelines_that_would_write_one_series_are_a_config_error(tmp_path: Path) -> None:
+    text = _refused(
+        tmp_path,
+        [
+            {"name": "raw", "match": {"device": "Device1"}},
+            {"name": "reduced", "match": {"resource": "Temp"}, "rules": [{"type": "deadband", "absolute": 1}]},
+        ],
+    )
+    assert "pipelines[1]: pipeline 'raw' (input) and pipeline 'reduced' (input)" in text
+    assert "Device1/Temp" in text
+    # two windows given the same name write the same derived series
+    window = {"type": "window", "kind": "tumbling", "size": "1s", "aggregates": ["mean"], "name": "1s"}
+    text = _refused(
+        tmp_path,
+        [
+            {"name": "p", "match": {"device": "Device1", "resource": "Temp"}, "rules": [window]},
+            {"name": "q", "match": {"device": "Device1", "resource": "Temp"}, "rules": [window]},
+        ],
+    )
+    assert "pipelines[1].rules" in text and "Device1/Temp.1s.mean" in text and "rule 0 (window)" in text
+    # alarms named alike in two pipelines, on one resource
+    alarm = {"type": "alarm", "name": "hot", "above": 90, "pass_through": False}
+    text = _refused(
+        tmp_path,
+        [
+            {"name": "p", "match": {"resource": "Temp"}, "rules": [alarm]},
+            {"name": "q", "match": {"device": "Device10"}, "rules": [alarm]},
+        ],
+    )
+    assert "Device10/Temp.hot" in text
+
+
+def test_derived_series_without_a_name_never_collide(tmp_path: Path) -> None:
+    window = {"type": "window", "kind": "tumbling", "size": "1s", "aggregates": ["mean"]}
+    alarm = {"type": "alarm", "above": 90, "pass_through": False}
+    cfg = config(
+        tmp_path,
+        pipelines=[
+            {"name": "fast", "match": {"resource": "Temp"}, "rules": [alarm, window]},
+            {"name": "slow", "match": {"device": "Device1", "resource": "Label"}},
+        ],
+    )
+    rt = Runtime(parse_config(cfg, environ={}))
+    assert [r.label for r in rt.routes[0].pipeline.rules] == ["fast.0", "fast.1"]  # type: ignore[attr-defined]
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -147,44 +205,65 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
         await rt.stop()
 
 
-async def test_rule_state_survives_a_restart(tmp_path: Path) -> None:
+def _outbox_state(tmp_path: Path, key: str) -> Any:
+    """The rule state committed under ``key`` in the file uplink's commit log (read as another process would)."""
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "out.jsonl.outbox.sqlite")
+    try:
+        row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None else orjson.loads(row[0])
+
+
+async def test_rule_state_is_committed_with_the_batches_and_survives_a_restart(tmp_path: Path) -> None:
     cfg = config(
         tmp_path,
         pipelines=[
             {"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}
         ],
-        state={"path": str(tmp_path / "state"), "checkpoint_interval": "50ms"},
+        state={"on_stop": "keep"},
+        unrouted="drop",
     )
     rt = Runtime(parse_config(cfg, environ={}))
     await rt.start()
     await asyncio.sleep(0.3)
-    # a checkpoint was written while running
-    state_file = tmp_path / "state" / "pipeline-temps.json"
-    assert state_file.exists()
+    # committed while running, in the same database as the batches
+    assert _outbox_state(tmp_path, "pipeline:temps")["rules"][0]["type"] == "swing"
     await rt.stop()
-    saved = orjson.loads(state_file.read_bytes())
-    assert saved["rules"][0]["type"] == "swing"
-    # with state kept, a stop does not flush the open segments: the next run continues them
+    saved = _outbox_state(tmp_path, "pipeline:temps")
+    assert saved == rt.routes[0].pipeline.snapshot()
+    # with on_stop: keep, a stop does not flush the open segments: the next run continues them
     rt2 = Runtime(parse_config(cfg, environ={}))
-    rt2._restore_state()
+    await rt2.uplink.start()
+    await rt2._restore_state()
     assert rt2.routes[0].pipeline.snapshot() == saved
+    await rt2.uplink.stop()
 
 
 async def test_unreadable_state_is_set_aside_and_the_rules_start_afresh(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "pipeline-temps.json").write_text("{not json")
+    import sqlite3
+
     cfg = config(
         tmp_path,
         pipelines=[
             {"name": "temps", "match": {"resource": "Temp"}, "rules": [{"type": "swing", "max_error": 0.5}]}
         ],
-        state={"path": str(state)},
     )
     rt = Runtime(parse_config(cfg, environ={}))
     await rt.run(duration=0.1)
-    assert (state / "pipeline-temps.unreadable").read_text() == "{not json"
-    assert orjson.loads((state / "pipeline-temps.json").read_bytes())["rules"][0]["type"] == "swing"
+    db = sqlite3.connect(tmp_path / "out.jsonl.outbox.sqlite")
+    db.execute("UPDATE state SET value = ? WHERE key = 'pipeline:temps'", (b"{not json",))
+    db.commit()
+    db.close()
+    rt = Runtime(parse_config(cfg, environ={}))
+    await rt.run(duration=0.1)
+    assert _outbox_state(tmp_path, "pipeline:temps")["rules"][0]["type"] == "swing"
+    db = sqlite3.connect(tmp_path / "out.jsonl.outbox.sqlite")
+    aside = db.execute("SELECT value FROM state WHERE key = 'pipeline:temps.unreadable'").fetchone()
+    db.close()
+    assert aside == (b"{not json",)
     assert rt._counters.state_discarded == 1
 
 
@@ -208,7 +287,7 @@ async def test_late_readings_are_shipped_as_their_own_series(tmp_path: Path) -> 
     )
     await rt.stop()
     readings = [r for e in shipped(tmp_path) for r in e.readings]
-    late = [r for r in readings if r.resource_name == "T@late"]
+    late = [r for r in readings if r.resource_name == "T@late.p"]
     assert [(r.origin, r.value) for r in late] == [(t0 + s // 2, 9.0)]
     assert late[0].units == "degC"
     on_time = [r.origin for r in readings if r.resource_name == "T"]

@@ -127,7 +127,7 @@ async def test_plain_edgex_events_are_received_without_dedup(mosquitto: Mosquitt
     rx = Receiver(mosquitto.url, ["edgex/events/device/#"], keep=True)
     await rx.start()
     pub = MqttConnection(
-        ConnectParams("127.0.0.1", mosquitto.port, "edgex-device-service"), on_ack=lambda m, ok: None
+        ConnectParams("127.0.0.1", mosquitto.port, "edgex-device-service"), on_ack=lambda m, ok, why: None
     )
     await pub.connect()
     for i in range(3):
@@ -218,14 +218,18 @@ async def test_batching_by_count_and_delay(mosquitto: MosquittoBroker, tmp_path:
     )
     await rx.start()
     spec = uplink_spec(
-        mosquitto.url, tmp_path / "ob.sqlite", batching={"max_readings": 300, "max_delay": 0.3}
+        mosquitto.url, tmp_path / "ob.sqlite", batching={"max_readings": 300, "max_delay": 30}
     )
     up = MqttUplink(spec, service="s")
     await up.start()
     t = table()
-    for i in range(7):  # 100 readings each: 3 sends reach the count, the 7th waits for the delay
+    for i in range(6):  # 100 readings each: the count is reached twice, long before the delay
         await up.send(make_batch(t, i))
+    await wait_for(lambda: sum(sizes) == 600, 10, "the first 600 readings")
+    assert sizes == [300, 300]
+    await up.send(make_batch(t, 6))  # below the count: it waits for the delay (or a flush)
     assert up.stats()["batching"] == 100
+    await up.flush()
     await wait_for(lambda: sum(sizes) == 700, 10, "all readings")
     assert sizes == [300, 300, 100]
     check_series(rx.series(), range(7))

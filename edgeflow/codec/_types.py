@@ -101,8 +101,15 @@ class StreamEncoder:
 
     @property
     def next_seq(self) -> int:
-        """The sequence number the next message will carry (persist it to resume a stream)."""
+        """The sequence number the next message will carry (persist it to resume a stream). Set it
+        back only to a number whose messages were never stored (a commit that failed)."""
         return self._seq
+
+    @next_seq.setter
+    def next_seq(self, value: int) -> None:
+        if value < 0:
+            raise CodecError("next_seq must be >= 0")
+        self._seq = value
 
     @property
     def stats(self) -> EncoderStats:
@@ -123,6 +130,9 @@ class Encoder(Protocol):
     def next_seq(self) -> int:
         """The sequence number the next message will carry (persist it to resume a stream)."""
         ...
+
+    @next_seq.setter
+    def next_seq(self, value: int) -> None: ...
 
     @property
     def stats(self) -> EncoderStats: ...

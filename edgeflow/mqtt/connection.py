@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -33,6 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edgeflow.backoff import Backoff
 from edgeflow.errors import TransportSecurityError, UplinkError
 from edgeflow.mqtt.spec import MqttAuthSpec, TlsSpec, parse_broker_url
 
@@ -53,8 +53,8 @@ _AUTH_CODES: Final = {0x86, 0x87, 0x8C}
 MessageHandler = Callable[[str, bytes], None]
 """``(topic, payload)``; the message is acknowledged to the broker when the handler returns."""
 
-AckHandler = Callable[[int, bool], None]
-"""``(mid, ok)`` when the broker answers a QoS 1 publish."""
+AckHandler = Callable[[int, bool, str], None]
+"""``(mid, ok, reason)`` when the broker answers a QoS 1 publish (``reason``: the broker's reason code)."""
 
 
 def make_ssl_context(
@@ -172,25 +172,6 @@ def connect_params(
         session_expiry=session_expiry,
         max_inflight=max_inflight,
     )
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: the n-th delay is uniform in [d/2, d] with
-    ``d = min(max_delay, initial * multiplier**n)``; :meth:`reset` after a good connection."""
-
-    def __init__(self, initial: float, max_delay: float, multiplier: float = 2.0) -> None:
-        self.initial = initial
-        self.max_delay = max_delay
-        self.multiplier = multiplier
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        d = min(self.max_delay, self.initial * self.multiplier**self.attempt)
-        self.attempt += 1
-        return random.uniform(d / 2, d)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _ErrorCapture(logging.Logger):
@@ -459,8 +440,8 @@ class MqttConnection:
         if self._on_ack is not None:
             ok = not rc.is_failure
             if not ok:
-                log.error("broker %s rejected publish %d: %s", self.params.where, mid, rc)
-            self._on_ack(mid, ok)
+                log.debug("broker %s rejected publish %d: %s", self.params.where, mid, rc)
+            self._on_ack(mid, ok, "" if ok else str(rc))
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         result, mid = self._client.subscribe(topic, qos)

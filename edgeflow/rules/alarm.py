@@ -29,9 +29,11 @@ __all__ = ["AlarmRule"]
 class AlarmRule(Rule):
     kind = "alarm"
 
-    def __init__(self, spec: AlarmSpec, table: SeriesTable, index: int = 0) -> None:
+    def __init__(self, spec: AlarmSpec, table: SeriesTable, index: int = 0, *, label: str = "") -> None:
         super().__init__(table, index)
         self.spec = spec
+        #: The derived series is ``<resource>.<label>``.
+        self.label = spec.name or label or "alarm"
         self.above = np.inf if spec.above is None else spec.above
         self.below = -np.inf if spec.below is None else spec.below
         self.hyst = spec.hysteresis
@@ -39,8 +41,8 @@ class AlarmRule(Rule):
         self._derived: dict[int, int] = {}
 
     @classmethod
-    def from_spec(cls, spec: AlarmSpec, table: SeriesTable, index: int = 0) -> AlarmRule:
-        return cls(spec, table, index)
+    def from_spec(cls, spec: AlarmSpec, table: SeriesTable, index: int = 0, *, label: str = "") -> AlarmRule:
+        return cls(spec, table, index, label=label)
 
     def alarm_series(self, sid: int) -> int:
         d = self._derived.get(sid)
@@ -48,7 +50,7 @@ class AlarmRule(Rule):
             info = self.table.info(sid)
             d = self.table.intern(
                 info.device,
-                f"{info.resource}.{self.spec.name}",
+                f"{info.resource}.{self.label}",
                 info.profile,
                 ValueType.INT8,
                 "",

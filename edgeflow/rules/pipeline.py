@@ -52,6 +52,9 @@ __all__ = [
     "RuleStats",
     "build_pipeline",
     "build_rule",
+    "derived_label",
+    "late_name",
+    "output_names",
     "rule_specs",
 ]
 
@@ -74,8 +77,48 @@ class PipelineOutput:
     """Series id → how the cloud reconstructs it, for each series in ``batch``."""
 
 
-def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0) -> Rule:
-    """The rule a spec declares."""
+def derived_label(spec: RuleSpec, pipeline: str, index: int) -> str:
+    """What names the series a window or alarm derives: the rule's ``name``, else ``<pipeline>.<index>``
+    (empty outside a pipeline)."""
+    name = getattr(spec, "name", None)
+    if name:
+        return str(name)
+    return f"{pipeline}.{index}" if pipeline else ""
+
+
+def late_name(resource: str, pipeline: str) -> str:
+    """The series a pipeline ships a series' late readings on: ``<resource>@late.<pipeline>`` (each
+    pipeline judges lateness by its own rules' state), ``<resource>@late`` outside a pipeline."""
+    return f"{resource}@late.{pipeline}" if pipeline else f"{resource}@late"
+
+
+def output_names(specs: Sequence[RuleSpec], pipeline: str, resource: str) -> dict[str, str]:
+    """The series names a pipeline of ``specs`` can write for input series ``resource``, each with the
+    rule that writes it (``"input"`` for the series itself, passed on). Worked out from the specs alone,
+    so two pipelines that would write one series are found before anything runs."""
+    current = {resource: "input"}
+    out: dict[str, str] = {}
+    for i, spec in enumerate(specs):
+        where = f"rule {i} ({spec.type})"
+        if getattr(spec, "backwards", None) == "late" or isinstance(spec, WindowSpec):
+            out.update({late_name(n, pipeline): where for n in current})  # what this rule routes late
+        if isinstance(spec, WindowSpec):
+            label = derived_label(spec, pipeline, i)
+            made = {
+                (f"{n}.{label}.{a}" if label else f"{n}.{a}"): where for n in current for a in spec.aggregates
+            }
+            current = {**(current if spec.keep_input else {}), **made}
+        elif isinstance(spec, AlarmSpec):
+            label = derived_label(spec, pipeline, i) or "alarm"
+            out.update({f"{n}.{label}": where for n in current})
+            if not spec.pass_through:
+                current = {}
+    out.update(current)
+    return out
+
+
+def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0, pipeline: str = "") -> Rule:
+    """The rule a spec declares (``pipeline`` names the series windows and alarms derive)."""
     if isinstance(spec, DeadbandSpec):
         return DeadbandRule.from_spec(spec, table, index)
     if isinstance(spec, OnChangeSpec):
@@ -91,7 +134,7 @@ def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0) -> Rule:
     if isinstance(spec, SdtSpec):
         return SdtRule.from_spec(spec, table, index)
     if isinstance(spec, WindowSpec):
-        return WindowRule.from_spec(spec, table, index)
+        return WindowRule.from_spec(spec, table, index, label=derived_label(spec, pipeline, index))
     if isinstance(spec, FilterSpec):
         return FilterRule.from_spec(spec, table, index)
     if isinstance(spec, RangeSpec):
@@ -99,7 +142,7 @@ def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0) -> Rule:
     if isinstance(spec, ExpressionSpec):
         return ExpressionRule.from_spec(spec, table, index)
     if isinstance(spec, AlarmSpec):
-        return AlarmRule.from_spec(spec, table, index)
+        return AlarmRule.from_spec(spec, table, index, label=derived_label(spec, pipeline, index))
     raise RuleError(f"no rule for spec {type(spec).__name__}")  # pragma: no cover - the union is closed
 
 
@@ -219,7 +262,10 @@ def rule_specs(specs: Sequence[RuleSpec | Mapping[str, Any]], *, source: str = "
         raise config_error("invalid rules", source, exc, data=raw) from None
 
 
-def build_pipeline(specs: Sequence[RuleSpec | Mapping[str, Any]], table: SeriesTable) -> Pipeline:
+def build_pipeline(
+    specs: Sequence[RuleSpec | Mapping[str, Any]], table: SeriesTable, *, name: str = ""
+) -> Pipeline:
     """A pipeline of the rules ``specs`` declare (spec objects, or dicts as in YAML: see
-    :func:`rule_specs`), in order, over series of ``table``."""
-    return Pipeline([build_rule(s, table, i) for i, s in enumerate(rule_specs(specs))], table)
+    :func:`rule_specs`), in order, over series of ``table``. ``name`` (the pipeline's) names the series
+    its windows and alarms derive, unless a rule names them itself."""
+    return Pipeline([build_rule(s, table, i, name) for i, s in enumerate(rule_specs(specs))], table)

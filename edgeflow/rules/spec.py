@@ -225,12 +225,16 @@ _AGG = re.compile(r"^(min|max|mean|sum|count|first|last|stddev|p(100|[1-9]?[0-9]
 class WindowSpec(_Spec):
     """Aggregate each series over windows: ``tumbling`` (``size``), ``hopping`` (``size``, ``hop``),
     ``sliding`` (one result per reading over the ``size`` before it), ``count`` (``count`` readings,
-    stepping by ``hop_count``). Results go to derived series ``<resource>.<aggregate>`` of the same device;
-    each result's origin is the window end, its start the window start. Event time: a time window closes
+    stepping by ``hop_count``). Results go to derived series ``<resource>.<name>.<aggregate>`` of the same
+    device, where ``name`` is yours or, when left out, ``<pipeline>.<rule index>`` (so two windows never
+    write one series; outside a pipeline, ``<resource>.<aggregate>``); each result's origin is the window
+    end, its start the window start. Event time: a time window closes
     when the series' newest origin (or :meth:`Pipeline.advance`) passes its end + ``allowed_lateness``;
     a reading for a closed window is late (counted, routed to ``late``)."""
 
     type: Literal["window"]
+    #: Names the derived series (``<resource>.<name>.<aggregate>``); default ``<pipeline>.<rule index>``.
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$")
     kind: Literal["tumbling", "hopping", "sliding", "count"]
     size: PositiveNanoseconds | None = None
     hop: PositiveNanoseconds | None = None
@@ -348,11 +352,12 @@ class ExpressionSpec(_Spec):
 class AlarmSpec(_Spec):
     """Raise an alarm when a value goes above ``above`` (or below ``below``); clear it once it is back by
     ``hysteresis`` (below ``above - hysteresis`` / above ``below + hysteresis``). Alarm readings go to the
-    ``alarms`` output, on the derived series ``<resource>.<name>`` (Int8: 1 above, -1 below, 0 cleared),
+    ``alarms`` output, on the derived series ``<resource>.<name>`` (Int8: 1 above, -1 below, 0 cleared;
+    ``name`` defaults to ``<pipeline>.<rule index>``, outside a pipeline to ``alarm``),
     at the origin of the crossing reading. Readings pass on unchanged unless ``pass_through`` is false."""
 
     type: Literal["alarm"]
-    name: str = Field(default="alarm", pattern=r"^[A-Za-z0-9_\-]+$")
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$")
     above: float | None = None
     below: float | None = None
     hysteresis: float = Field(default=0.0, ge=0)

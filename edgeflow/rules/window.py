@@ -73,9 +73,11 @@ class WindowRule(Rule):
     kind = "window"
     interpolation: ClassVar[Interpolation | None] = "hold"
 
-    def __init__(self, spec: WindowSpec, table: SeriesTable, index: int = 0) -> None:
+    def __init__(self, spec: WindowSpec, table: SeriesTable, index: int = 0, *, label: str = "") -> None:
         super().__init__(table, index)
         self.spec = spec
+        #: Results go to ``<resource>.<label>.<aggregate>`` (``<resource>.<aggregate>`` without one).
+        self.label = spec.name or label
         self.window_kind = spec.kind
         self.size = spec.size or 0
         self.hop = spec.hop or self.size
@@ -94,18 +96,21 @@ class WindowRule(Rule):
         self._r_sid: list[int] = []
 
     @classmethod
-    def from_spec(cls, spec: WindowSpec, table: SeriesTable, index: int = 0) -> WindowRule:
-        return cls(spec, table, index)
+    def from_spec(
+        cls, spec: WindowSpec, table: SeriesTable, index: int = 0, *, label: str = ""
+    ) -> WindowRule:
+        return cls(spec, table, index, label=label)
 
     def derived_series(self, sid: int, agg: str) -> int:
-        """The id of the derived series ``<resource>.<agg>`` of series ``sid``."""
+        """The id of the derived series ``<resource>.<label>.<agg>`` of series ``sid``."""
         key = (sid, agg)
         d = self._derived.get(key)
         if d is None:
             info = self.table.info(sid)
             vt = ValueType.INT64 if agg == "count" else ValueType.FLOAT64
             units = "" if agg == "count" else info.units
-            d = self.table.intern(info.device, f"{info.resource}.{agg}", info.profile, vt, units, info.source)
+            name = f"{info.resource}.{self.label}.{agg}" if self.label else f"{info.resource}.{agg}"
+            d = self.table.intern(info.device, name, info.profile, vt, units, info.source)
             self._derived[key] = d
         return d
 

@@ -1,20 +1,25 @@
-"""Northbound transports: where shipped readings go.
+"""Northbound: how shipped readings leave the node.
 
-:func:`create_uplink` builds the transport a config names; each one implements :class:`Uplink`.
+Every uplink ships through the commit log (:mod:`edgeflow.commitlog`): readings are encoded and
+committed, with the stream's sequence numbers and the rule state, before a transport delivers them;
+a batch leaves the outbox only once delivered. :func:`create_uplink` builds the uplink a config names:
+
+* ``file`` — :class:`FileUplink`, one EdgeX v3 ``AddEventRequest`` JSON line per event;
+* ``mqtt`` — :class:`~edgeflow.uplink.mqtt.MqttUplink`, QoS 1 to a broker (needs the ``mqtt`` extra).
 """
 
 from __future__ import annotations
 
 from edgeflow.errors import UplinkError
-from edgeflow.uplink.base import Uplink
+from edgeflow.uplink.base import Transport, Uplink, commit_log_for
 from edgeflow.uplink.file import FileUplink
 from edgeflow.uplink.spec import FileUplinkSpec, MqttUplinkSpec, UplinkSpec
 
-__all__ = ["FileUplink", "Uplink", "create_uplink"]
+__all__ = ["FileUplink", "Transport", "Uplink", "commit_log_for", "create_uplink"]
 
 
 def create_uplink(spec: UplinkSpec, *, service: str) -> Uplink:
-    """The transport for ``spec``."""
+    """The uplink for ``spec`` (not yet started)."""
     if isinstance(spec, FileUplinkSpec):
         return FileUplink(spec, service=service)
     if isinstance(spec, MqttUplinkSpec):

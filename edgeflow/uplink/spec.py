@@ -20,13 +20,34 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class OutboxSpec(_Spec):
+    """The commit log: encoded batches waiting for the transport, stream positions and rule state, in one
+    SQLite file (WAL). ``max_bytes`` bounds the batches; ``overflow`` says what happens when it is full."""
+
+    path: Path = Path("edgeflow-outbox.sqlite")
+    max_bytes: ByteSize = Field(default=ByteSize(256 * 1024 * 1024), ge=64 * 1024)
+    overflow: OverflowPolicy = "drop-oldest"
+    #: ``normal``: a commit survives the process being killed; ``full``: also a power cut (fsync).
+    synchronous: Literal["normal", "full"] = "normal"
+
+
 class FileUplinkSpec(_Spec):
     """Append each shipped event as one EdgeX v3 ``AddEventRequest`` JSON line to ``path``.
-    The debugging sink, and what tests read."""
+    The debugging sink, and what tests read. Events go through the commit log like any uplink's
+    (``outbox.path`` defaults to ``<path>.outbox.sqlite``): a line is written, then acknowledged."""
 
     type: Literal["file"]
     path: Path
+    #: fsync the file after each write, before the batches written are acknowledged.
     fsync: bool = False
+    outbox: OutboxSpec | None = None
+
+    @property
+    def outbox_spec(self) -> OutboxSpec:
+        """The commit log's settings, with the default path beside ``path``."""
+        if self.outbox is not None:
+            return self.outbox
+        return OutboxSpec(path=self.path.with_name(self.path.name + ".outbox.sqlite"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -75,16 +96,6 @@ class BatchingSpec(_Spec):
     max_readings: int = Field(default=5000, ge=1)
     max_bytes: ByteSize = Field(default=ByteSize(256 * 1024), ge=1024)
     max_delay: NonNegativeSeconds = Field(default=0.0, le=3600.0, description="0: no delay, commit at once")
-
-
-class OutboxSpec(_Spec):
-    """The durable store-and-forward queue (SQLite, WAL)."""
-
-    path: Path = Path("edgeflow-outbox.sqlite")
-    max_bytes: ByteSize = Field(default=ByteSize(256 * 1024 * 1024), ge=64 * 1024)
-    overflow: OverflowPolicy = "drop-oldest"
-    #: ``normal``: a commit survives the process being killed; ``full``: also a power cut (fsync).
-    synchronous: Literal["normal", "full"] = "normal"
 
 
 class MqttUplinkSpec(_Spec):

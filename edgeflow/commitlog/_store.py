@@ -1,0 +1,498 @@
+"""The SQLite side of the commit log: one connection, owned by one thread, and everything it counts.
+
+Every method of :class:`Store` runs on the commit log's own thread (:class:`~edgeflow.commitlog.CommitLog`
+calls them there), so the event loop never waits on the disk and every counter has one owner. The
+tables:
+
+* ``outbox`` — encoded batches waiting for their transport, alarms in their own lane;
+* ``streams`` — each stream's id and next sequence number;
+* ``state`` — named blobs (each pipeline's rule snapshot).
+
+:meth:`Store.commit` writes batches, stream positions and states in **one** transaction: after a crash
+the rules resume from exactly the state that produced the batches the outbox holds, and no sequence
+number is used twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from edgeflow.errors import OutboxError
+from edgeflow.model import OverflowPolicy
+
+__all__ = [
+    "ROW_OVERHEAD",
+    "CommitResult",
+    "OutboxItem",
+    "OutboxRecord",
+    "OverflowPolicy",
+    "Store",
+    "StreamState",
+]
+
+log = logging.getLogger(__name__)
+
+
+#: Bytes counted per row on top of payload, topic and stream id (SQLite row and index overhead).
+ROW_OVERHEAD: Final = 64
+#: Freed bytes in an empty outbox past which the file is shrunk.
+_SHRINK_AT: Final = 1 << 20
+_SCHEMA_VERSION: Final = 2
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm     INTEGER NOT NULL,
+    stream_id TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    topic     TEXT    NOT NULL,
+    encoding  TEXT    NOT NULL,
+    readings  INTEGER NOT NULL,
+    size      INTEGER NOT NULL,
+    payload   BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_lane ON outbox (alarm, id);
+CREATE TABLE IF NOT EXISTS streams (
+    key       TEXT    PRIMARY KEY,
+    stream_id TEXT    NOT NULL,
+    next_seq  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    key       TEXT    PRIMARY KEY,
+    value     BLOB    NOT NULL
+);
+"""
+_OUTBOX_COLUMNS: Final = [
+    "id",
+    "alarm",
+    "stream_id",
+    "seq",
+    "topic",
+    "encoding",
+    "readings",
+    "size",
+    "payload",
+]
+
+StreamState = tuple[str, str, int]
+"""``(key, stream_id, next_seq)``: where a producer's stream stands, saved with the batches it made, so
+after a restart it resumes the same stream without reusing a sequence number."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One encoded batch to store: what the transport needs to publish it, and what it carries."""
+
+    stream_id: str
+    seq: int
+    topic: str
+    payload: bytes
+    alarm: bool = False
+    readings: int = 0
+    encoding: str = ""
+
+    @property
+    def size(self) -> int:
+        """Bytes this batch counts against the outbox bound."""
+        return len(self.payload) + len(self.topic) + len(self.stream_id) + ROW_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A stored batch, with the row id that acknowledging it takes."""
+
+    id: int
+    stream_id: str
+    seq: int
+    topic: str
+    payload: bytes
+    alarm: bool
+    readings: int
+    encoding: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one commit did: batches and readings stored, and those refused or evicted by the policy."""
+
+    stored_batches: int = 0
+    stored_readings: int = 0
+    #: New batches not stored: larger than the whole bound, or refused by ``drop-newest``.
+    refused_batches: int = 0
+    refused_readings: int = 0
+    #: Older batches deleted to make room (``drop-oldest``).
+    evicted_batches: int = 0
+    evicted_readings: int = 0
+    #: ``block`` only: nothing was written, the outbox has no room yet (the caller waits and retries).
+    full: bool = False
+
+
+class Store:
+    """The outbox database and its counters. Not thread-safe: the commit log's thread is its one user."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int,
+        overflow: OverflowPolicy = "drop-oldest",
+        synchronous: Literal["normal", "full"] = "normal",
+    ) -> None:
+        if overflow not in ("drop-oldest", "drop-newest", "block"):
+            raise OutboxError(
+                f"outbox overflow policy {overflow!r}: expected drop-oldest, drop-newest or block"
+            )
+        if max_bytes < 1:
+            raise OutboxError(f"outbox max_bytes must be positive, not {max_bytes}")
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self.overflow: OverflowPolicy = overflow
+        self.synchronous = synchronous
+        self._db = self._open()
+        self._inflight: set[int] = set()
+        self._cursor = {1: 0, 0: 0}  # last id handed out, per lane (1 = alarms)
+        self.put_batches = 0
+        self.put_readings = 0
+        self.acked_batches = 0
+        self.acked_readings = 0
+        self.acked_bytes = 0
+        self.dropped_batches = 0
+        self.dropped_readings = 0
+        self.dropped_bytes = 0
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(readings), 0) FROM outbox"
+        ).fetchone()
+        self.queued_batches, self.queued_bytes, self.queued_readings = (int(v) for v in row)
+        self.recovered_batches = self.queued_batches
+        self.recovered_readings = self.queued_readings
+        if self.queued_batches:
+            log.info(
+                "outbox %s: %d batches (%d readings, %d bytes) from before the restart will be sent",
+                self.path,
+                self.queued_batches,
+                self.queued_readings,
+                self.queued_bytes,
+            )
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists()
+            db = sqlite3.connect(self.path, isolation_level=None)
+            if fresh:
+                self.path.chmod(0o600)  # batches and rule state are the operator's data
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OutboxError(f"outbox {self.path}: WAL journal mode refused (got {mode!r})")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.synchronous == 'full' else 'NORMAL'}")
+            db.execute("PRAGMA journal_size_limit=8388608")
+            db.execute("PRAGMA busy_timeout=1000")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version not in (0, 1, _SCHEMA_VERSION):
+                raise OutboxError(f"outbox {self.path}: schema version {version} is not {_SCHEMA_VERSION}")
+            db.executescript(_SCHEMA)  # version 1 files gain the state table
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            cols = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
+            if cols != _OUTBOX_COLUMNS:
+                raise OutboxError(f"outbox {self.path}: table has columns {cols}, expected {_OUTBOX_COLUMNS}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+        except OutboxError:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error as exc:  # pragma: no cover - close of a healthy db does not fail
+            raise OutboxError(f"closing outbox {self.path}: {exc}") from exc
+
+    # -- committing -------------------------------------------------------------------------------
+
+    def fits(self, items: Sequence[OutboxItem]) -> bool:
+        """Whether ``items`` fit the bound now (``block`` waits until they do)."""
+        return self.queued_bytes + sum(i.size for i in self._admissible(items)) <= self.max_bytes
+
+    def _admissible(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        return [i for i in items if i.size <= self.max_bytes]
+
+    def commit(
+        self,
+        items: Sequence[OutboxItem],
+        streams: Sequence[StreamState] = (),
+        states: Mapping[str, bytes] | None = None,
+    ) -> CommitResult:
+        """Store ``items``, the stream positions and the named states in one transaction.
+
+        A batch larger than the whole bound is dropped (counted). Without room, ``drop-oldest`` evicts
+        the oldest batches not in flight, ``drop-newest`` refuses the new batches (the stream positions
+        and states are still committed: those readings are dropped by policy, counted, and the rules
+        go on), and ``block`` writes nothing and reports ``full``."""
+        dropped_b = dropped_r = 0
+        keep = self._admissible(items)
+        for item in items:
+            if item.size > self.max_bytes:
+                log.error(
+                    "outbox %s: batch %s/%d of %d bytes exceeds the whole bound of %d bytes; dropped",
+                    self.path,
+                    item.stream_id,
+                    item.seq,
+                    item.size,
+                    self.max_bytes,
+                )
+                dropped_b += 1
+                dropped_r += item.readings
+        need = sum(i.size for i in keep)
+        if keep and self.queued_bytes + need > self.max_bytes:
+            if self.overflow == "block":
+                return CommitResult(full=True)
+            if self.overflow == "drop-newest":
+                dropped_b += len(keep)
+                dropped_r += sum(i.readings for i in keep)
+                log.warning(
+                    "outbox %s full: dropped %d new batches (drop-newest); %d dropped so far",
+                    self.path,
+                    len(keep),
+                    self.dropped_batches + dropped_b,
+                )
+                keep, need = [], 0
+        db = self._db
+        evicted: tuple[list[int], int, int] = ([], 0, 0)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if keep and self.queued_bytes + need > self.max_bytes:
+                evicted = self._evict_oldest(self.queued_bytes + need - self.max_bytes)
+            if streams:
+                db.executemany(
+                    "INSERT INTO streams (key, stream_id, next_seq) VALUES (?, ?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET stream_id = excluded.stream_id, next_seq = excluded.next_seq",
+                    streams,
+                )
+            if states:
+                db.executemany(
+                    "INSERT INTO state (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    list(states.items()),
+                )
+            if keep:
+                db.executemany(
+                    "INSERT INTO outbox (alarm, stream_id, seq, topic, encoding, readings, size, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (int(i.alarm), i.stream_id, i.seq, i.topic, i.encoding, i.readings, i.size, i.payload)
+                        for i in keep
+                    ],
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise OutboxError(f"outbox {self.path}: committing {len(items)} batches failed: {exc}") from exc
+        victims, freed, victim_readings = evicted
+        if victims:
+            self.queued_batches -= len(victims)
+            self.queued_bytes -= freed
+            self.queued_readings -= victim_readings
+            self._count_drop(len(victims), victim_readings, freed)
+            log.warning(
+                "outbox %s full: dropped the %d oldest batches (%d readings, drop-oldest); %d dropped so far",
+                self.path,
+                len(victims),
+                victim_readings,
+                self.dropped_batches,
+            )
+        if dropped_b:
+            self._count_drop(dropped_b, dropped_r, 0)
+        n = sum(i.readings for i in keep)
+        self.queued_batches += len(keep)
+        self.queued_bytes += need
+        self.queued_readings += n
+        self.put_batches += len(keep)
+        self.put_readings += n
+        return CommitResult(
+            stored_batches=len(keep),
+            stored_readings=n,
+            refused_batches=dropped_b,
+            refused_readings=dropped_r,
+            evicted_batches=len(victims),
+            evicted_readings=victim_readings,
+        )
+
+    def _evict_oldest(self, excess: int) -> tuple[list[int], int, int]:
+        """Delete the oldest batches not in flight until ``excess`` bytes are freed (inside a transaction)."""
+        victims: list[int] = []
+        freed = readings = 0
+        for lane in (0, 1):
+            after = 0
+            while freed < excess:
+                rows = self._db.execute(
+                    "SELECT id, size, readings FROM outbox WHERE alarm = ? AND id > ? ORDER BY id LIMIT 256",
+                    (lane, after),
+                ).fetchall()
+                if not rows:
+                    break
+                for rid, size, n in rows:
+                    after = rid
+                    if rid in self._inflight:
+                        continue
+                    victims.append(rid)
+                    freed += size
+                    readings += n
+                    if freed >= excess:
+                        break
+        if freed < excess:  # only in-flight batches left: they are on their way out, admit the overshoot
+            log.debug(
+                "outbox %s: %d bytes over the bound while batches are in flight", self.path, excess - freed
+            )
+        if victims:
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v,) for v in victims])
+        return victims, freed, readings
+
+    def _count_drop(self, batches: int, readings: int, size: int) -> None:
+        self.dropped_batches += batches
+        self.dropped_readings += readings
+        self.dropped_bytes += size
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def stream_state(self, key: str) -> tuple[str, int] | None:
+        """``(stream_id, next_seq)`` last committed under ``key``, or None."""
+        row = self._db.execute("SELECT stream_id, next_seq FROM streams WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def load_state(self, key: str) -> bytes | None:
+        """The blob last committed under ``key``, or None."""
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def state_keys(self) -> list[str]:
+        return [str(r[0]) for r in self._db.execute("SELECT key FROM state ORDER BY key")]
+
+    def set_state_aside(self, key: str) -> None:
+        """Move an unreadable state to ``<key>.unreadable`` (kept for a look, out of the way)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO state (key, value) SELECT ?, value FROM state WHERE key = ?"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"{key}.unreadable", key),
+            )
+            self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise OutboxError(f"outbox {self.path}: setting state {key!r} aside failed: {exc}") from exc
+
+    # -- taking and acknowledging -----------------------------------------------------------------
+
+    def take(self, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` batches not yet handed out: alarms first, then in insertion order. They are
+        in flight until :meth:`ack` (confirmed) or :meth:`release` (connection lost)."""
+        out: list[OutboxRecord] = []
+        for lane in (1, 0):
+            if len(out) >= limit:
+                break
+            try:
+                rows = self._db.execute(
+                    "SELECT id, stream_id, seq, topic, payload, alarm, readings, encoding, size"
+                    " FROM outbox WHERE alarm = ? AND id > ? ORDER BY id LIMIT ?",
+                    (lane, self._cursor[lane], limit - len(out)),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox {self.path}: reading failed: {exc}") from exc
+            for r in rows:
+                rec = OutboxRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8])
+                out.append(rec)
+                self._inflight.add(rec.id)
+            if rows:
+                self._cursor[lane] = rows[-1][0]
+        return out
+
+    def ack(self, records: Iterable[OutboxRecord]) -> None:
+        """The transport delivered these: delete them (one transaction)."""
+        recs = [r for r in records if r.id in self._inflight]
+        if not recs:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(r.id,) for r in recs])
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise OutboxError(f"outbox {self.path}: deleting acknowledged batches failed: {exc}") from exc
+        for r in recs:
+            self._inflight.discard(r.id)
+            self.queued_batches -= 1
+            self.queued_bytes -= r.size
+            self.queued_readings -= r.readings
+            self.acked_batches += 1
+            self.acked_readings += r.readings
+            self.acked_bytes += len(r.payload)
+        if self.queued_batches == 0:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """The outbox is empty: hand freed pages back to the file system once they add up to a
+        megabyte or more, so the file does not stay at its outage-time size. With no rows left,
+        VACUUM rebuilds next to nothing, so it is cheap exactly when it runs."""
+        try:
+            free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+            page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            if free * page < _SHRINK_AT:
+                return
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # a missed shrink loses nothing; say so and go on
+            log.warning("outbox %s: could not give freed space back: %s", self.path, exc)
+
+    def release(self) -> int:
+        """Every batch in flight becomes unsent again (sent again later, in order). Returns how many
+        were in flight."""
+        n = len(self._inflight)
+        self._inflight.clear()
+        self._cursor = {1: 0, 0: 0}
+        return n
+
+    # -- looking ----------------------------------------------------------------------------------
+
+    def file_bytes(self) -> int:
+        """Size of the database and its WAL on disk."""
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(f"{self.path}{suffix}")
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "queued_batches": self.queued_batches,
+            "queued_readings": self.queued_readings,
+            "queued_bytes": self.queued_bytes,
+            "inflight": len(self._inflight),
+            "put_batches": self.put_batches,
+            "put_readings": self.put_readings,
+            "acked_batches": self.acked_batches,
+            "acked_readings": self.acked_readings,
+            "acked_bytes": self.acked_bytes,
+            "dropped_batches": self.dropped_batches,
+            "dropped_readings": self.dropped_readings,
+            "dropped_bytes": self.dropped_bytes,
+            "recovered_batches": self.recovered_batches,
+            "recovered_readings": self.recovered_readings,
+            "max_bytes": self.max_bytes,
+        }
