@@ -11,7 +11,7 @@ windows ``hold``), ``hold`` when none does (raw readings are exact at their own 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -117,33 +117,31 @@ def output_names(specs: Sequence[RuleSpec], pipeline: str, resource: str) -> dic
     return out
 
 
+#: The rule each spec type builds (windows and alarms also take the label of what they derive).
+_RULES: dict[type, Callable[[Any, SeriesTable, int], Rule]] = {
+    DeadbandSpec: DeadbandRule.from_spec,
+    OnChangeSpec: OnChangeRule.from_spec,
+    MinIntervalSpec: MinIntervalRule.from_spec,
+    HeartbeatSpec: HeartbeatRule.from_spec,
+    SwingSpec: SwingRule.from_spec,
+    PmcSpec: PmcRule.from_spec,
+    SdtSpec: SdtRule.from_spec,
+    FilterSpec: FilterRule.from_spec,
+    RangeSpec: RangeRule.from_spec,
+    ExpressionSpec: ExpressionRule.from_spec,
+}
+
+
 def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0, pipeline: str = "") -> Rule:
     """The rule a spec declares (``pipeline`` names the series windows and alarms derive)."""
-    if isinstance(spec, DeadbandSpec):
-        return DeadbandRule.from_spec(spec, table, index)
-    if isinstance(spec, OnChangeSpec):
-        return OnChangeRule.from_spec(spec, table, index)
-    if isinstance(spec, MinIntervalSpec):
-        return MinIntervalRule.from_spec(spec, table, index)
-    if isinstance(spec, HeartbeatSpec):
-        return HeartbeatRule.from_spec(spec, table, index)
-    if isinstance(spec, SwingSpec):
-        return SwingRule.from_spec(spec, table, index)
-    if isinstance(spec, PmcSpec):
-        return PmcRule.from_spec(spec, table, index)
-    if isinstance(spec, SdtSpec):
-        return SdtRule.from_spec(spec, table, index)
     if isinstance(spec, WindowSpec):
         return WindowRule.from_spec(spec, table, index, label=derived_label(spec, pipeline, index))
-    if isinstance(spec, FilterSpec):
-        return FilterRule.from_spec(spec, table, index)
-    if isinstance(spec, RangeSpec):
-        return RangeRule.from_spec(spec, table, index)
-    if isinstance(spec, ExpressionSpec):
-        return ExpressionRule.from_spec(spec, table, index)
     if isinstance(spec, AlarmSpec):
         return AlarmRule.from_spec(spec, table, index, label=derived_label(spec, pipeline, index))
-    raise RuleError(f"no rule for spec {type(spec).__name__}")  # pragma: no cover - the union is closed
+    make = _RULES.get(type(spec))
+    if make is None:  # pragma: no cover - the union is closed
+        raise RuleError(f"no rule for spec {type(spec).__name__}")
+    return make(spec, table, index)
 
 
 class Pipeline:
