@@ -87,7 +87,11 @@ def _config(tmp: Path, url: str, data: Path, bound: float) -> Path:
         ],
         "pipelines": [
             {"name": "rows", "match": {"resource": "row"}},
-            {"name": "deadband", "match": {"resource": "a"}, "rules": [{"type": "deadband", "absolute": bound}]},
+            {
+                "name": "deadband",
+                "match": {"resource": "a"},
+                "rules": [{"type": "deadband", "absolute": bound}],
+            },
             {"name": "swing", "match": {"resource": "b"}, "rules": [{"type": "swing", "max_error": bound}]},
         ],
         "unrouted": "drop",
@@ -138,25 +142,31 @@ async def test_kill_9_at_random_moments_keeps_every_bound_and_every_sequence_num
     values, bound = _replay_csv(shared_data, tmp_path / "replay.csv", 3000)
     config = _config(tmp_path, mosquitto.url, tmp_path / "replay.csv", bound)
     wire = _Wire()
-    params = ConnectParams(
-        "127.0.0.1", mosquitto.port, "crash-cloud", clean_start=False, session_expiry=600
-    )
+    params = ConnectParams("127.0.0.1", mosquitto.port, "crash-cloud", clean_start=False, session_expiry=600)
     cloud = MqttConnection(params, on_message=wire.on_message)
     await cloud.connect()
     await cloud.subscribe("edgeflow/#", qos=1)
 
+    async def shipping(seen: int) -> None:
+        """Until the edge started shipping (start-up takes seconds on a busy machine)."""
+        for _ in range(600):
+            if len(wire.payloads) > seen + 5:
+                return
+            await asyncio.sleep(0.05)
+
     rng = random.Random(20261203)
-    for _ in range(KILLS):
+    for k in range(KILLS):
+        seen = len(wire.payloads)
         proc = await _edge(config)
-        await asyncio.sleep(rng.uniform(0.9, 2.5))  # start-up is ~0.7 s: some kills land inside it
+        if k % 4 == 3:  # every fourth kill lands while it starts: restoring state, opening the log
+            await asyncio.sleep(rng.uniform(0.0, 1.0))
+        else:  # the others while it reads, commits and ships
+            await shipping(seen)
+            await asyncio.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         assert await proc.wait() == -signal.SIGKILL
     proc = await _edge(config)  # the last run stops cleanly: it flushes open segments and drains
-    seen = len(wire.payloads)
-    for _ in range(600):  # until it ships (start-up takes longer on a busy machine)
-        if len(wire.payloads) > seen + 10:
-            break
-        await asyncio.sleep(0.05)
+    await shipping(len(wire.payloads))
     proc.send_signal(signal.SIGTERM)
     assert await proc.wait() == 0, (await proc.stderr.read()).decode() if proc.stderr else ""
     await asyncio.sleep(0.5)
@@ -175,7 +185,7 @@ async def test_kill_9_at_random_moments_keeps_every_bound_and_every_sequence_num
     # The cloud's view of each series, at every reading the committed rule state consumed.
     series = merge_points(wire.batches[k] for k in sorted(wire.batches))
     rows = series[("machine", "row")]
-    assert len(rows) > 20 * KILLS
+    assert len(rows) > 10 * KILLS  # enough was read between the kills for the check to mean something
     expected = values[rows.values.astype(np.int64)]
     for resource in ("a", "b"):
         s = series[("machine", resource)]
