@@ -322,6 +322,10 @@ class DeviceService:
         """One AutoEvent read: read, filter by onChange, publish. Returns whether an event was sent.
         Raises ConnectorError on failure (the scheduler counts it)."""
         batch = await self.read(device, ae.source_name)
+        if self.connector.pushes(device, ae):
+            # the connector took this AutoEvent over while we read: its pushed values win, so the
+            # series stays in the order the device produced it
+            return False
         state = self.states[device]
         if ae.on_change and not self._changed((device, ae.source_name), ae, batch):
             state.events_suppressed += 1

@@ -358,7 +358,9 @@ def transform_write(
             v: int | float = round(f)
         else:
             v = _as_number(vt, value)
-            if TransformMode(mode) is TransformMode.FLOAT:
+            if TransformMode(mode) is TransformMode.FLOAT and not vt.is_integer:
+                # (an integer resource that reads as its own type has no base/scale/offset to undo: it
+                # stays an exact int, so Int64/Uint64 values beyond 2**53 are written unrounded)
                 v = _float_write(vt, v, base, scale, offset)
             else:
                 if offset != 0:
