@@ -130,6 +130,10 @@ class _Source:
     resources: list[DeviceResource]
     command: DeviceCommand | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    #: resource name -> the mappings that apply to it when read through this source (looked up once)
+    mappings: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    #: every resource of the profile by name (pushed values name theirs)
+    by_name: dict[str, DeviceResource] = field(default_factory=dict)
 
 
 class DeviceService:
@@ -156,6 +160,7 @@ class DeviceService:
         self.states: dict[str, DeviceState] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sent: dict[tuple[str, str], dict[str, tuple[str, float | None]]] = {}
+        self._sources: dict[tuple[str, str], _Source] = {}
         self._opened = False
         self._stopping = False
         # push path: what connectors pushed, in arrival order, waiting for the publisher task
@@ -174,15 +179,33 @@ class DeviceService:
         self.states[device.name] = DeviceState(device.name)
 
     def _source(self, device: str, source: str) -> tuple[Device, DeviceProfile, _Source]:
+        """The resources of a source, resolved once per (device, source): reading a command of a
+        thousand resources must not look each of them up in the profile each time."""
         dev, profile = self.connector.device(device)
+        cached = self._sources.get((device, source))
+        if cached is not None:
+            return dev, profile, cached
+        by_name: dict[str, DeviceResource] = {}
+        for r in profile.device_resources:
+            by_name.setdefault(r.name, r)
         cmd = profile.command(source)
         if cmd is not None:
-            resources = [profile.resource(op.device_resource) for op in cmd.resource_operations]
-            return dev, profile, _Source(source, resources, cmd, dict(cmd.tags))
-        try:
-            return dev, profile, _Source(source, [profile.resource(source)])
-        except KeyError:
-            raise ConnectorError(f"no resource or command {source!r}", device=device) from None
+            resources = [by_name[op.device_resource] for op in cmd.resource_operations]
+            src = _Source(source, resources, cmd, dict(cmd.tags))
+        elif source in by_name:
+            src = _Source(source, [by_name[source]])
+        else:
+            raise ConnectorError(f"no resource or command {source!r}", device=device)
+        src.by_name = by_name
+        self._sources[(device, source)] = src
+        return dev, profile, src
+
+    def _mappings(self, profile: DeviceProfile, src: _Source, resource: str) -> Mapping[str, str]:
+        found = src.mappings.get(resource)
+        if found is None:
+            command = src.command.name if src.command is not None else None
+            found = src.mappings[resource] = profile.mappings_for(resource, command)
+        return found
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -226,6 +249,7 @@ class DeviceService:
                     command=command,
                     shift_convention=s.shift_convention,
                     mode=s.transforms,
+                    mappings=self._mappings(profile, src, res.name),
                 )
                 if result.assertion_failed:
                     raise ConnectorError(
@@ -236,7 +260,7 @@ class DeviceService:
                     )
                 name, value, vt = res.name, result.value, result.value_type
             else:
-                flagged = self._not_good(dev.name, profile, res, cv, command)
+                flagged = self._not_good(dev.name, profile, res, cv, self._mappings(profile, src, res.name))
                 if flagged is None:
                     continue
                 name, value, vt = flagged
@@ -264,7 +288,12 @@ class DeviceService:
         )
 
     def _not_good(
-        self, device: str, profile: DeviceProfile, res: DeviceResource, cv: CommandValue, command: str | None
+        self,
+        device: str,
+        profile: DeviceProfile,
+        res: DeviceResource,
+        cv: CommandValue,
+        mappings: Mapping[str, str],
     ) -> tuple[str, Any, ValueType] | None:
         """An uncertain or bad value: counted, then dropped (None) or flagged as (series, value, type).
         Uncertain values keep their value under ``<resource>@uncertain``; bad ones (and uncertain ones
@@ -286,9 +315,9 @@ class DeviceService:
                 profile,
                 res,
                 cv.value,
-                command=command,
                 shift_convention=s.shift_convention,
                 mode=s.transforms,
+                mappings=mappings,
             )
             return f"{res.name}@uncertain", result.value, result.value_type
         return f"{res.name}@bad", cv.status or cv.quality.value, ValueType.STRING
@@ -448,12 +477,12 @@ class DeviceService:
             dev, profile, src = self._source(device, source)
             resources = []
             for cv in values:
-                try:
-                    resources.append(profile.resource(cv.resource))
-                except KeyError:
+                res = src.by_name.get(cv.resource)
+                if res is None:
                     raise ConnectorError(
                         f"no resource {cv.resource!r} in profile {profile.name!r}", device=device
-                    ) from None
+                    )
+                resources.append(res)
             batch = self._to_batch(dev, profile, src, resources, values)
         except (ConnectorError, ValueFormatError) as exc:
             if state is not None:
