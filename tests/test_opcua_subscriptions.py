@@ -83,7 +83,7 @@ Rig = tuple[Any, DeviceService, OpcUaConnector, Published]
 
 
 async def rig_for(sim: Any, auto_events: list[dict[str, Any]], **props: Any) -> Rig:
-    conn = OpcUaConnector({"reconnect_min": 0.1, "reconnect_max": 0.5, "watchdog_interval": 0.5})
+    conn = OpcUaConnector({"reconnect_min": 0.1, "reconnect_max": 0.5, "watchdog_interval": 1.0})
     out = Published()
     svc = DeviceService(
         "opcua-test",

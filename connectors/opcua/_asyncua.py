@@ -237,7 +237,7 @@ class UaLink:
         self,
         spec: EndpointSpec,
         *,
-        watchdog: float = 1.0,
+        watchdog: float = 5.0,
         max_per_request: int = 1000,
         on_lost: Callable[[str], None] | None = None,
     ) -> None:
@@ -642,8 +642,8 @@ class UaLink:
 
     async def subscribe(self, publishing_ms: float, on_data: DataCallback, on_status: StatusCallback) -> int:
         """A subscription whose notification messages go to ``on_data`` whole; its id."""
-        # a keep-alive at least every ~5 watchdog periods of silence, so a dead subscription shows
-        keepalive = max(3, min(1000, round(self._watchdog * 5000 / max(publishing_ms, 1.0))))
+        # a keep-alive after ~5 s of silence, so a subscription the server dropped shows within seconds
+        keepalive = max(3, min(1000, round(5000 / max(publishing_ms, 1.0))))
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=publishing_ms,
             RequestedLifetimeCount=keepalive * 10,

@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 OPTION_DEFAULTS: dict[str, Any] = {
     "reconnect_min": 0.5,
     "reconnect_max": 30.0,
-    "watchdog_interval": 1.0,
+    "watchdog_interval": 5.0,
     "max_nodes_per_request": 1000,
 }
 
