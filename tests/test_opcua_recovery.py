@@ -53,7 +53,7 @@ def config(endpoint: str, tmp_path: Path) -> dict[str, Any]:
                 ],
             }
         ],
-        "connectors": {"opcua": {"reconnect_min": 0.2, "reconnect_max": 1.0, "watchdog_interval": 1.0}},
+        "connectors": {"opcua": {"reconnect_min": 0.2, "reconnect_max": 1.0, "watchdog_interval": 2.0}},
         "scheduler": {"failureThreshold": 1, "backoffInitial": 0.2, "backoffMax": 1.0, "readTimeout": 3},
         "uplink": {"type": "file", "path": str(tmp_path / "out.jsonl")},
     }
