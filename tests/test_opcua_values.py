@@ -147,6 +147,11 @@ def profile() -> DeviceProfile:
             "properties": {"valueType": "Float64", "readWrite": "R"},
         },
         {
+            "name": "BuildInfo",  # the server's own Server/ServerStatus/BuildInfo: an ExtensionObject
+            "attributes": {"nodeId": "i=2260"},
+            "properties": {"valueType": "Object", "readWrite": "R"},
+        },
+        {
             "name": "Ghost",
             "attributes": {"nodeId": f"ns={NS};s=No.Such.Node"},
             "properties": {"valueType": "Float64", "readWrite": "RW"},
@@ -294,3 +299,11 @@ async def test_a_guid_written_as_text(rig: Any) -> None:
     sim, svc, _ = rig
     await svc.write("sim", "TGuidString", {"TGuidString": "0c4b3d25-0c61-4a8c-9d2e-6f3c1f2e7a12"})
     assert sim.get("Types.Guid") == uuid.UUID("0c4b3d25-0c61-4a8c-9d2e-6f3c1f2e7a12")
+
+
+async def test_a_structure_reads_as_an_object(rig: Any) -> None:
+    _, svc, _ = rig
+    info = await read1(svc, "BuildInfo")
+    assert isinstance(info, dict)
+    assert {"ProductUri", "ManufacturerName", "SoftwareVersion", "BuildDate"} <= set(info)
+    assert isinstance(info["BuildDate"], str)  # a DateTime inside a structure: RFC 3339 text
