@@ -10,15 +10,12 @@ from connectors.opcua._config import (
     Deadband,
     DeadbandType,
     EndpointSpec,
-    NodeRef,
-    Point,
     SecurityMode,
     SecurityPolicy,
     parse_endpoint,
-    parse_node_id,
-    parse_point,
 )
 from connectors.opcua._connector import OPTION_DEFAULTS, OpcUaConnector, OpcUaSecurityError
+from connectors.opcua._nodes import NodeRef, Point, parse_node_id, parse_point
 from connectors.opcua._types import DEFAULT_VALUE_TYPES, default_value_type
 
 __all__ = [

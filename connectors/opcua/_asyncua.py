@@ -35,21 +35,17 @@ from asyncua.crypto import security_policies
 from asyncua.crypto.uacrypto import CertProperties
 from cryptography.hazmat.primitives import serialization
 
-from connectors.opcua._config import (
-    Deadband,
-    DeadbandType,
-    EndpointSpec,
-    NodeRef,
-    SecurityMode,
-    SecurityPolicy,
-)
+from connectors.opcua._config import Deadband, DeadbandType, EndpointSpec, SecurityMode, SecurityPolicy
+from connectors.opcua._nodes import NodeRef
 from connectors.opcua._trust import (
     TrustError,
     application_uri,
     check_key_pair,
     check_server_certificate,
     describe,
+    first_certificate,
     load_certificates,
+    pem_key,
 )
 from connectors.opcua._types import Status, datetime_ns
 from edgeflow.connector import Quality
@@ -301,7 +297,7 @@ class UaLink:
             if spec.user_cert_file is not None and spec.user_key_file is not None:
                 client.user_certificate = check_key_pair(spec.user_cert_file, spec.user_key_file, None)
                 client.user_private_key = serialization.load_pem_private_key(
-                    _pem_key(spec.user_key_file, None), None
+                    pem_key(spec.user_key_file, None), None
                 )
             if spec.policy is not SecurityPolicy.NONE:
                 await self._secure(client)
@@ -359,11 +355,11 @@ class UaLink:
                 "edgeflow does not fall back to a weaker one"
             )
         trusted = load_certificates(spec.trusted_certs)
-        server_der = _first_certificate(chosen.ServerCertificate or b"")
+        server_der = first_certificate(chosen.ServerCertificate or b"")
         check_server_certificate(
             server_der, trusted, sources=spec.trusted_certs, announced_uri=chosen.Server.ApplicationUri
         )
-        key_pem = _pem_key(spec.key_file, spec.key_password)
+        key_pem = pem_key(spec.key_file, spec.key_password)
         await client.set_security(
             policy_cls,
             CertProperties(own.public_bytes(serialization.Encoding.DER), extension="der"),
@@ -773,30 +769,6 @@ def _variant(builtin: str, array: bool, value: Any) -> ua.Variant:
         return ua.Variant([conv(v) for v in value] if array else conv(value), vt, is_array=array)
     except (ua.UaError, ValueError, TypeError) as exc:
         raise LinkStatus("BadTypeMismatch", f"{value!r} is not a {builtin}: {exc}") from None
-
-
-def _first_certificate(der: bytes) -> bytes:
-    """The leading certificate of a DER blob that may hold a chain."""
-    if len(der) < 4 or der[0] != 0x30:
-        return der
-    if der[1] < 0x80:
-        return der[: 2 + der[1]]
-    n = der[1] & 0x7F
-    return der[: 2 + n + int.from_bytes(der[2 : 2 + n], "big")]
-
-
-def _pem_key(path: Any, password: str | None) -> bytes:
-    """The private key of ``path`` (PEM or DER, maybe encrypted) as unencrypted PKCS#8 PEM, in memory."""
-    data = path.read_bytes()
-    pw = password.encode() if password else None
-    key = (
-        serialization.load_pem_private_key(data, pw)
-        if b"-----BEGIN" in data
-        else serialization.load_der_private_key(data, pw)
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def _map(exc: BaseException, what: str) -> LinkError:

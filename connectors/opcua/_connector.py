@@ -1,15 +1,9 @@
 """The OPC-UA connector: EdgeX device-opc-ua devices and profiles, subscriptions with server-side
 deadband, reads, typed writes, method calls, security, recovery.
 
-One client (one session) per server endpoint, shared by the devices on it.
-
-**The connector owns reconnection; asyncua's is off** (``auto_reconnect=False``; its supervisor only
-reports a lost connection). One task per endpoint connects, creates the subscriptions, and watches:
-a closed socket, a failed server-state probe, a subscription the server drops or that goes silent
-past its keep-alive all count as lost. Then every device on the endpoint goes ``DOWN`` (the service
-is told at once), the client is thrown away, and a new one is built after a capped exponential
-backoff (``reconnect_min`` doubling up to ``reconnect_max``), with its subscriptions created afresh.
-Reads in the meantime fail at once with DeviceOfflineError.
+One client (one session) per server endpoint, shared by the devices on it; each endpoint's connection,
+reconnection and subscriptions are :mod:`connectors.opcua._endpoint`'s (which owns reconnection: asyncua's
+auto-reconnect is off). While an endpoint is down, reads fail at once with DeviceOfflineError.
 
 **Subscriptions serve onChange AutoEvents** (EdgeX's meaning: an event when a value changes): each
 resource of the AutoEvent's source becomes a monitored item, sampled at the AutoEvent's interval,
@@ -29,28 +23,12 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar
 
-from connectors.opcua._asyncua import (
-    ItemRequest,
-    LinkClosed,
-    LinkError,
-    LinkSecurity,
-    LinkStatus,
-    LinkTimeout,
-    Sample,
-    UaLink,
-)
-from connectors.opcua._config import (
-    Deadband,
-    DeadbandType,
-    DeviceTuning,
-    EndpointSpec,
-    Point,
-    parse_endpoint,
-    parse_point,
-)
+from connectors.opcua._asyncua import LinkError, LinkSecurity, LinkStatus, LinkTimeout, Sample, UaLink
+from connectors.opcua._config import Deadband, DeadbandType, DeviceTuning, EndpointSpec, parse_endpoint
+from connectors.opcua._endpoint import Endpoint, Group, Item, LinkState
+from connectors.opcua._nodes import Point, parse_point
 from connectors.opcua._trust import TrustError, check_key_pair, load_certificates
 from connectors.opcua._types import from_edgex, to_edgex
 from edgeflow.connector import CommandValue, Connector, DeviceHealth, PushSink, Quality, QualityAction
@@ -116,70 +94,16 @@ class OpcUaSecurityError(ConnectorError):
     no endpoint with the configured policy and mode, edgeflow's certificate or identity refused)."""
 
 
-class _Link(StrEnum):
-    NEW = "new"  # no attempt finished yet
-    CONNECTING = "connecting"
-    UP = "up"
-    DOWN = "down"
-
-
-@dataclass(eq=False)
-class _Group:
-    """An onChange AutoEvent served by monitored items."""
-
-    device: str
-    auto_event: AutoEvent
-    publishing_ms: float
-    items: list[_Item]
-    link: UaLink | None = None  # the link its items live on
-    live: bool = False  # its items are all monitored: the AutoEvent is pushed, not polled
-    pending: bool = False  # its items are being created (initial values may arrive first)
-    refused: str = ""
-
-
-@dataclass(eq=False)
-class _Item:
-    handle: int
-    resource: DeviceResource
-    point: Point
-    sampling_ms: float
-    queue_size: int
-    deadband: Deadband | None
-    group: _Group | None = None
-
-
-@dataclass(eq=False)
-class _Endpoint:
-    spec: EndpointSpec
-    devices: list[str] = field(default_factory=list)
-    link: UaLink | None = None
-    state: _Link = _Link.NEW
-    task: asyncio.Task[None] | None = None
-    up: asyncio.Event = field(default_factory=asyncio.Event)
-    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when a connect attempt ends
-    insecure: bool = False  # the last failure was a security failure
-    lost: asyncio.Event = field(default_factory=asyncio.Event)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    failures: int = 0
-    retry_at: float = 0.0
-    last_error: str = ""
-    groups: list[_Group] = field(default_factory=list)
-    handles: dict[int, _Item] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    connects: int = 0
-    losses: int = 0
-
-
 @dataclass(eq=False)
 class _DeviceState:
     name: str
     profile: DeviceProfile
     spec: EndpointSpec
     tuning: DeviceTuning
-    endpoint: _Endpoint
+    endpoint: Endpoint
     points: dict[str, Point]
     sink: PushSink | None = None
-    groups: list[_Group] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
     polled_fallbacks: int = 0
     notifications: int = 0  # monitored-item notifications received from the server
     notifications_dropped: int = 0  # received but not convertible to the resource's value type
@@ -199,10 +123,9 @@ class OpcUaConnector(Connector):
         self._watchdog: float = opts["watchdog_interval"]
         self._max_nodes: int = opts["max_nodes_per_request"]
         self._states: dict[str, _DeviceState] = {}
-        self._endpoints: dict[tuple[Any, ...], _Endpoint] = {}
+        self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
         self._validated: dict[str, tuple[EndpointSpec, DeviceTuning, dict[str, Point]]] = {}
         self._handles = itertools.count(1)
-        self._closing = False
 
     # ------------------------------------------------------------------ devices
 
@@ -228,7 +151,17 @@ class OpcUaConnector(Connector):
         spec, tuning, points = self._validated.pop(device.name)
         ep = self._endpoints.get(spec.key)
         if ep is None:
-            ep = self._endpoints[spec.key] = _Endpoint(spec)
+            ep = Endpoint(
+                spec,
+                reconnect_min=self._reconnect_min,
+                reconnect_max=self._reconnect_max,
+                watchdog=self._watchdog,
+                max_nodes=self._max_nodes,
+                on_state=self._notify,
+                on_data=self._on_data,
+                on_refused=self._refused,
+            )
+            self._endpoints[spec.key] = ep
         ep.devices.append(device.name)
         self._states[device.name] = _DeviceState(device.name, profile, spec, tuning, ep, points)
 
@@ -240,15 +173,15 @@ class OpcUaConnector(Connector):
 
     def health(self, device: str) -> DeviceHealth:
         ep = self._state(device).endpoint
-        if ep.state is _Link.UP:
+        if ep.state is LinkState.UP:
             return DeviceHealth.UP
-        if ep.state is _Link.DOWN or ep.failures or ep.losses:
+        if ep.state is LinkState.DOWN or ep.failures or ep.losses:
             return DeviceHealth.DOWN  # down, or reconnecting after a failure or a loss
         return DeviceHealth.UNKNOWN  # the first connect attempt is under way
 
     def pushes(self, device: str, auto_event: AutoEvent) -> bool:
         state = self._states.get(device)
-        if state is None or state.endpoint.state is not _Link.UP:
+        if state is None or state.endpoint.state is not LinkState.UP:
             return False
         return any(g.auto_event is auto_event and g.live for g in state.groups)
 
@@ -277,114 +210,16 @@ class OpcUaConnector(Connector):
 
     async def open(self) -> None:
         """Start each endpoint's connection task; connections come up in the background."""
-        self._closing = False
         for ep in self._endpoints.values():
-            self._start(ep)
-
-    def _start(self, ep: _Endpoint) -> None:
-        if ep.task is None or ep.task.done():
-            ep.task = asyncio.create_task(self._run(ep), name=f"opcua:{ep.spec.url}")
+            ep.start()
 
     async def close(self) -> None:
-        self._closing = True
         for ep in self._endpoints.values():
-            task, ep.task = ep.task, None
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            link, ep.link = ep.link, None
-            if link is not None:
-                await link.close()
-            ep.state = _Link.NEW
-            ep.up.clear()
-            for g in ep.groups:
-                g.live = False
-                g.link = None
+            await ep.close()
 
-    def _notify(self, ep: _Endpoint) -> None:
+    def _notify(self, ep: Endpoint) -> None:
         for device in ep.devices:
             self.state_changed(device)
-
-    async def _run(self, ep: _Endpoint) -> None:
-        """Connect, subscribe, watch; on loss start over after a capped backoff. Never ends by itself."""
-        loop = asyncio.get_running_loop()
-        while not self._closing:
-            ep.state = _Link.CONNECTING
-            ep.settled.clear()
-            link = self._new_link(ep)
-            try:
-                await link.connect()
-            except LinkError as exc:
-                ep.failures += 1
-                delay = min(self._reconnect_max, self._reconnect_min * 2 ** min(ep.failures - 1, 30))
-                ep.retry_at = loop.time() + delay
-                ep.last_error = str(exc)
-                ep.insecure = isinstance(exc, LinkSecurity)
-                ep.state = _Link.DOWN
-                ep.settled.set()
-                level = logging.ERROR if isinstance(exc, LinkSecurity) else logging.WARNING
-                log.log(level, "%s (attempt %d; next in %.1f s)", exc, ep.failures, delay)
-                self._notify(ep)
-                await asyncio.sleep(delay)
-                continue
-            if ep.failures or ep.losses:
-                log.warning("%s: connected again (after %d failed attempts)", ep.spec.url, ep.failures)
-            ep.failures = 0
-            ep.insecure = False
-            ep.connects += 1
-            ep.link = link
-            ep.lost.clear()
-            ep.state = _Link.UP
-            await self._subscribe_groups(ep, ep.groups)
-            ep.up.set()
-            ep.settled.set()
-            self._notify(ep)
-            await self._watch(ep, link)
-            # lost
-            ep.losses += 1
-            ep.up.clear()
-            ep.link = None
-            ep.state = _Link.DOWN
-            ep.retry_at = loop.time() + self._reconnect_min
-            for g in ep.groups:
-                g.live = False
-                g.link = None
-            ep.handles.clear()
-            log.warning("%s: %s; every device on it is offline until it is back", ep.spec.url, ep.last_error)
-            self._notify(ep)
-            await link.close()
-            await asyncio.sleep(self._reconnect_min)
-
-    def _new_link(self, ep: _Endpoint) -> UaLink:
-        made: list[UaLink] = []
-        link = UaLink(
-            ep.spec,
-            watchdog=self._watchdog,
-            max_per_request=self._max_nodes,
-            on_lost=lambda reason: self._on_lost(ep, made[0], reason),
-        )
-        made.append(link)
-        return link
-
-    def _on_lost(self, ep: _Endpoint, link: UaLink, reason: str) -> None:
-        if ep.link is link and not ep.lost.is_set():
-            ep.last_error = reason
-            ep.lost.set()
-
-    async def _watch(self, ep: _Endpoint, link: UaLink) -> None:
-        """Until the link is lost, or a subscription has been silent past its keep-alive."""
-        while True:
-            try:
-                async with asyncio.timeout(self._watchdog):
-                    await ep.lost.wait()
-                return
-            except TimeoutError:
-                pass
-            silent = link.silent_subscriptions()
-            if silent:
-                sid, secs = silent[0]
-                ep.last_error = f"subscription {sid} silent for {secs:.1f} s (no data, no keep-alive)"
-                return
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -403,12 +238,12 @@ class OpcUaConnector(Connector):
                 state.groups.append(group)
                 state.endpoint.groups.append(group)
         ep = state.endpoint
-        self._start(ep)
-        if ep.state is _Link.UP and state.groups:
-            await self._subscribe_groups(ep, state.groups)
+        ep.start()
+        if ep.state is LinkState.UP and state.groups:
+            await ep.subscribe(state.groups)
             self.state_changed(device)
 
-    def _plan(self, state: _DeviceState, profile: DeviceProfile, ae: AutoEvent) -> _Group | None:
+    def _plan(self, state: _DeviceState, profile: DeviceProfile, ae: AutoEvent) -> Group | None:
         tuning = state.tuning
         interval = ae.interval_seconds
         try:
@@ -418,7 +253,7 @@ class OpcUaConnector(Connector):
         if not resources or any(state.points[r.name].is_method for r in resources):
             return None  # methods are called, not monitored: polled
         publishing_ms = 1000.0 * (tuning.publishing_interval or interval)
-        group = _Group(state.name, ae, publishing_ms, [])
+        group = Group(state.name, ae, publishing_ms, [])
         for res in resources:
             point = state.points[res.name]
             sampling = point.sampling_interval
@@ -435,64 +270,11 @@ class OpcUaConnector(Connector):
                 deadband = tuning.deadband
             if deadband.type is DeadbandType.NONE or not res.properties.value_type.is_numeric:
                 deadband = None
-            item = _Item(next(self._handles), res, point, sampling_ms, queue, deadband, group)
+            item = Item(next(self._handles), res, point, sampling_ms, queue, deadband, group)
             group.items.append(item)
         return group
 
-    async def _subscribe_groups(self, ep: _Endpoint, groups: Sequence[_Group]) -> None:
-        """Create subscriptions (one per publishing interval) and items for ``groups`` not yet on this link."""
-        async with ep.lock:
-            link = ep.link
-            if link is None or not link.connected:
-                return
-            todo = [g for g in groups if g.link is not link]
-            by_interval: dict[float, list[_Group]] = {}
-            for g in todo:
-                g.link = link
-                g.live = False
-                g.pending = True
-                by_interval.setdefault(g.publishing_ms, []).append(g)
-            for publishing_ms, gs in by_interval.items():
-                try:
-                    sid = await link.subscribe(
-                        publishing_ms, lambda items: self._on_data(ep, items), self._on_status(ep, link)
-                    )
-                    items = [it for g in gs for it in g.items]
-                    for it in items:
-                        ep.handles[it.handle] = it
-                    statuses = await link.monitor(
-                        sid,
-                        [
-                            ItemRequest(it.handle, it.point.node, it.sampling_ms, it.queue_size, it.deadband)
-                            for it in items
-                        ],
-                    )
-                except (LinkClosed, LinkTimeout) as exc:
-                    for g in todo:
-                        g.pending = False
-                    self._on_lost(ep, link, f"creating subscriptions: {exc}")
-                    return
-                except LinkError as exc:
-                    for g in gs:
-                        g.pending = False
-                        self._refused(g, f"the server refused a subscription ({exc})")
-                    continue
-                status_of = {it.handle: st for it, st in zip(items, statuses, strict=True)}
-                for g in gs:
-                    g.pending = False
-                    bad = [(it, status_of[it.handle]) for it in g.items if status_of[it.handle] != "Good"]
-                    if bad:
-                        it, st = bad[0]
-                        self._refused(
-                            g, f"the server refused monitoring {it.resource.name} ({it.point.node}): {st}"
-                        )
-                    else:
-                        g.live = True
-                        g.refused = ""
-
-    def _refused(self, group: _Group, why: str) -> None:
-        group.live = False
-        group.refused = why
+    def _refused(self, group: Group, why: str) -> None:
         state = self._states[group.device]
         state.polled_fallbacks += 1
         log.warning(
@@ -503,21 +285,12 @@ class OpcUaConnector(Connector):
             group.auto_event.interval,
         )
 
-    def _on_status(self, ep: _Endpoint, link: UaLink) -> Any:
-        def status(name: str) -> None:
-            # BadTimeout: the server dropped the subscription; BadShutdown: the link is going
-            self._on_lost(ep, link, f"subscription status {name}")
-
-        return status
-
-    def _on_data(self, ep: _Endpoint, items: list[tuple[int, Sample]]) -> None:
+    def _on_data(self, items: list[tuple[Item, Sample]]) -> None:
         """One notification message: values grouped by (device, source) and handed to each sink once."""
         out: dict[tuple[str, str], list[CommandValue]] = {}
-        for handle, s in items:
-            it = ep.handles.get(handle)
-            g = None if it is None else it.group
-            if it is None or g is None or g.link is not ep.link or not (g.live or g.pending):
-                continue
+        for it, s in items:
+            g = it.group
+            assert g is not None
             state = self._states[g.device]
             state.notifications += 1
             try:
@@ -542,16 +315,10 @@ class OpcUaConnector(Connector):
 
     async def _link(self, state: _DeviceState, resource: str | None = None) -> UaLink:
         ep = state.endpoint
-        self._start(ep)
-        if ep.state in (_Link.NEW, _Link.CONNECTING):
-            # a connect attempt is under way (at start-up, or after a loss): give it the request timeout
-            try:
-                async with asyncio.timeout(ep.spec.timeout + 1.0):
-                    await ep.settled.wait()
-            except TimeoutError:
-                pass
+        ep.start()
+        await ep.wait_attempt()  # at start-up, or after a loss: give a connect under way its time
         link = ep.link
-        if link is None or not link.connected or ep.state is not _Link.UP:
+        if link is None or not link.connected or ep.state is not LinkState.UP:
             wait = max(0.0, ep.retry_at - asyncio.get_running_loop().time())
             cls = OpcUaSecurityError if ep.insecure else DeviceOfflineError
             raise cls(

@@ -26,7 +26,9 @@ __all__ = [
     "check_key_pair",
     "check_server_certificate",
     "describe",
+    "first_certificate",
     "load_certificates",
+    "pem_key",
 ]
 
 
@@ -167,3 +169,27 @@ def check_server_certificate(
             f"the server certificate {who} is for application {uri!r}, but the server announces {announced_uri!r}"
         )
     return cert
+
+
+def first_certificate(der: bytes) -> bytes:
+    """The leading certificate of a DER blob that may hold a chain."""
+    if len(der) < 4 or der[0] != 0x30:
+        return der
+    if der[1] < 0x80:
+        return der[: 2 + der[1]]
+    n = der[1] & 0x7F
+    return der[: 2 + n + int.from_bytes(der[2 : 2 + n], "big")]
+
+
+def pem_key(path: Path, password: str | None) -> bytes:
+    """The private key of ``path`` (PEM or DER, maybe encrypted) as unencrypted PKCS#8 PEM, in memory."""
+    data = path.read_bytes()
+    pw = password.encode() if password else None
+    key = (
+        serialization.load_pem_private_key(data, pw)
+        if b"-----BEGIN" in data
+        else serialization.load_der_private_key(data, pw)
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
