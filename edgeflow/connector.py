@@ -12,6 +12,26 @@ Time comes from a :class:`Clock`: the AutoEvent scheduler sleeps on it, read tim
 are stamped with it, and a connector that waits on purpose (the virtual one's ``latency``) waits on it.
 :data:`SYSTEM_CLOCK` is the real one; :class:`edgeflow.testing.ManualClock` is one a test moves by hand,
 so scheduling runs exactly and at once, with no real sleeps.
+
+Polled and pushed values
+------------------------
+The device service polls a connector for each AutoEvent (``read``). A connector that can push
+(``supports_push``: OPC-UA subscriptions, MQTT devices) is also handed a :data:`PushSink` through
+:meth:`Connector.subscribe`; it calls the sink with the values of one device and one source at a
+time, from the event loop, without awaiting. The service turns each call into a columnar batch,
+queues it (bounded, drops counted) and publishes what has queued in one bus hand-off per source.
+For each AutoEvent the scheduler asks :meth:`Connector.pushes` whether the connector delivers it
+itself right now; while it does, the AutoEvent is not polled, and when it stops (a server refused a
+subscription, the link is down) polling takes over with EdgeX's meaning. A connector calls
+:meth:`Connector.state_changed` whenever what ``pushes`` or ``health`` answer for a device changes,
+so the service reacts at once instead of at its next tick.
+
+Quality
+-------
+A value carries a :class:`Quality`. Anything but ``GOOD`` is never published as a good reading: per
+:meth:`Connector.quality_action` the service drops it or flags it (it then goes to the series
+``<resource>@uncertain`` with its value, or ``<resource>@bad`` as a String holding the device's
+status text), and counts it either way.
 """
 
 from __future__ import annotations
@@ -29,7 +49,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from edgeflow.errors import ConfigError, ConnectorError, ConnectorNotFoundError
-from edgeflow.profiles import Device, DeviceProfile, DeviceResource
+from edgeflow.profiles import AutoEvent, Device, DeviceProfile, DeviceResource
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -40,6 +60,9 @@ __all__ = [
     "Connector",
     "DeviceHealth",
     "PushSink",
+    "Quality",
+    "QualityAction",
+    "StateListener",
     "SystemClock",
     "as_clock",
     "available_connectors",
@@ -121,6 +144,21 @@ def as_clock(clock: Clock | Callable[[], int]) -> Clock:
     return SystemClock(clock)
 
 
+class Quality(StrEnum):
+    """How far a value can be trusted, as the device says (OPC-UA's status code severity)."""
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+class QualityAction(StrEnum):
+    """What the service does with a value that is not ``GOOD``."""
+
+    FLAG = "flag"  # published to <resource>@uncertain or <resource>@bad, and counted
+    DROP = "drop"  # not published, counted
+
+
 @dataclass(frozen=True, slots=True)
 class CommandValue:
     """One value as the device gave it, before the profile's transforms.
@@ -128,11 +166,15 @@ class CommandValue:
     ``value`` has the Python type of the resource's ``valueType`` (a Modbus register with ``rawType: Int16``
     under ``valueType: Float32`` arrives here already cast to ``float``, as EdgeX's driver does).
     ``origin`` is nanoseconds since the epoch, or 0 to let the service stamp the time of the read.
+    ``quality`` and ``status`` carry what the device said of the value (``status`` is the protocol's own
+    name for it, e.g. OPC-UA's ``UncertainLastUsableValue``); ``value`` may be ``None`` when not ``GOOD``.
     """
 
     resource: str
     value: Any
     origin: int = 0
+    quality: Quality = Quality.GOOD
+    status: str = ""
 
 
 class DeviceHealth(StrEnum):
@@ -144,7 +186,11 @@ class DeviceHealth(StrEnum):
 
 
 #: Where a connector that pushes (MQTT, OPC-UA subscriptions) hands values: ``(device, source, values)``.
+#: Called on the event loop; it queues and returns at once.
 PushSink = Callable[[str, str, Sequence[CommandValue]], None]
+
+#: Told the name of a device whose ``pushes``/``health`` answers may have changed.
+StateListener = Callable[[str], None]
 
 
 class Connector(abc.ABC):
@@ -167,6 +213,7 @@ class Connector(abc.ABC):
         #: The clock of the service that drives this connector (it sets it); waits that are part of a
         #: device's behaviour, not of its I/O, use it.
         self.clock: Clock = SYSTEM_CLOCK
+        self._state_listeners: list[StateListener] = []
 
     def add_device(self, device: Device, profile: DeviceProfile) -> None:
         """Take a device into service. Validates its ``protocols`` and every resource's ``attributes``
@@ -212,12 +259,34 @@ class Connector(abc.ABC):
         """Write already-checked, already-inverse-transformed values."""
 
     async def subscribe(self, device: str, sink: PushSink) -> None:
-        """Start pushing values of ``device`` to ``sink`` (only where :attr:`supports_push`)."""
+        """Start pushing values of ``device`` to ``sink`` (only where :attr:`supports_push`). Called once
+        per device after :meth:`open`; the connector keeps pushing across reconnections until :meth:`close`."""
         raise ConnectorError(f"{self.type_name} does not push values", device=device)
+
+    def pushes(self, device: str, auto_event: AutoEvent) -> bool:
+        """Whether the connector delivers ``auto_event`` of ``device`` through its sink right now, so the
+        scheduler does not poll it. Default: never (every AutoEvent is polled)."""
+        return False
+
+    def quality_action(self, device: str, quality: Quality) -> QualityAction:
+        """What to do with a value of ``device`` whose quality is not ``GOOD``. Default: flag it."""
+        return QualityAction.FLAG
 
     def health(self, device: str) -> DeviceHealth:
         """The connector's own view of the link to ``device``."""
         return DeviceHealth.UNKNOWN
+
+    def add_state_listener(self, listener: StateListener) -> None:
+        """Be told (with the device name) when :meth:`pushes` or :meth:`health` may answer differently."""
+        self._state_listeners.append(listener)
+
+    def state_changed(self, device: str) -> None:
+        """Tell the listeners that ``device``'s push or health state changed (connectors call this)."""
+        for listener in list(self._state_listeners):
+            try:
+                listener(device)
+            except Exception:  # a listener's bug must not break the connector's reconnect loop
+                log.exception("state listener failed for device %s", device)
 
 
 # --------------------------------------------------------------------------------------------------

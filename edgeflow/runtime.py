@@ -499,13 +499,7 @@ class Runtime:
         out: dict[str, dict[str, Any]] = {}
         for service in self.services.values():
             for name, st in service.states.items():
-                out[name] = {
-                    "health": st.health.value,
-                    "reads_ok": st.reads_ok,
-                    "reads_failed": st.reads_failed,
-                    "missed_intervals": st.missed_intervals,
-                    "last_error": st.last_error,
-                }
+                out[name] = {"health": st.health.value, "last_error": st.last_error, **st.counters()}
         return out
 
     def problems(self) -> list[str]:
@@ -639,9 +633,9 @@ class Runtime:
         for name, dev in self.device_states().items():
             lab = (("device", name),)
             yield Sample("device_up", 1.0 if dev["health"] == "UP" else 0.0, lab)
-            yield Sample("device_reads_ok_total", dev["reads_ok"], lab, kind="counter")
-            yield Sample("device_reads_failed_total", dev["reads_failed"], lab, kind="counter")
-            yield Sample("device_missed_intervals_total", dev["missed_intervals"], lab, kind="counter")
+            for key, value in dev.items():
+                if key not in ("health", "last_error"):
+                    yield Sample(f"device_{key}_total", value, lab, kind="counter")
         for key, value in self.uplink.stats().items():
             yield Sample(f"uplink_{key}", float(value))
         for part, ok, _ in self.uplink.health():

@@ -16,19 +16,40 @@ backoff until it answers; then it is ``UP`` again, with no restart.
 ``onChange`` follows EdgeX: an event is sent only if some reading differs from the last one sent
 (string compare, as EdgeX 3.1), or, with ``onChangeThreshold``, moved more than the threshold from the
 last value sent (EdgeX 4.0).
+
+Connectors that push (:attr:`~edgeflow.connector.Connector.supports_push`) are subscribed for every
+unlocked device at start. What they push goes through the same transforms, queues in a bounded
+buffer (``push_capacity`` readings; the oldest are dropped and counted when it is full) and is
+published by one task, one batch per (device, source) for everything that queued since the last
+hand-off. An AutoEvent the connector pushes is not polled; when the connector stops pushing it (it
+says so through :meth:`~edgeflow.connector.Connector.state_changed`) the AutoEvent is polled again at
+once, with its EdgeX meaning. Values whose quality is not good are flagged or dropped, never
+published as good, and counted per device.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgeflow.bus import event_topic
-from edgeflow.connector import SYSTEM_CLOCK, Clock, CommandValue, Connector, DeviceHealth, as_clock
+from edgeflow.connector import (
+    SYSTEM_CLOCK,
+    Clock,
+    CommandValue,
+    Connector,
+    DeviceHealth,
+    Quality,
+    QualityAction,
+    as_clock,
+)
 from edgeflow.errors import ConnectorError, DeviceOfflineError, ValueFormatError, WriteRejectedError
 from edgeflow.model import (
     ReadingBatch,
@@ -66,6 +87,8 @@ class SchedulerSettings:
     read_timeout: float = 10.0
     shift_convention: str = "v3"
     transforms: str = "float"
+    #: Readings a pushing connector may have queued for the bus before the oldest are dropped.
+    push_capacity: int = 100_000
 
 
 @dataclass(slots=True)
@@ -84,6 +107,38 @@ class DeviceState:
     #: While DOWN: the clock's :meth:`~edgeflow.connector.Clock.monotonic_ns` before which no read is tried.
     retry_at_ns: int = 0
     went_down: int = 0
+    readings_pushed: int = 0
+    push_rejected: int = 0  # pushed messages that did not fit the profile (logged)
+    push_dropped: int = 0  # pushed readings dropped because the push buffer was full
+    readings_uncertain: int = 0
+    readings_bad: int = 0
+    readings_dropped_quality: int = 0  # uncertain or bad readings dropped by the connector's policy
+    offline_seconds: float = 0.0  # time spent DOWN, closed periods
+    down_since: float | None = None  # time.monotonic() when it went DOWN
+
+    def offline_total(self, now: float | None = None) -> float:
+        """Seconds spent DOWN so far, the current outage included."""
+        if self.down_since is None:
+            return self.offline_seconds
+        return self.offline_seconds + max(0.0, (time.monotonic() if now is None else now) - self.down_since)
+
+    def counters(self) -> dict[str, float]:
+        """Every count, for metrics (``device_<name>_total``)."""
+        return {
+            "reads_ok": self.reads_ok,
+            "reads_failed": self.reads_failed,
+            "missed_intervals": self.missed_intervals,
+            "events_published": self.events_published,
+            "events_suppressed": self.events_suppressed,
+            "went_down": self.went_down,
+            "readings_pushed": self.readings_pushed,
+            "push_rejected": self.push_rejected,
+            "push_dropped": self.push_dropped,
+            "readings_uncertain": self.readings_uncertain,
+            "readings_bad": self.readings_bad,
+            "readings_dropped_quality": self.readings_dropped_quality,
+            "offline_seconds": self.offline_total(),
+        }
 
 
 @dataclass(slots=True)
@@ -92,6 +147,10 @@ class _Source:
     resources: list[DeviceResource]
     command: DeviceCommand | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    #: resource name -> the mappings that apply to it when read through this source (looked up once)
+    mappings: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    #: every resource of the profile by name (pushed values name theirs)
+    by_name: dict[str, DeviceResource] = field(default_factory=dict)
 
 
 class DeviceService:
@@ -123,8 +182,17 @@ class DeviceService:
         self.states: dict[str, DeviceState] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sent: dict[tuple[str, str], dict[str, tuple[str, float | None]]] = {}
+        self._sources: dict[tuple[str, str], _Source] = {}
         self._opened = False
         self._stopping = False
+        # push path: what connectors pushed, in arrival order, waiting for the publisher task
+        self._pushed: deque[tuple[str, str, ReadingBatch]] = deque()
+        self._pushed_readings = 0
+        self._push_ready = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        # per device: set (and replaced) when the connector says its push or health state changed
+        self._wakers: dict[str, asyncio.Event] = {}
+        connector.add_state_listener(self._connector_state_changed)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -133,15 +201,33 @@ class DeviceService:
         self.states[device.name] = DeviceState(device.name)
 
     def _source(self, device: str, source: str) -> tuple[Device, DeviceProfile, _Source]:
+        """The resources of a source, resolved once per (device, source): reading a command of a
+        thousand resources must not look each of them up in the profile each time."""
         dev, profile = self.connector.device(device)
+        cached = self._sources.get((device, source))
+        if cached is not None:
+            return dev, profile, cached
+        by_name: dict[str, DeviceResource] = {}
+        for r in profile.device_resources:
+            by_name.setdefault(r.name, r)
         cmd = profile.command(source)
         if cmd is not None:
-            resources = [profile.resource(op.device_resource) for op in cmd.resource_operations]
-            return dev, profile, _Source(source, resources, cmd, dict(cmd.tags))
-        try:
-            return dev, profile, _Source(source, [profile.resource(source)])
-        except KeyError:
-            raise ConnectorError(f"no resource or command {source!r}", device=device) from None
+            resources = [by_name[op.device_resource] for op in cmd.resource_operations]
+            src = _Source(source, resources, cmd, dict(cmd.tags))
+        elif source in by_name:
+            src = _Source(source, [by_name[source]])
+        else:
+            raise ConnectorError(f"no resource or command {source!r}", device=device)
+        src.by_name = by_name
+        self._sources[(device, source)] = src
+        return dev, profile, src
+
+    def _mappings(self, profile: DeviceProfile, src: _Source, resource: str) -> Mapping[str, str]:
+        found = src.mappings.get(resource)
+        if found is None:
+            command = src.command.name if src.command is not None else None
+            found = src.mappings[resource] = profile.mappings_for(resource, command)
+        return found
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -176,28 +262,68 @@ class DeviceService:
         s = self.settings
         command = src.command.name if src.command is not None else None
         for res, cv in zip(resources, values, strict=True):
+            if cv.quality is Quality.GOOD:
+                result = process_read(
+                    profile,
+                    res,
+                    cv.value,
+                    command=command,
+                    shift_convention=s.shift_convention,
+                    mode=s.transforms,
+                    mappings=self._mappings(profile, src, res.name),
+                )
+                if result.assertion_failed:
+                    raise ConnectorError(
+                        f"assertion failed: {go_value_string(result.value_type, result.value)!r} "
+                        f"!= {res.properties.assertion!r}",
+                        device=dev.name,
+                        resource=res.name,
+                    )
+                name, value, vt = res.name, result.value, result.value_type
+            else:
+                flagged = self._not_good(dev.name, profile, res, cv, self._mappings(profile, src, res.name))
+                if flagged is None:
+                    continue
+                name, value, vt = flagged
+            series.append(self.table.intern(dev.name, name, profile.name, vt, res.properties.units, src.name))
+            origins.append(cv.origin or now)
+            typed.append(value)
+        return batch_from_values(self.table, origins, typed, series)
+
+    def _not_good(
+        self,
+        device: str,
+        profile: DeviceProfile,
+        res: DeviceResource,
+        cv: CommandValue,
+        mappings: Mapping[str, str],
+    ) -> tuple[str, Any, ValueType] | None:
+        """An uncertain or bad value: counted, then dropped (None) or flagged as (series, value, type).
+        Uncertain values keep their value under ``<resource>@uncertain``; bad ones (and uncertain ones
+        without a value) become the device's status text under ``<resource>@bad``."""
+        state = self.states.get(device)
+        uncertain = cv.quality is Quality.UNCERTAIN
+        if state is not None:
+            if uncertain:
+                state.readings_uncertain += 1
+            else:
+                state.readings_bad += 1
+        if self.connector.quality_action(device, cv.quality) is QualityAction.DROP:
+            if state is not None:
+                state.readings_dropped_quality += 1
+            return None
+        if uncertain and cv.value is not None:
+            s = self.settings
             result = process_read(
                 profile,
                 res,
                 cv.value,
-                command=command,
                 shift_convention=s.shift_convention,
                 mode=s.transforms,
+                mappings=mappings,
             )
-            if result.assertion_failed:
-                raise ConnectorError(
-                    f"assertion failed: {go_value_string(result.value_type, result.value)!r} "
-                    f"!= {res.properties.assertion!r}",
-                    device=dev.name,
-                    resource=res.name,
-                )
-            vt = result.value_type
-            series.append(
-                self.table.intern(dev.name, res.name, profile.name, vt, res.properties.units, src.name)
-            )
-            origins.append(cv.origin or now)
-            typed.append(result.value)
-        return batch_from_values(self.table, origins, typed, series)
+            return f"{res.name}@uncertain", result.value, result.value_type
+        return f"{res.name}@bad", cv.status or cv.quality.value, ValueType.STRING
 
     def _changed(self, key: tuple[str, str], ae: AutoEvent, batch: ReadingBatch) -> bool:
         """EdgeX onChange: whether any reading differs from the last one sent (updating the baseline)."""
@@ -230,6 +356,10 @@ class DeviceService:
         """One AutoEvent read: read, filter by onChange, publish. Returns whether an event was sent.
         Raises ConnectorError on failure (the scheduler counts it)."""
         batch = await self.read(device, ae.source_name)
+        if self.connector.pushes(device, ae):
+            # the connector took this AutoEvent over while we read: its pushed values win, so the
+            # series stays in the order the device produced it
+            return False
         state = self.states[device]
         if ae.on_change and not self._changed((device, ae.source_name), ae, batch):
             state.events_suppressed += 1
@@ -241,18 +371,31 @@ class DeviceService:
 
     # -- scheduling -----------------------------------------------------------------------------
 
+    def _mark_down(self, state: DeviceState, reason: str) -> None:
+        if state.health is DeviceHealth.DOWN:
+            return
+        state.health = DeviceHealth.DOWN
+        state.went_down += 1
+        state.down_since = time.monotonic()
+        log.warning("device %s is offline: %s", state.name, reason)
+
+    def _mark_up(self, state: DeviceState) -> None:
+        if state.health is DeviceHealth.DOWN:
+            log.warning("device %s is back online", state.name)
+            if state.down_since is not None:
+                state.offline_seconds += max(0.0, time.monotonic() - state.down_since)
+        state.down_since = None
+        state.health = DeviceHealth.UP
+        state.consecutive_failures = 0
+        state.retry_at_ns = 0
+
     def _failed(self, state: DeviceState, exc: BaseException, now_ns: int) -> None:
         state.reads_failed += 1
         state.consecutive_failures += 1
         state.last_error = str(exc) or type(exc).__name__
         s = self.settings
         if state.consecutive_failures >= s.failure_threshold:
-            if state.health is not DeviceHealth.DOWN:
-                state.health = DeviceHealth.DOWN
-                state.went_down += 1
-                log.warning(
-                    "device %s is offline after %d failures: %s", state.name, state.consecutive_failures, exc
-                )
+            self._mark_down(state, f"{state.consecutive_failures} failures: {exc}")
             exp = state.consecutive_failures - s.failure_threshold
             delay = min(s.backoff_max, s.backoff_initial * (2 ** min(exp, 30)))
             delay *= 0.8 + 0.4 * self._rng.random()
@@ -261,12 +404,42 @@ class DeviceService:
             log.info("device %s read failed (%d in a row): %s", state.name, state.consecutive_failures, exc)
 
     def _succeeded(self, state: DeviceState) -> None:
-        if state.health is DeviceHealth.DOWN:
-            log.warning("device %s is back online", state.name)
-        state.health = DeviceHealth.UP
-        state.consecutive_failures = 0
+        self._mark_up(state)
         state.reads_ok += 1
-        state.retry_at_ns = 0
+
+    def _connector_state_changed(self, device: str) -> None:
+        """The connector says ``device``'s link or push state changed: follow its health, wake its loops."""
+        state = self.states.get(device)
+        if state is None:
+            return
+        health = self.connector.health(device)
+        if health is DeviceHealth.UP:
+            self._mark_up(state)
+        elif health is DeviceHealth.DOWN:
+            self._mark_down(state, "the connector reports its link down")
+        waker = self._wakers.pop(device, None)
+        if waker is not None:
+            waker.set()
+
+    def _waker(self, device: str) -> asyncio.Event:
+        waker = self._wakers.get(device)
+        if waker is None:
+            waker = self._wakers[device] = asyncio.Event()
+        return waker
+
+    async def _sleep_until(self, device: str, deadline_ns: int) -> bool:
+        """Sleep until ``deadline_ns`` on the clock, or less if the connector's state for ``device``
+        changes (returns True then)."""
+        waker = self._waker(device)
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline_ns))
+        woken = asyncio.ensure_future(waker.wait())
+        try:
+            await asyncio.wait((sleeper, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (sleeper, woken):
+                f.cancel()
+            await asyncio.gather(sleeper, woken, return_exceptions=True)
+        return woken.done() and not woken.cancelled() and waker.is_set()
 
     async def _autoevent_loop(self, device: str, ae: AutoEvent) -> None:
         clock = self.clock
@@ -274,10 +447,15 @@ class DeviceService:
         state = self.states[device]
         deadline = clock.monotonic_ns()
         while not self._stopping:
+            if self.connector.pushes(device, ae):
+                await self._waker(device).wait()  # the connector delivers it; wait until that changes
+                deadline = clock.monotonic_ns()
+                continue
             if state.health is DeviceHealth.DOWN and state.retry_at_ns > deadline:
                 deadline = state.retry_at_ns
-            if deadline > clock.monotonic_ns():
-                await clock.sleep_until(deadline)
+            if deadline > clock.monotonic_ns() and await self._sleep_until(device, deadline):
+                deadline = clock.monotonic_ns()  # woken early: the connector's state changed, look again
+                continue
             try:
                 await self.poll_once(device, ae)
             except asyncio.CancelledError:
@@ -296,15 +474,83 @@ class DeviceService:
                 state.missed_intervals += missed
                 deadline += missed * interval
 
+    # -- pushed values --------------------------------------------------------------------------
+
+    def _push(self, device: str, source: str, values: Sequence[CommandValue]) -> None:
+        """The :data:`~edgeflow.connector.PushSink` handed to the connector: transform now, publish soon."""
+        state = self.states.get(device)
+        try:
+            if state is None:
+                raise ConnectorError("unknown device", device=device)
+            dev, profile, src = self._source(device, source)
+            resources = []
+            for cv in values:
+                res = src.by_name.get(cv.resource)
+                if res is None:
+                    raise ConnectorError(
+                        f"no resource {cv.resource!r} in profile {profile.name!r}", device=device
+                    )
+                resources.append(res)
+            batch = self._to_batch(dev, profile, src, resources, values)
+        except (ConnectorError, ValueFormatError) as exc:
+            if state is not None:
+                state.push_rejected += 1
+            log.warning("pushed values for %s/%s rejected: %s", device, source, exc)
+            return
+        if not len(batch):
+            return
+        assert state is not None
+        state.readings_pushed += len(batch)
+        self._pushed.append((device, source, batch))
+        self._pushed_readings += len(batch)
+        while self._pushed_readings > self.settings.push_capacity and len(self._pushed) > 1:
+            old_device, _, old = self._pushed.popleft()
+            self._pushed_readings -= len(old)
+            old_state = self.states.get(old_device)
+            if old_state is not None:
+                old_state.push_dropped += len(old)
+            log.warning("push buffer full: %d readings of %s dropped", len(old), old_device)
+        self._push_ready.set()
+
+    async def _publish_pushed(self) -> None:
+        """Hand everything pushed so far to the bus: one batch per (device, source), in arrival order."""
+        while self._pushed:
+            items = list(self._pushed)
+            self._pushed.clear()
+            self._pushed_readings = 0
+            groups: dict[tuple[str, str], list[ReadingBatch]] = {}
+            for device, source, batch in items:
+                groups.setdefault((device, source), []).append(batch)
+            for (device, source), batches in groups.items():
+                _, profile = self.connector.device(device)
+                batch = ReadingBatch.concat(self.table, batches)
+                await self.publish(event_topic(self.service, profile.name, device, source), batch)
+                self.states[device].events_published += 1
+
+    async def _publisher_loop(self) -> None:
+        while True:
+            await self._push_ready.wait()
+            self._push_ready.clear()
+            await self._publish_pushed()
+            if self._stopping:
+                return
+
     async def start(self) -> None:
-        """Open the connector and start every AutoEvent."""
+        """Open the connector, subscribe pushed devices, and start every AutoEvent."""
         await self.connector.open()
         self._opened = True
         self._stopping = False
+        if self.connector.supports_push:
+            self._publisher = asyncio.create_task(self._publisher_loop(), name=f"push:{self.service}")
         for name, (dev, _) in self.connector.devices.items():
             if dev.admin_state == "LOCKED":
                 log.info("device %s is LOCKED; its AutoEvents do not run", name)
                 continue
+            if self.connector.supports_push:
+                try:
+                    await self.connector.subscribe(name, self._push)
+                except ConnectorError as exc:
+                    log.error("device %s: cannot subscribe (%s); its AutoEvents are polled", name, exc)
             for ae in dev.auto_events:
                 task = asyncio.create_task(
                     self._autoevent_loop(name, ae), name=f"autoevent:{name}/{ae.source_name}"
@@ -312,6 +558,7 @@ class DeviceService:
                 self._tasks.append(task)
 
     async def stop(self) -> None:
+        """Stop polling, close the connector, then publish what it pushed before it closed."""
         self._stopping = True
         for t in self._tasks:
             t.cancel()
@@ -320,6 +567,20 @@ class DeviceService:
         if self._opened:
             await self.connector.close()
             self._opened = False
+        publisher, self._publisher = self._publisher, None
+        try:
+            async with asyncio.timeout(self.settings.read_timeout):
+                if publisher is not None:
+                    self._push_ready.set()
+                    await publisher  # it ends after a whole pass, never halfway through one
+                await self._publish_pushed()  # what arrived while the connector was closing
+        except TimeoutError:
+            log.error("pushed readings still unpublished at stop: %d dropped", self._pushed_readings)
+        finally:
+            if publisher is not None and not publisher.done():
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from connectors.modbus.simulator import ModbusSimulator as ModbusTestServer
 from connectors.modbus.simulator import free_tcp_port
@@ -83,6 +84,92 @@ async def raw_tcp_server() -> AsyncIterator[Callable[[RawHandler], Awaitable[int
         await server.wait_closed()
 
 
+class TcpProxy:
+    """A TCP relay to ``target`` on loopback that can cut the network without closing anything:
+    :meth:`cut` stops relaying (bytes are swallowed, sockets stay open, new connections hang), as a
+    pulled cable or a dead route does; :meth:`restore` drops the dead connections and relays again."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self.is_cut = False
+        self._server: asyncio.Server | None = None
+        self._conns: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self.is_cut and writer is not None:
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if writer is not None and not self.is_cut:
+                writer.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            self._conns.append((writer, None))
+            self._spawn(self._pump(reader, None))
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self._conns.append((writer, up_writer))
+        self._spawn(self._pump(reader, up_writer))
+        self._spawn(self._pump(up_reader, writer))
+
+    def cut(self) -> None:
+        self.is_cut = True
+
+    def restore(self) -> None:
+        for down, up in self._conns:
+            down.close()
+            if up is not None:
+                up.close()
+        self._conns.clear()
+        self.is_cut = False
+
+    async def stop(self) -> None:
+        self.restore()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def tcp_proxy() -> AsyncIterator[Callable[[int], Awaitable[TcpProxy]]]:
+    """Factory: ``proxy = await tcp_proxy(port)`` relays a free loopback port to ``port``; ``proxy.cut()``
+    and ``proxy.restore()`` pull and replug the network. Stopped at the end of the test."""
+    proxies: list[TcpProxy] = []
+
+    async def make(target: int) -> TcpProxy:
+        proxy = TcpProxy(target)
+        await proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        await proxy.stop()
+
+
 @pytest.fixture
 def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Two connected pseudo-terminals made by socat (skips where socat is absent): a serial line for
@@ -112,6 +199,188 @@ def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ==================================================================================================
+# OPC-UA: real asyncua servers (connectors.opcua.simulator) on free loopback ports, and certificates
+# made here for the security tests
+# ==================================================================================================
+
+
+OpcUaServerFactory = Callable[..., Awaitable[Any]]
+
+
+async def _opcua_factory(cache: bool) -> AsyncIterator[OpcUaServerFactory]:
+    pytest.importorskip("asyncua")
+    from connectors.opcua.simulator import OpcUaSimulator
+
+    started: dict[str, Any] = {}
+
+    async def make(**kwargs: Any) -> Any:
+        key = repr(sorted(kwargs.items())) if cache else str(len(started))
+        if key in started:
+            return started[key]
+        kwargs.setdefault("port", free_tcp_port())
+        sim = OpcUaSimulator(**kwargs)
+        await sim.start()
+        started[key] = sim
+        return sim
+
+    yield make
+    for sim in started.values():
+        await sim.stop()
+
+
+@pytest.fixture
+async def opcua_server() -> AsyncIterator[OpcUaServerFactory]:
+    """Factory: ``sim = await opcua_server(policies=[...], users={...}, ...)`` starts a simulated
+    OPC-UA server (:class:`connectors.opcua.simulator.OpcUaSimulator`) on a free loopback port; every
+    server is stopped at the end of the test. Starting one takes a few seconds (asyncua builds its
+    standard address space)."""
+    async for make in _opcua_factory(cache=False):
+        yield make
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def opcua_servers() -> AsyncIterator[OpcUaServerFactory]:
+    """Like ``opcua_server``, for a whole module (whose tests run in the module's event loop:
+    ``pytestmark = pytest.mark.asyncio(loop_scope="module")``): the same arguments give the same
+    running server, so the module pays for each kind of server once."""
+    async for make in _opcua_factory(cache=True):
+        yield make
+
+
+@dataclass
+class OpcUaCerts:
+    """DER certificates and PEM keys: the simulator's own (self-signed, ``urn:edgeflow:simulator``),
+    edgeflow's (``urn:edgeflow:client``), a rogue client, a user identity, a CA and a server
+    certificate it issued, and an unrelated server certificate nobody trusts."""
+
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    rogue_cert: Path
+    rogue_key: Path
+    user_cert: Path
+    user_key: Path
+    ca_cert: Path
+    ca_server_cert: Path
+    ca_server_key: Path
+    stranger_cert: Path
+
+
+def _make_cert(
+    d: Path,
+    name: str,
+    uri: str,
+    *,
+    server: bool,
+    issuer: tuple[Any, Any] | None = None,
+    ca: bool = False,
+) -> tuple[Path, Path, Any, Any]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_cert, issuer_key = issuer if issuer is not None else (None, key)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = (
+            builder.add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")]),
+                critical=False,
+            )
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=True,
+                    key_encipherment=True,
+                    data_encipherment=True,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+    else:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    cert_path, key_path = d / f"{name}.der", d / f"{name}.key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path, cert, key
+
+
+@pytest.fixture(scope="session")
+def opcua_certs(tmp_path_factory: pytest.TempPathFactory) -> OpcUaCerts:
+    """Certificates for the OPC-UA security tests, made with ``cryptography``."""
+    pytest.importorskip("cryptography")
+    d = tmp_path_factory.mktemp("opcua-pki")
+    server_cert, server_key, _, _ = _make_cert(d, "simulator", "urn:edgeflow:simulator", server=True)
+    client_cert, client_key, _, _ = _make_cert(d, "edgeflow", "urn:edgeflow:client", server=False)
+    rogue_cert, rogue_key, _, _ = _make_cert(d, "rogue", "urn:edgeflow:client", server=False)
+    user_cert, user_key, _, _ = _make_cert(d, "operator", "urn:edgeflow:operator", server=False)
+    ca_cert, _, ca, ca_key = _make_cert(d, "plant-ca", "", server=False, ca=True)
+    ca_server_cert, ca_server_key, _, _ = _make_cert(
+        d, "ca-simulator", "urn:edgeflow:simulator", server=True, issuer=(ca, ca_key)
+    )
+    stranger_cert, _, _, _ = _make_cert(d, "stranger", "urn:edgeflow:simulator", server=True)
+    return OpcUaCerts(
+        server_cert=server_cert,
+        server_key=server_key,
+        client_cert=client_cert,
+        client_key=client_key,
+        rogue_cert=rogue_cert,
+        rogue_key=rogue_key,
+        user_cert=user_cert,
+        user_key=user_key,
+        ca_cert=ca_cert,
+        ca_server_cert=ca_server_cert,
+        ca_server_key=ca_server_key,
+        stranger_cert=stranger_cert,
+    )
 
 
 # ==================================================================================================

@@ -25,6 +25,7 @@ def check(report_seconds: float, report: object) -> None:
         ("plc-1", "Pump"),
         ("boiler-1", "Temperature"),
         ("boiler-1", "Status"),
+        ("tank-1", "Level"),
     }
     assert all(s.shipped > 0 and s.read >= s.shipped for s in report.series)
     assert report.readings_read > 20 * report_seconds

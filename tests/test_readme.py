@@ -48,6 +48,7 @@ def test_readme_configs_are_valid(text: str, tmp_path: Path, shared_data: Path) 
     (tmp_path / "profiles").mkdir()
     shutil.copy(ROOT / "examples" / "virtual" / "boiler.profile.yaml", tmp_path)
     shutil.copy(shared_data / "edgex" / "modbus.test.device.profile.yml", tmp_path / "profiles")
+    shutil.copy(ROOT / "examples" / "opcua" / "simulation.profile.yaml", tmp_path / "profiles")
     path = tmp_path / "edgeflow.yaml"
     path.write_text(text, encoding="utf-8")
     cfg = load_config(path, environ={})

@@ -174,6 +174,9 @@ def test_float_mode_keeps_fractions() -> None:
     assert transform_write(r, 21.54, mode="float") == 215
     with pytest.raises(WriteRejectedError, match="does not fit Int16"):
         transform_write(r, 1e6, mode="float")
+    # an integer resource with nothing to scale is written as the exact int, even beyond 2**53
+    big = transform_write(res("Uint64"), 2**63 + 5, mode="float")
+    assert big == 2**63 + 5 and isinstance(big, int)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # A read cancelled at shutdown may see its answer arrive late; pymodbus warns of it. Not news here.
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    # asyncua's server explains its unsecured demo endpoint at start-up; the demo means it to be so.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
 
     def say(msg: str) -> None:
         print(msg, flush=True)

@@ -2,10 +2,11 @@
 
 It starts, all on loopback and all its own:
 
-* a simulated Modbus PLC (a real pymodbus server whose registers follow a little process model) and a
-  simulated boiler (the ``virtual`` connector);
+* a simulated Modbus PLC (a real pymodbus server whose registers follow a little process model), a
+  simulated OPC-UA server (a real asyncua server) with a tank whose level is subscribed to with a
+  server-side deadband, and a simulated boiler (the ``virtual`` connector);
 * an MQTT broker: Mosquitto when it is installed, else an embedded one;
-* the edge: Modbus and virtual device services → bus → rules (swing filter, deadband, on-change) →
+* the edge: Modbus, OPC-UA and virtual device services → bus → rules (swing filter, deadband, on-change) →
   compact encoding → durable outbox → MQTT uplink;
 * the cloud end: a receiver that de-duplicates, checks sequence numbers and rebuilds every series.
 
@@ -48,6 +49,7 @@ BOUNDS: dict[str, tuple[str, float]] = {
     "Pressure": ("deadband", 0.02),
     "Pump": ("on_change", 0.0),
     "Status": ("on_change", 0.0),
+    "Level": ("swing", 0.01),
 }
 
 PLC_PROFILE: dict[str, Any] = {
@@ -80,6 +82,18 @@ PLC_PROFILE: dict[str, Any] = {
                 {"deviceResource": "Pressure"},
                 {"deviceResource": "Pump"},
             ],
+        }
+    ],
+}
+
+TANK_PROFILE: dict[str, Any] = {
+    "name": "Demo-Tank",
+    "description": "A tank on an OPC-UA server (the simulator's Plant/Boiler/Level node).",
+    "deviceResources": [
+        {
+            "name": "Level",
+            "attributes": {"nodeId": "ns=2;s=Boiler.Level"},
+            "properties": {"valueType": "Float64", "readWrite": "R", "units": "m"},
         }
     ],
 }
@@ -160,7 +174,7 @@ class _Plant:
             await asyncio.sleep(period)
 
 
-def _config(broker: LocalBroker, plc_port: int, workdir: Path) -> dict[str, Any]:
+def _config(broker: LocalBroker, plc_port: int, opcua_endpoint: str, workdir: Path) -> dict[str, Any]:
     return {
         "service": "demo-edge",
         "devices": [
@@ -172,6 +186,16 @@ def _config(broker: LocalBroker, plc_port: int, workdir: Path) -> dict[str, Any]
                     "modbus-tcp": {"Address": "127.0.0.1", "Port": plc_port, "UnitID": 1, "Timeout": 2}
                 },
                 "autoEvents": [{"interval": "50ms", "sourceName": "Process"}],
+            },
+            {
+                "name": "tank-1",
+                "connector": "opcua",
+                "profile": TANK_PROFILE,
+                "protocols": {"opcua": {"Endpoint": opcua_endpoint, "Timeout": 2}},
+                # subscribed: the server sends a change only when it moves more than 1 mm
+                "autoEvents": [
+                    {"interval": "50ms", "sourceName": "Level", "onChange": True, "onChangeThreshold": 0.001}
+                ],
             },
             {
                 "name": "boiler-1",
@@ -216,6 +240,7 @@ async def run_demo(
 ) -> DemoReport:
     """Run the demo for ``seconds`` and return what it measured."""
     simulator = load_simulator("modbus")  # through the registry: edgeflow never imports connectors
+    opcua_simulator = load_simulator("opcua")
     say = progress or (lambda _msg: None)
     with contextlib.ExitStack() as stack:
         work = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeflow-demo-")))
@@ -226,12 +251,18 @@ async def run_demo(
             plant = _Plant(sim)
             await plant.step(0.0)
             plant_task = asyncio.create_task(plant.run(0.05), name="demo-plant")
-            say(f"simulated PLC: Modbus TCP on 127.0.0.1:{sim.port}; simulated boiler: virtual connector")
+            server = opcua_simulator()
+            await server.start()
+            server_task = asyncio.create_task(server.run(0.05), name="demo-opcua")
+            say(
+                f"simulated PLC: Modbus TCP on 127.0.0.1:{sim.port}; simulated OPC-UA server: {server.endpoint}; "
+                "simulated boiler: virtual connector"
+            )
             receiver = Receiver(mqtt.url, ["edgeflow/#"], keep=True, protocol=mqtt.protocol)
             try:
                 await receiver.start()
                 await receiver.wait_subscribed()
-                rt = Runtime(parse_config(_config(mqtt, sim.port, work), environ={}))
+                rt = Runtime(parse_config(_config(mqtt, sim.port, server.endpoint, work), environ={}))
                 tap = rt.bus.subscribe(
                     "edgex/events/device/#", capacity=10**8, policy="drop-oldest", name="demo-tap"
                 )
@@ -243,11 +274,13 @@ async def run_demo(
                     while receiver.counts["readings"] < committed:  # noqa: ASYNC110 - counts, not an event
                         await asyncio.sleep(0.05)
             finally:
-                plant_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await plant_task
+                for task in (plant_task, server_task):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await receiver.stop()
                 await sim.stop()
+                await server.stop()
             raw = ReadingBatch.concat(rt.table, [b for _, b in tap.drain()])
             return _measure(seconds, mqtt.name, raw, receiver, uplink)
 

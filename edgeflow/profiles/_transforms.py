@@ -358,7 +358,9 @@ def transform_write(
             v: int | float = round(f)
         else:
             v = _as_number(vt, value)
-            if TransformMode(mode) is TransformMode.FLOAT:
+            if TransformMode(mode) is TransformMode.FLOAT and not vt.is_integer:
+                # (an integer resource that reads as its own type has no base/scale/offset to undo: it
+                # stays an exact int, so Int64/Uint64 values beyond 2**53 are written unrounded)
                 v = _float_write(vt, v, base, scale, offset)
             else:
                 if offset != 0:
@@ -510,15 +512,19 @@ def process_read(
     command: str | None = None,
     shift_convention: ShiftConvention | str = ShiftConvention.V3,
     mode: TransformMode | str = TransformMode.EDGEX,
+    mappings: Mapping[str, str] | None = None,
 ) -> TransformResult:
     """Everything device-sdk-go does to one raw value on its way to a reading, in its order
     (``CommandValuesToEventDTO``): transforms (:func:`transform_read`), the assertion check, then the
     ``mappings`` of the resource operation (``command``'s, else the profile-wide lookup of
-    :meth:`DeviceProfile.mappings_for`). A mapped value becomes a String reading with the label."""
+    :meth:`DeviceProfile.mappings_for`). A mapped value becomes a String reading with the label.
+    ``mappings``, when given, is that lookup done beforehand (a caller reading the same resources again
+    and again looks them up once)."""
     res = profile.resource(resource) if isinstance(resource, str) else resource
     result = transform_read(res, value, shift_convention=shift_convention, mode=mode)
     failed = not check_assertion(res, result)
-    mappings = profile.mappings_for(res.name, command)
+    if mappings is None:
+        mappings = profile.mappings_for(res.name, command)
     label = _lookup(mappings, go_value_string(result.value_type, result.value)) if mappings else None
     if label is not None:
         return TransformResult(label, ValueType.STRING, result.special, mapped=True, assertion_failed=failed)
