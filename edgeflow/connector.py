@@ -5,6 +5,16 @@ sockets and registers; it does not know profiles' transforms, events or the bus.
 :class:`CommandValue` s; the device service layer (:mod:`edgeflow.service`) applies the profile's
 transforms and mappings, builds events and publishes them.
 
+Two ways values reach the service:
+
+* **polled**: the service's AutoEvents call :meth:`Connector.read`;
+* **pushed**: a connector whose devices report on their own (MQTT devices, OPC-UA subscriptions) sets
+  :attr:`Connector.supports_push`. The service calls :meth:`Connector.subscribe` once per device with
+  a :data:`PushSink`, *before* :meth:`Connector.open`; from ``open`` to ``close`` the connector calls
+  the sink with each device message (one EdgeX event: a source and its values), re-establishing its
+  subscriptions after a reconnect on its own. The service applies the same transforms and mappings
+  as to a read and puts the readings on the bus in batches.
+
 Connectors are found through the entry-point group ``edgeflow.connectors``; code can also
 :func:`register` one directly (tests, applications that embed edgeflow).
 """
@@ -18,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from edgeflow.errors import ConfigError, ConnectorError, ConnectorNotFoundError
 from edgeflow.profiles import Device, DeviceProfile, DeviceResource
@@ -28,6 +38,7 @@ __all__ = [
     "SIMULATOR_GROUP",
     "CommandValue",
     "Connector",
+    "ConnectorMetric",
     "DeviceHealth",
     "PushSink",
     "available_connectors",
@@ -65,8 +76,24 @@ class DeviceHealth(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
-#: Where a connector that pushes (MQTT, OPC-UA subscriptions) hands values: ``(device, source, values)``.
 PushSink = Callable[[str, str, Sequence[CommandValue]], None]
+"""Where a connector that pushes (MQTT, OPC-UA subscriptions) hands values: ``sink(device, source,
+values)``, on the event loop, once per device message; ``source`` is a resource or command of the
+device's profile and ``values`` its raw values (before transforms). It returns at once (readings are
+batched behind it) and raises :class:`~edgeflow.errors.ConnectorError` or
+:class:`~edgeflow.errors.ValueFormatError` when the values do not fit the profile; the connector counts
+that as a rejected message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorMetric:
+    """One counter or gauge a connector keeps (exposed as ``edgeflow_connector_<name>`` with a
+    ``connector`` label added)."""
+
+    name: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+    kind: Literal["counter", "gauge"] = "counter"
 
 
 class Connector(abc.ABC):
@@ -131,12 +158,21 @@ class Connector(abc.ABC):
         """Write already-checked, already-inverse-transformed values."""
 
     async def subscribe(self, device: str, sink: PushSink) -> None:
-        """Start pushing values of ``device`` to ``sink`` (only where :attr:`supports_push`)."""
+        """Push values of ``device`` to ``sink`` from :meth:`open` on (only where :attr:`supports_push`).
+        Called before ``open`` by the service; called after it, pushing starts at once."""
         raise ConnectorError(f"{self.type_name} does not push values", device=device)
 
     def health(self, device: str) -> DeviceHealth:
         """The connector's own view of the link to ``device``."""
         return DeviceHealth.UNKNOWN
+
+    def stats(self) -> dict[str, Any]:
+        """The connector's own counters, JSON-able (``edgeflow run --stats`` shows them)."""
+        return {}
+
+    def metrics(self) -> list[ConnectorMetric]:
+        """The connector's own counters and gauges for the metrics endpoint."""
+        return []
 
 
 # --------------------------------------------------------------------------------------------------

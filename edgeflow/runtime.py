@@ -344,6 +344,8 @@ class Runtime:
                     "reads_failed": st.reads_failed,
                     "missed_intervals": st.missed_intervals,
                     "last_error": st.last_error,
+                    "events_pushed": st.events_pushed,
+                    "push_dropped": st.push_dropped,
                 }
         return out
 
@@ -374,8 +376,15 @@ class Runtime:
             yield Sample("device_reads_ok_total", dev["reads_ok"], lab, kind="counter")
             yield Sample("device_reads_failed_total", dev["reads_failed"], lab, kind="counter")
             yield Sample("device_missed_intervals_total", dev["missed_intervals"], lab, kind="counter")
+            yield Sample("device_events_pushed_total", dev["events_pushed"], lab, kind="counter")
+            yield Sample("device_push_dropped_total", dev["push_dropped"], lab, kind="counter")
         for key, value in self.uplink.stats().items():
             yield Sample(f"uplink_{key}", float(value))
+        for service in self.services.values():
+            conn = service.connector
+            for m in conn.metrics():
+                labels = (("connector", conn.type_name), *m.labels)
+                yield Sample(f"connector_{m.name}", m.value, labels, kind=m.kind)
 
     def stats(self) -> Mapping[str, Any]:
         """A JSON-able summary: devices, pipelines, uplink."""
@@ -392,6 +401,7 @@ class Runtime:
             },
             "bus": {"published_readings": self.bus.published_readings},
             "uplink": self.uplink.stats(),
+            "connectors": {t: svc.connector.stats() for t, svc in self.services.items()},
         }
 
 

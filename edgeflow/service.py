@@ -13,6 +13,14 @@ capped, jittered exponential backoff until it answers; then it is ``UP`` again, 
 ``onChange`` follows EdgeX: an event is sent only if some reading differs from the last one sent
 (string compare, as EdgeX 3.1), or, with ``onChangeThreshold``, moved more than the threshold from the
 last value sent (EdgeX 4.0).
+
+Devices that push (a connector with ``supports_push``: MQTT devices, OPC-UA subscriptions) are
+subscribed before the connector opens. Each pushed message goes through the same transforms,
+assertion and mappings as a read, at once (so a message that does not fit is refused whole, to the
+connector), and waits in a buffer; a task hands the buffer to the bus, one batch per
+``(device, source)`` topic, as soon as the loop is free (after ``push_linger`` seconds, if set). At most
+``push_capacity`` readings wait; beyond that, pushed readings are dropped and counted per device
+(``push_dropped``) until the bus takes the backlog.
 """
 
 from __future__ import annotations
@@ -60,6 +68,10 @@ class SchedulerSettings:
     read_timeout: float = 10.0
     shift_convention: str = "v3"
     transforms: str = "float"
+    #: Pushed readings waiting for the bus at most; beyond, they are dropped and counted.
+    push_capacity: int = 100_000
+    #: Seconds pushed readings wait to gather into bigger batches (0: until the loop is free).
+    push_linger: float = 0.0
 
 
 @dataclass(slots=True)
@@ -77,6 +89,8 @@ class DeviceState:
     last_error: str = ""
     retry_at: float = 0.0
     went_down: int = 0
+    events_pushed: int = 0
+    push_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -85,6 +99,58 @@ class _Source:
     resources: list[DeviceResource]
     command: DeviceCommand | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _PushSource:
+    """A (device, source) that pushes, resolved once."""
+
+    dev: Device
+    profile: DeviceProfile
+    src: _Source
+    topic: str
+    by_name: dict[str, DeviceResource]
+
+
+class _Columns:
+    """Readings gathered column by column before they become one :class:`ReadingBatch`."""
+
+    __slots__ = ("objects", "origins", "series", "values")
+
+    def __init__(self) -> None:
+        self.origins: list[int] = []
+        self.values: list[float] = []
+        self.series: list[int] = []
+        self.objects: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def add(self, sid: int, origin: int, value: Any, numeric: bool) -> None:
+        if numeric:
+            if self.objects is not None:
+                self.objects.append(None)
+            self.values.append(float(value))
+        else:
+            if self.objects is None:
+                self.objects = [None] * len(self.values)
+            self.objects.append(value)
+            self.values.append(np.nan)
+        self.origins.append(origin)
+        self.series.append(sid)
+
+    def batch(self, table: SeriesTable) -> ReadingBatch:
+        obj_arr = None
+        if self.objects is not None:
+            obj_arr = np.empty(len(self.objects), dtype=object)
+            obj_arr[:] = self.objects
+        return ReadingBatch(
+            table,
+            np.asarray(self.origins, np.int64),
+            np.asarray(self.values, np.float64),
+            np.asarray(self.series, np.int32),
+            obj_arr,
+        )
 
 
 class DeviceService:
@@ -113,6 +179,13 @@ class DeviceService:
         self._last_sent: dict[tuple[str, str], dict[str, tuple[str, float | None]]] = {}
         self._opened = False
         self._stopping = False
+        self._push_sources: dict[tuple[str, str], _PushSource] = {}
+        self._push_pending: dict[str, _Columns] = {}
+        self._push_count = 0
+        self._push_wanted = asyncio.Event()
+        self._push_closing = False
+        self._push_task: asyncio.Task[None] | None = None
+        self._push_full = False
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -158,48 +231,41 @@ class DeviceService:
                 f"connector returned {len(values)} values for {len(resources)} resources", device=dev.name
             )
         now = self.clock()
-        n = len(values)
-        origins = np.empty(n, np.int64)
-        nums = np.empty(n, np.float64)
-        series = np.empty(n, np.int32)
-        objects: list[Any] | None = None
+        cols = _Columns()
+        for res, cv in zip(resources, values, strict=True):
+            cols.add(*self._reading(dev, profile, src, res, cv, now))
+        return cols.batch(self.table)
+
+    def _reading(
+        self,
+        dev: Device,
+        profile: DeviceProfile,
+        src: _Source,
+        res: DeviceResource,
+        cv: CommandValue,
+        now: int,
+    ) -> tuple[int, int, Any, bool]:
+        """One raw value as a reading: ``(series id, origin, value, numeric)``, transformed, asserted and
+        mapped as device-sdk-go does."""
         s = self.settings
-        command = src.command.name if src.command is not None else None
-        for i, (res, cv) in enumerate(zip(resources, values, strict=True)):
-            result = process_read(
-                profile,
-                res,
-                cv.value,
-                command=command,
-                shift_convention=s.shift_convention,
-                mode=s.transforms,
+        result = process_read(
+            profile,
+            res,
+            cv.value,
+            command=src.command.name if src.command is not None else None,
+            shift_convention=s.shift_convention,
+            mode=s.transforms,
+        )
+        if result.assertion_failed:
+            raise ConnectorError(
+                f"assertion failed: {go_value_string(result.value_type, result.value)!r} "
+                f"!= {res.properties.assertion!r}",
+                device=dev.name,
+                resource=res.name,
             )
-            if result.assertion_failed:
-                raise ConnectorError(
-                    f"assertion failed: {go_value_string(result.value_type, result.value)!r} "
-                    f"!= {res.properties.assertion!r}",
-                    device=dev.name,
-                    resource=res.name,
-                )
-            value, vt = result.value, result.value_type
-            series[i] = self.table.intern(
-                dev.name, res.name, profile.name, vt, res.properties.units, src.name
-            )
-            origins[i] = cv.origin or now
-            if _numeric(vt, value):
-                nums[i] = float(value)
-                if objects is not None:
-                    objects.append(None)
-            else:
-                if objects is None:
-                    objects = [None] * i
-                nums[i] = np.nan
-                objects.append(value)
-        obj_arr = None
-        if objects is not None:
-            obj_arr = np.empty(n, dtype=object)
-            obj_arr[:] = objects
-        return ReadingBatch(self.table, origins, nums, series, obj_arr)
+        value, vt = result.value, result.value_type
+        sid = self.table.intern(dev.name, res.name, profile.name, vt, res.properties.units, src.name)
+        return sid, cv.origin or now, value, _numeric(vt, value)
 
     def _changed(self, key: tuple[str, str], ae: AutoEvent, batch: ReadingBatch) -> bool:
         """EdgeX onChange: whether any reading differs from the last one sent (updating the baseline)."""
@@ -238,6 +304,76 @@ class DeviceService:
         await self.publish(event_topic(self.service, profile.name, device, ae.source_name), batch)
         state.events_published += 1
         return True
+
+    # -- pushed readings ------------------------------------------------------------------------
+
+    def _push(self, device: str, source: str, values: Sequence[CommandValue]) -> None:
+        """The :data:`~edgeflow.connector.PushSink` the service gives a pushing connector."""
+        ps = self._push_sources.get((device, source))
+        if ps is None:
+            dev, profile, src = self._source(device, source)
+            topic = event_topic(self.service, profile.name, device, source)
+            ps = _PushSource(dev, profile, src, topic, {r.name: r for r in src.resources})
+            self._push_sources[(device, source)] = ps
+        state = self.states[device]
+        now = self.clock()
+        readings = []
+        for cv in values:
+            res = ps.by_name.get(cv.resource)
+            if res is None:
+                raise ConnectorError(f"{cv.resource!r} is not part of {source!r}", device=device)
+            readings.append(self._reading(ps.dev, ps.profile, ps.src, res, cv, now))
+        if self._push_count + len(readings) > self.settings.push_capacity:
+            state.push_dropped += len(readings)
+            if not self._push_full:
+                self._push_full = True
+                log.warning(
+                    "%s: %d pushed readings wait for the bus; dropping pushed readings until it catches up",
+                    self.service,
+                    self._push_count,
+                )
+            return
+        cols = self._push_pending.get(ps.topic)
+        if cols is None:
+            cols = self._push_pending[ps.topic] = _Columns()
+        for reading in readings:
+            cols.add(*reading)
+        self._push_count += len(readings)
+        state.events_pushed += 1
+        if state.health is not DeviceHealth.UP:
+            if state.health is DeviceHealth.DOWN:
+                log.warning("device %s is back online", device)
+            state.health = DeviceHealth.UP
+            state.consecutive_failures = 0
+            state.retry_at = 0.0
+        self._push_wanted.set()
+
+    async def _flush_push(self) -> None:
+        """Hand every pushed reading waiting to the bus: one batch per topic."""
+        self._push_wanted.clear()
+        pending, self._push_pending = self._push_pending, {}
+        self._push_count = 0
+        for topic, cols in pending.items():
+            await self.publish(topic, cols.batch(self.table))
+        if self._push_full and not self._push_pending:
+            self._push_full = False
+            dropped = sum(st.push_dropped for st in self.states.values())
+            log.warning(
+                "%s: the bus caught up with pushed readings (%d dropped so far)", self.service, dropped
+            )
+
+    async def _push_loop(self) -> None:
+        linger = self.settings.push_linger
+        while True:
+            await self._push_wanted.wait()
+            if linger > 0 and not self._push_closing:
+                await asyncio.sleep(linger)
+            try:
+                await self._flush_push()
+            except Exception:  # a failed hand-off must not stop pushed readings for good
+                log.exception("%s: handing pushed readings to the bus failed", self.service)
+            if self._push_closing and not self._push_pending:
+                return
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -298,10 +434,19 @@ class DeviceService:
                 deadline += missed * interval
 
     async def start(self) -> None:
-        """Open the connector and start every AutoEvent."""
+        """Subscribe every device of a pushing connector, open the connector and start every AutoEvent."""
+        self._stopping = False
+        if self.connector.supports_push:
+            for name, (dev, _) in self.connector.devices.items():
+                if dev.admin_state == "LOCKED":
+                    log.info("device %s is LOCKED; what it pushes is not taken", name)
+                    continue
+                await self.connector.subscribe(name, self._push)
         await self.connector.open()
         self._opened = True
-        self._stopping = False
+        if self.connector.supports_push:
+            self._push_closing = False
+            self._push_task = asyncio.create_task(self._push_loop(), name=f"push:{self.service}")
         for name, (dev, _) in self.connector.devices.items():
             if dev.admin_state == "LOCKED":
                 log.info("device %s is LOCKED; its AutoEvents do not run", name)
@@ -321,6 +466,12 @@ class DeviceService:
         if self._opened:
             await self.connector.close()
             self._opened = False
+        if self._push_task is not None:
+            # The connector pushes no more: hand what it pushed to the bus, then end the task.
+            self._push_closing = True
+            self._push_wanted.set()
+            await self._push_task
+            self._push_task = None
 
     # -- writes ---------------------------------------------------------------------------------
 
