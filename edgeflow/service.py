@@ -45,10 +45,10 @@ from edgeflow.profiles import (
     DeviceCommand,
     DeviceProfile,
     DeviceResource,
+    ReadPlan,
     check_write,
     go_value_string,
     parse_duration,
-    process_read,
     transform_write,
 )
 
@@ -103,13 +103,15 @@ class _Source:
 
 @dataclass(slots=True)
 class _PushSource:
-    """A (device, source) that pushes, resolved once."""
+    """A (device, source) that pushes, resolved once: its topic, and per resource its read plan and
+    (once interned) its series id."""
 
     dev: Device
     profile: DeviceProfile
     src: _Source
     topic: str
-    by_name: dict[str, DeviceResource]
+    by_name: dict[str, tuple[DeviceResource, ReadPlan]]
+    sids: dict[str, int] = field(default_factory=dict)
 
 
 class _Columns:
@@ -140,17 +142,39 @@ class _Columns:
         self.series.append(sid)
 
     def batch(self, table: SeriesTable) -> ReadingBatch:
-        obj_arr = None
-        if self.objects is not None:
-            obj_arr = np.empty(len(self.objects), dtype=object)
-            obj_arr[:] = self.objects
-        return ReadingBatch(
-            table,
-            np.asarray(self.origins, np.int64),
-            np.asarray(self.values, np.float64),
-            np.asarray(self.series, np.int32),
-            obj_arr,
-        )
+        return _split(table, {"": self})[0][1]
+
+
+def _split(table: SeriesTable, groups: Mapping[str, _Columns]) -> list[tuple[str, ReadingBatch]]:
+    """One batch per group, as views of one set of arrays (one allocation per column, not per group)."""
+    origins: list[int] = []
+    values: list[float] = []
+    series: list[int] = []
+    objects: list[Any] | None = None
+    bounds: list[tuple[str, int, int, bool]] = []
+    for key, cols in groups.items():
+        start = len(origins)
+        origins += cols.origins
+        values += cols.values
+        series += cols.series
+        if cols.objects is not None:
+            if objects is None:
+                objects = [None] * start
+            objects += cols.objects
+        elif objects is not None:
+            objects += [None] * len(cols)
+        bounds.append((key, start, len(origins), cols.objects is not None))
+    o = np.asarray(origins, np.int64)
+    v = np.asarray(values, np.float64)
+    sr = np.asarray(series, np.int32)
+    obj = None
+    if objects is not None:
+        obj = np.empty(len(objects), dtype=object)
+        obj[:] = objects
+    return [
+        (key, ReadingBatch(table, o[a:b], v[a:b], sr[a:b], obj[a:b] if obj is not None and has else None))
+        for key, a, b, has in bounds
+    ]
 
 
 class DeviceService:
@@ -179,6 +203,7 @@ class DeviceService:
         self._last_sent: dict[tuple[str, str], dict[str, tuple[str, float | None]]] = {}
         self._opened = False
         self._stopping = False
+        self._plans: dict[tuple[str, str, str | None], ReadPlan] = {}
         self._push_sources: dict[tuple[str, str], _PushSource] = {}
         self._push_pending: dict[str, _Columns] = {}
         self._push_count = 0
@@ -236,6 +261,17 @@ class DeviceService:
             cols.add(*self._reading(dev, profile, src, res, cv, now))
         return cols.batch(self.table)
 
+    def _plan(self, profile: DeviceProfile, res: DeviceResource, command: str | None) -> ReadPlan:
+        key = (profile.name, res.name, command)
+        plan = self._plans.get(key)
+        if plan is None:
+            s = self.settings
+            plan = ReadPlan(
+                profile, res, command=command, shift_convention=s.shift_convention, mode=s.transforms
+            )
+            self._plans[key] = plan
+        return plan
+
     def _reading(
         self,
         dev: Device,
@@ -247,23 +283,10 @@ class DeviceService:
     ) -> tuple[int, int, Any, bool]:
         """One raw value as a reading: ``(series id, origin, value, numeric)``, transformed, asserted and
         mapped as device-sdk-go does."""
-        s = self.settings
-        result = process_read(
-            profile,
-            res,
-            cv.value,
-            command=src.command.name if src.command is not None else None,
-            shift_convention=s.shift_convention,
-            mode=s.transforms,
-        )
-        if result.assertion_failed:
-            raise ConnectorError(
-                f"assertion failed: {go_value_string(result.value_type, result.value)!r} "
-                f"!= {res.properties.assertion!r}",
-                device=dev.name,
-                resource=res.name,
-            )
-        value, vt = result.value, result.value_type
+        command = src.command.name if src.command is not None else None
+        value, vt, failed = self._plan(profile, res, command).apply(cv.value)
+        if failed:
+            raise _assertion_error(dev.name, res, vt, value)
         sid = self.table.intern(dev.name, res.name, profile.name, vt, res.properties.units, src.name)
         return sid, cv.origin or now, value, _numeric(vt, value)
 
@@ -313,16 +336,27 @@ class DeviceService:
         if ps is None:
             dev, profile, src = self._source(device, source)
             topic = event_topic(self.service, profile.name, device, source)
-            ps = _PushSource(dev, profile, src, topic, {r.name: r for r in src.resources})
+            command = src.command.name if src.command is not None else None
+            plans = {r.name: (r, self._plan(profile, r, command)) for r in src.resources}
+            ps = _PushSource(dev, profile, src, topic, plans)
             self._push_sources[(device, source)] = ps
         state = self.states[device]
         now = self.clock()
         readings = []
         for cv in values:
-            res = ps.by_name.get(cv.resource)
-            if res is None:
+            entry = ps.by_name.get(cv.resource)
+            if entry is None:
                 raise ConnectorError(f"{cv.resource!r} is not part of {source!r}", device=device)
-            readings.append(self._reading(ps.dev, ps.profile, ps.src, res, cv, now))
+            res, plan = entry
+            value, vt, failed = plan.apply(cv.value)
+            if failed:
+                raise _assertion_error(device, res, vt, value)
+            sid = ps.sids.get(res.name)
+            if sid is None:
+                sid = self.table.intern(device, res.name, ps.profile.name, vt, res.properties.units, source)
+                ps.sids[res.name] = sid
+            numeric = (type(value) is float and (vt is _FLOAT64 or vt is _FLOAT32)) or _numeric(vt, value)
+            readings.append((sid, cv.origin or now, value, numeric))
         if self._push_count + len(readings) > self.settings.push_capacity:
             state.push_dropped += len(readings)
             if not self._push_full:
@@ -353,8 +387,9 @@ class DeviceService:
         self._push_wanted.clear()
         pending, self._push_pending = self._push_pending, {}
         self._push_count = 0
-        for topic, cols in pending.items():
-            await self.publish(topic, cols.batch(self.table))
+        if pending:
+            for topic, batch in _split(self.table, pending):
+                await self.publish(topic, batch)
         if self._push_full and not self._push_pending:
             self._push_full = False
             dropped = sum(st.push_dropped for st in self.states.values())
@@ -442,11 +477,17 @@ class DeviceService:
                     log.info("device %s is LOCKED; what it pushes is not taken", name)
                     continue
                 await self.connector.subscribe(name, self._push)
-        await self.connector.open()
-        self._opened = True
-        if self.connector.supports_push:
+            # Running before open: a broker may deliver a persistent session's backlog at once.
             self._push_closing = False
             self._push_task = asyncio.create_task(self._push_loop(), name=f"push:{self.service}")
+        try:
+            await self.connector.open()
+        except BaseException:
+            if self._push_task is not None:
+                self._push_task.cancel()
+                self._push_task = None
+            raise
+        self._opened = True
         for name, (dev, _) in self.connector.devices.items():
             if dev.admin_state == "LOCKED":
                 log.info("device %s is LOCKED; its AutoEvents do not run", name)
@@ -507,6 +548,18 @@ class DeviceService:
             out.append((res, raw_out))
         async with asyncio.timeout(self.settings.read_timeout):
             await self.connector.write(device, out)
+
+
+_FLOAT64 = ValueType.FLOAT64
+_FLOAT32 = ValueType.FLOAT32
+
+
+def _assertion_error(device: str, res: DeviceResource, vt: ValueType, value: Any) -> ConnectorError:
+    return ConnectorError(
+        f"assertion failed: {go_value_string(vt, value)!r} != {res.properties.assertion!r}",
+        device=device,
+        resource=res.name,
+    )
 
 
 def _numeric(vt: ValueType, value: Any) -> bool:

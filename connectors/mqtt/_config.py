@@ -142,7 +142,9 @@ class MqttOptions(_Spec):
     """``connectors.mqtt``: one broker connection for every MQTT device of the node."""
 
     url: str = "mqtt://localhost:1883"
-    protocol: Literal["3.1.1", "5"] = "5"
+    #: 3.1.1 by default: what EdgeX device-mqtt (and most device firmware) speaks, and cheaper to parse
+    #: per message than MQTT 5 (no properties). ``"5"`` for a session expiry.
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
     client_id: str | None = None
     keepalive: int = Field(default=30, ge=5, le=65535)
     connect_timeout: float = Field(default=10.0, gt=0.0)
@@ -150,7 +152,8 @@ class MqttOptions(_Spec):
     auth: MqttAuthSpec | None = None
     #: False: a persistent session; the broker keeps the subscriptions and queues QoS 1/2 messages.
     clean_start: bool = True
-    #: MQTT 5: how long the broker keeps a persistent session after the connection ends (seconds).
+    #: MQTT 5: how long the broker keeps a persistent session after the connection ends (seconds;
+    #: with 3.1.1 the broker keeps it until its own limit).
     session_expiry: int = Field(default=3600, ge=0)
     reconnect: ReconnectSpec = ReconnectSpec()
     incoming: IncomingSpec = IncomingSpec()

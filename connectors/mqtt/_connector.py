@@ -30,7 +30,7 @@ import orjson
 from connectors.mqtt._commands import Outcome, Pending
 from connectors.mqtt._config import DeviceLink, MqttOptions, parse_device, parse_options
 from connectors.mqtt._rejects import PayloadError, Reason, Rejects
-from connectors.mqtt._routes import Router, values_by_name
+from connectors.mqtt._routes import Router, SourcePlan, values_by_name
 from edgeflow.connector import CommandValue, Connector, ConnectorMetric, DeviceHealth, PushSink
 from edgeflow.errors import (
     ConnectorError,
@@ -235,7 +235,7 @@ class MqttConnector(Connector):
     async def _get(self, device: str, base: str, res: DeviceResource) -> CommandValue:
         reply = await self._exchange(device, base, res, "get", b"")
         try:
-            (value,) = values_by_name(device, (res,), reply)
+            (value,) = values_by_name(device, SourcePlan.of((res,)), reply)
         except PayloadError as exc:
             raise DeviceProtocolError(
                 f"reply to get is not usable ({exc.reason.value}): {exc.message}",

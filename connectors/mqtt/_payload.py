@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 from connectors.mqtt._rejects import PayloadError, Reason
@@ -20,9 +21,12 @@ from edgeflow.errors import ValueFormatError
 from edgeflow.model import ValueType, parse_value
 from edgeflow.profiles import DeviceResource
 
-__all__ = ["coerce"]
+__all__ = ["Coercer", "coerce", "coercer"]
 
 _F32_MAX: Final = 3.4028234663852886e38
+
+#: A resource's value check: raw value in, typed value out (or :class:`PayloadError`).
+Coercer = Callable[[Any], Any]
 
 
 def _wrong(resource: DeviceResource, raw: Any, why: str = "") -> PayloadError:
@@ -89,6 +93,11 @@ def coerce(resource: DeviceResource, raw: Any) -> Any:
     """``raw`` (a decoded JSON value, or bytes for a Binary resource) as a value of ``resource``'s
     type; raises :class:`PayloadError` (``wrong_type``)."""
     vt = resource.properties.value_type
+    t = type(raw)
+    if t is float and vt is ValueType.FLOAT64:  # the common case first
+        return raw
+    if t is str and vt is ValueType.STRING:
+        return raw
     if raw is None:
         raise _wrong(resource, raw, "(null) is not a value")
     if vt is ValueType.BINARY:
@@ -120,3 +129,31 @@ def coerce(resource: DeviceResource, raw: Any) -> Any:
     if isinstance(raw, bytes | bytearray):
         raise _wrong(resource, raw)
     return _scalar(resource, vt, raw)
+
+
+def coercer(resource: DeviceResource) -> Coercer:
+    """:func:`coerce` for one resource, with the common case of its type tried first."""
+    vt = resource.properties.value_type
+
+    def general(raw: Any) -> Any:
+        return coerce(resource, raw)
+
+    if vt is ValueType.FLOAT64:
+
+        def float64(raw: Any) -> Any:
+            return raw if type(raw) is float else coerce(resource, raw)
+
+        return float64
+    if vt is ValueType.FLOAT32:
+
+        def float32(raw: Any) -> Any:
+            return raw if type(raw) is float and -_F32_MAX <= raw <= _F32_MAX else coerce(resource, raw)
+
+        return float32
+    if vt is ValueType.STRING:
+
+        def string(raw: Any) -> Any:
+            return raw if type(raw) is str else coerce(resource, raw)
+
+        return string
+    return general

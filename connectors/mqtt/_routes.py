@@ -23,7 +23,7 @@ import orjson
 
 from connectors.mqtt._config import MqttOptions, QoS, TopicSpec
 from connectors.mqtt._jsonpath import JsonPath
-from connectors.mqtt._payload import coerce
+from connectors.mqtt._payload import Coercer, coerce, coercer
 from connectors.mqtt._rejects import PayloadError, Reason
 from edgeflow.connector import CommandValue
 from edgeflow.errors import ValueFormatError
@@ -31,7 +31,7 @@ from edgeflow.model import ValueType, normalize_origin
 from edgeflow.mqtt.topics import TopicTemplate, unescape_level
 from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
-__all__ = ["Delivery", "Router", "parse_origin", "values_by_name"]
+__all__ = ["Delivery", "Router", "SourcePlan", "parse_origin", "values_by_name"]
 
 Devices = Mapping[str, tuple[Device, DeviceProfile]]
 
@@ -46,10 +46,15 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
-    """The readable resources a source name stands for in one profile."""
+class SourcePlan:
+    """The readable resources a source name stands for in one profile, with their value checks."""
 
     resources: tuple[DeviceResource, ...]
+    coercers: tuple[Coercer, ...]
+
+    @classmethod
+    def of(cls, resources: Sequence[DeviceResource]) -> SourcePlan:
+        return cls(tuple(resources), tuple(coercer(r) for r in resources))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,7 @@ class Router:
         inc = options.incoming
         self._edgex_prefix = inc.prefix + "/" if inc.enabled else None
         self._mappings = [_Mapping.build(t) for t in options.topics]
-        self._plans: dict[tuple[str, str], _Plan] = {}
+        self._plans: dict[tuple[str, str], SourcePlan] = {}
         self.filters: list[tuple[str, QoS]] = [(m.template.filter, m.spec.qos) for m in self._mappings]
         if inc.enabled:
             self.filters.append((f"{inc.prefix}/#", inc.qos))
@@ -141,7 +146,7 @@ class Router:
         _, profile = self._device(device)
         self._size(payload, device)
         plan = self._plan(device, profile, source)
-        return Delivery(device, source, values_by_name(device, plan.resources, payload))
+        return Delivery(device, source, values_by_name(device, plan, payload))
 
     # -- free mappings ------------------------------------------------------------------------------
 
@@ -180,7 +185,7 @@ class Router:
         if not m.fields:
             source = names.get("source") or m.spec.source or ""
             plan = self._plan(device, profile, source)
-            return Delivery(device, source, values_by_name(device, plan.resources, payload, doc, origin))
+            return Delivery(device, source, values_by_name(device, plan, payload, doc, origin))
         if doc is None:
             doc = _loads(payload, device)
         values: list[CommandValue] = []
@@ -213,7 +218,7 @@ class Router:
                 Reason.OVERSIZE, f"{len(payload)} bytes > max_payload {self._max_payload}", device=device
             )
 
-    def _plan(self, device: str, profile: DeviceProfile, source: str) -> _Plan:
+    def _plan(self, device: str, profile: DeviceProfile, source: str) -> SourcePlan:
         key = (profile.name, source)
         plan = self._plans.get(key)
         if plan is None:
@@ -240,11 +245,12 @@ def _coerce(device: str, res: DeviceResource, raw: Any) -> Any:
 
 
 def values_by_name(
-    device: str, resources: Sequence[DeviceResource], payload: bytes, doc: Any = None, origin: int = 0
+    device: str, plan: SourcePlan, payload: bytes, doc: Any = None, origin: int = 0
 ) -> list[CommandValue]:
-    """EdgeX's reading of a payload for a source's ``resources``: a JSON object keyed by resource
-    name, or for a single resource the bare value (raw bytes for a Binary one). ``doc`` is the payload
+    """EdgeX's reading of a payload for a source's resources: a JSON object keyed by resource name,
+    or for a single resource the bare value (raw bytes for a Binary one). ``doc`` is the payload
     already decoded, if it was."""
+    resources = plan.resources
     single = len(resources) == 1
     if single and doc is None and resources[0].properties.value_type is ValueType.BINARY:
         return [CommandValue(resources[0].name, bytes(payload), origin)]
@@ -262,29 +268,30 @@ def values_by_name(
                 raise PayloadError(
                     Reason.NOT_JSON, "payload is neither JSON nor UTF-8 text", device=device
                 ) from None
-    if isinstance(doc, dict):
-        out = []
-        for res in resources:
-            if res.name in doc:
-                raw = doc[res.name]
-            elif single:
-                raw = doc  # the whole object is the value (an Object resource)
-            else:
-                raise PayloadError(
-                    Reason.MISSING_VALUE, f"payload has no value for {res.name!r}", device=device
-                )
-            out.append(CommandValue(res.name, _coerce(device, res, raw), origin))
-        return out
-    if not single:
-        raise PayloadError(
-            Reason.WRONG_TYPE,
-            f"payload for {len(resources)} resources must be a JSON object keyed by their names",
-            device=device,
-        )
-    return [CommandValue(resources[0].name, _coerce(device, resources[0], doc), origin)]
+    try:
+        if type(doc) is dict:
+            out = []
+            for res, check in zip(resources, plan.coercers, strict=True):
+                name = res.name
+                if name in doc:
+                    raw = doc[name]
+                elif single:
+                    raw = doc  # the whole object is the value (an Object resource)
+                else:
+                    raise PayloadError(Reason.MISSING_VALUE, f"payload has no value for {name!r}")
+                out.append(CommandValue(name, check(raw), origin))
+            return out
+        if not single:
+            raise PayloadError(
+                Reason.WRONG_TYPE,
+                f"payload for {len(resources)} resources must be a JSON object keyed by their names",
+            )
+        return [CommandValue(resources[0].name, plan.coercers[0](doc), origin)]
+    except PayloadError as exc:
+        raise PayloadError(exc.reason, exc.message, device=device) from None
 
 
-def _make_plan(profile: DeviceProfile, source: str) -> _Plan | str:
+def _make_plan(profile: DeviceProfile, source: str) -> SourcePlan | str:
     """The plan for ``source``, or why there is none."""
     cmd = profile.command(source)
     if cmd is not None:
@@ -297,11 +304,11 @@ def _make_plan(profile: DeviceProfile, source: str) -> _Plan | str:
             except KeyError:
                 return f"command {source!r} names no resource {op.device_resource!r}"
             resources.append(res)
-        return _Plan(tuple(resources))
+        return SourcePlan.of(resources)
     try:
         res = profile.resource(source)
     except KeyError:
         return f"profile {profile.name!r} has no resource or command {source[:100]!r}"
     if not res.properties.readable:
         return f"resource {source!r} is not readable"
-    return _Plan((res,))
+    return SourcePlan.of((res,))

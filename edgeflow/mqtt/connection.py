@@ -392,6 +392,8 @@ class MqttConnection:
             before = self._packets_in
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._packets_in == before:
                 break
+        if client.want_write():  # the burst's acks go out now: the broker's window refills sooner
+            client.loop_write()
         sock = self._sock
         if isinstance(sock, ssl.SSLSocket) and not self.closed.done():
             # Bytes TLS already decrypted are invisible to the selector: read them now.
@@ -497,7 +499,20 @@ class MqttConnection:
             )
         fut: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._subacks[mid] = fut
-        codes = await asyncio.wait_for(fut, self.params.connect_timeout)
+        while True:
+            # A broker delivers a persistent session's backlog ahead of the SUBACK: wait as long as
+            # packets keep coming, and give up only after connect_timeout without any.
+            before = self._packets_in
+            try:
+                codes = await asyncio.wait_for(asyncio.shield(fut), self.params.connect_timeout)
+                break
+            except TimeoutError:
+                if self._packets_in == before:
+                    self._subacks.pop(mid, None)
+                    raise UplinkError(
+                        f"broker {self.params.where} did not answer the subscription to {topic!r} "
+                        f"within {self.params.connect_timeout} s"
+                    ) from None
         bad = [c for c in codes if c.is_failure]
         if bad:
             raise UplinkError(f"broker {self.params.where} refused subscription {topic!r}: {bad[0]}")

@@ -33,6 +33,7 @@ from edgeflow.profiles._models import (
 from edgeflow.profiles._transforms import (
     NAN,
     OVERFLOW,
+    ReadPlan,
     ShiftConvention,
     TransformMode,
     TransformResult,
@@ -54,6 +55,7 @@ __all__ = [
     "DeviceCommand",
     "DeviceProfile",
     "DeviceResource",
+    "ReadPlan",
     "ResourceOperation",
     "ResourceProperties",
     "ShiftConvention",
