@@ -79,7 +79,8 @@ class DeviceHealth(StrEnum):
 PushSink = Callable[[str, str, Sequence[CommandValue]], None]
 """Where a connector that pushes (MQTT, OPC-UA subscriptions) hands values: ``sink(device, source,
 values)``, on the event loop, once per device message; ``source`` is a resource or command of the
-device's profile and ``values`` its raw values (before transforms). It returns at once (readings are
+device's profile (or an event name of the connector's own, for values of several readable resources)
+and ``values`` the raw values (before transforms). It returns at once (readings are
 batched behind it) and raises :class:`~edgeflow.errors.ConnectorError` or
 :class:`~edgeflow.errors.ValueFormatError` when the values do not fit the profile; the connector counts
 that as a rejected message."""

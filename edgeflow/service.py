@@ -26,6 +26,7 @@ connector), and waits in a buffer; a task hands the buffer to the bus, one batch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -208,7 +209,7 @@ class DeviceService:
         self._push_pending: dict[str, _Columns] = {}
         self._push_count = 0
         self._push_wanted = asyncio.Event()
-        self._push_closing = False
+        self._push_closing = asyncio.Event()
         self._push_task: asyncio.Task[None] | None = None
         self._push_full = False
 
@@ -334,7 +335,15 @@ class DeviceService:
         """The :data:`~edgeflow.connector.PushSink` the service gives a pushing connector."""
         ps = self._push_sources.get((device, source))
         if ps is None:
-            dev, profile, src = self._source(device, source)
+            dev, profile = self.connector.device(device)
+            if profile.command(source) is None and not any(
+                r.name == source for r in profile.device_resources
+            ):
+                # An event name of the connector's own (an MQTT topic mapping): any readable resource.
+                readable = [r for r in profile.device_resources if r.properties.readable]
+                src = _Source(source, readable)
+            else:
+                dev, profile, src = self._source(device, source)
             topic = event_topic(self.service, profile.name, device, source)
             command = src.command.name if src.command is not None else None
             plans = {r.name: (r, self._plan(profile, r, command)) for r in src.resources}
@@ -401,13 +410,14 @@ class DeviceService:
         linger = self.settings.push_linger
         while True:
             await self._push_wanted.wait()
-            if linger > 0 and not self._push_closing:
-                await asyncio.sleep(linger)
+            if linger > 0 and not self._push_closing.is_set():
+                with contextlib.suppress(TimeoutError):  # a stop cuts the wait short
+                    await asyncio.wait_for(self._push_closing.wait(), linger)
             try:
                 await self._flush_push()
             except Exception:  # a failed hand-off must not stop pushed readings for good
                 log.exception("%s: handing pushed readings to the bus failed", self.service)
-            if self._push_closing and not self._push_pending:
+            if self._push_closing.is_set() and not self._push_pending:
                 return
 
     # -- scheduling -----------------------------------------------------------------------------
@@ -478,7 +488,7 @@ class DeviceService:
                     continue
                 await self.connector.subscribe(name, self._push)
             # Running before open: a broker may deliver a persistent session's backlog at once.
-            self._push_closing = False
+            self._push_closing.clear()
             self._push_task = asyncio.create_task(self._push_loop(), name=f"push:{self.service}")
         try:
             await self.connector.open()
@@ -509,7 +519,7 @@ class DeviceService:
             self._opened = False
         if self._push_task is not None:
             # The connector pushes no more: hand what it pushed to the bus, then end the task.
-            self._push_closing = True
+            self._push_closing.set()
             self._push_wanted.set()
             await self._push_task
             self._push_task = None

@@ -283,6 +283,7 @@ class MqttConnector(Connector):
             "commands_waiting": len(self._pending),
             "late_replies_by_device": dict(self._pending.late),
             "connected": int(self._link_up),
+            "subscriptions": dict(session.granted) if session is not None else {},
             **({f"link_{k}": v for k, v in session.counts.items()} if session is not None else {}),
         }
 

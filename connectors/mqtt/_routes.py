@@ -76,7 +76,7 @@ class _Mapping:
         )
 
 
-def _loads(payload: bytes, device: str) -> Any:
+def _loads(payload: bytes, device: str | None) -> Any:
     try:
         return orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -160,8 +160,8 @@ class Router:
     def _mapped(self, m: _Mapping, names: dict[str, str], payload: bytes) -> Delivery:
         doc: Any = None
         if m.device is not None:
-            self._size(payload, "")
-            doc = _loads(payload, "")
+            self._size(payload, None)
+            doc = _loads(payload, None)
             try:
                 device = m.device.get(doc)
             except KeyError:
@@ -212,7 +212,7 @@ class Router:
             raise PayloadError(Reason.UNKNOWN_DEVICE, f"no device {device[:100]!r} is served here")
         return entry
 
-    def _size(self, payload: bytes, device: str) -> None:
+    def _size(self, payload: bytes, device: str | None) -> None:
         if len(payload) > self._max_payload:
             raise PayloadError(
                 Reason.OVERSIZE, f"{len(payload)} bytes > max_payload {self._max_payload}", device=device

@@ -59,18 +59,36 @@ class MqttDeviceSimulator:
         self.delay = delay
         self.qos = qos
         self.params = params or connect_params(url, client_id=client_id or f"sim-{escape_level(device)}")
-        #: Commands received, as ``(method, resource, payload)``.
+        #: Commands received, as ``(method, resource, payload)``, and the topics they came on.
         self.commands: list[tuple[str, str, Any]] = []
+        self.command_topics: list[str] = []
         self._conn: MqttConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unacked: set[int] = set()
+        self._acked = asyncio.Event()
 
     async def start(self) -> None:
-        conn = MqttConnection(self.params, on_message=self._on_command)
+        conn = MqttConnection(self.params, on_message=self._on_command, on_ack=self._on_ack)
         await conn.connect()
         await conn.subscribe(f"{self.command_topic}/#", 1)
         self._conn = conn
 
+    def _on_ack(self, mid: int, ok: bool) -> None:
+        self._unacked.discard(mid)
+        self._acked.set()
+
+    async def drain(self) -> None:
+        """Until the broker has acknowledged every QoS 1/2 message published so far."""
+        while self._unacked:
+            self._acked.clear()
+            await self._acked.wait()
+
     async def stop(self) -> None:
+        """Stop, once the broker has every message published (QoS 1/2)."""
+        if self._conn is not None and not self._conn.closed.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10.0):
+                    await self.drain()
         for t in list(self._tasks):
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,7 +110,11 @@ class MqttDeviceSimulator:
         """Publish any payload on any topic (a misbehaving device)."""
         if self._conn is None:
             raise RuntimeError("simulator is not started")
-        return self._conn.publish(topic, payload, self.qos if qos is None else qos)
+        q = self.qos if qos is None else qos
+        mid = self._conn.publish(topic, payload, q)
+        if q:
+            self._unacked.add(mid)
+        return mid
 
     def _on_command(self, topic: str, payload: bytes) -> None:
         rest = topic[len(self.command_topic) + 1 :].split("/")
@@ -101,6 +123,7 @@ class MqttDeviceSimulator:
         resource, method, cid = unescape_level(rest[0]), rest[1], rest[2]
         body: Any = orjson.loads(payload) if payload else None
         self.commands.append((method, resource, body))
+        self.command_topics.append(topic)
         if method == "set" and isinstance(body, dict):
             self.values.update(body)
         if not self.answer:
