@@ -18,7 +18,9 @@ the same queue and the same messages:
 
 * ``edgeflow``: ``MqttConnector`` + ``DeviceService`` + ``Bus`` with one subscription that counts the
   readings it gets (the whole path to the bus: routing, JSON, type checks, transforms, batching);
-* ``paho``: ``paho.mqtt.client`` with ``loop_forever`` and an ``on_message`` that counts.
+* ``paho``: ``paho.mqtt.client`` with ``loop_forever`` and an ``on_message`` that counts;
+* ``bridge``: edgeflow's paho bridge alone (``edgeflow.mqtt.connection.MqttConnection`` on the event
+  loop, an ``on_message`` that counts), so the table shows what the bridge costs and what the rest adds.
 """
 
 from __future__ import annotations
@@ -182,6 +184,44 @@ def run_paho(port: int, client_id: str, qos: int, expect: int, protocol: str) ->
     }
 
 
+def run_bridge(port: int, client_id: str, qos: int, expect: int, protocol: str) -> dict[str, Any]:
+    """edgeflow's paho bridge alone (``MqttConnection``, an on_message that counts): what the bridge
+    costs beside paho's own loop, without routing, checks or the bus."""
+    from edgeflow.mqtt.connection import MqttConnection, connect_params
+
+    async def main() -> dict[str, Any]:
+        n = 0
+        done = asyncio.Event()
+
+        def on_message(_topic: str, _payload: bytes) -> None:
+            nonlocal n
+            n += 1
+            if n >= expect:
+                done.set()
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        params = connect_params(
+            f"mqtt://127.0.0.1:{port}",
+            client_id=client_id,
+            protocol=protocol,  # type: ignore[arg-type]
+            clean_start=False,
+            session_expiry=3600,
+        )
+        conn = MqttConnection(params, on_message=on_message)
+        await conn.connect()
+        await done.wait()
+        res = {
+            "messages": n,
+            "readings": 0,
+            "seconds": time.perf_counter() - t0,
+            "cpu": time.process_time() - c0,
+        }
+        await conn.disconnect()
+        return res
+
+    return asyncio.run(main())
+
+
 def run_edgeflow(
     port: int, client_id: str, qos: int, expect: int, devices: int, protocol: str
 ) -> dict[str, Any]:
@@ -276,13 +316,16 @@ def main() -> None:
     ap.add_argument("--qos", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--protocol", nargs="+", default=["3.1.1", "5"], choices=["3.1.1", "5"])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--role", choices=["paho", "edgeflow"], help=argparse.SUPPRESS)
+    ap.add_argument("--role", choices=["paho", "bridge", "edgeflow"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--client-id", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.role == "paho":
         print(json.dumps(run_paho(args.port, args.client_id, args.qos[0], args.messages, args.protocol[0])))
+        return
+    if args.role == "bridge":
+        print(json.dumps(run_bridge(args.port, args.client_id, args.qos[0], args.messages, args.protocol[0])))
         return
     if args.role == "edgeflow":
         res = run_edgeflow(
@@ -300,7 +343,7 @@ def main() -> None:
             for r in range(args.repeat):  # interleaved, so a busy moment of the machine hits both
                 for protocol in args.protocol:
                     for qos in args.qos:
-                        for kind in ("paho", "edgeflow"):
+                        for kind in ("paho", "bridge", "edgeflow"):
                             res = one_run(
                                 port,
                                 kind,
@@ -346,10 +389,11 @@ def main() -> None:
     print()
     for protocol in args.protocol:
         for qos in args.qos:
-            p, e = med[(protocol, qos, "paho")], med[(protocol, qos, "edgeflow")]
+            p, br, e = (med[(protocol, qos, k)] for k in ("paho", "bridge", "edgeflow"))
             print(
                 f"MQTT {protocol} QoS {qos}: edgeflow {e['rate'] / p['rate']:.2f}x plain paho's message rate, "
-                f"{e['cpu_us'] / p['cpu_us']:.2f}x its CPU per message (+{e['cpu_us'] - p['cpu_us']:.0f} µs)"
+                f"{e['cpu_us'] / p['cpu_us']:.2f}x its CPU per message (+{e['cpu_us'] - p['cpu_us']:.0f} µs); "
+                f"the bridge alone {br['cpu_us'] / p['cpu_us']:.2f}x"
             )
 
 

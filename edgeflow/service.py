@@ -129,6 +129,22 @@ class _Columns:
     def __len__(self) -> int:
         return len(self.origins)
 
+    def extend(self, rows: Sequence[tuple[int, int, Any, bool]]) -> None:
+        """:meth:`add` for each ``(sid, origin, value, numeric)``."""
+        origins, values, series, objects = self.origins, self.values, self.series, self.objects
+        for sid, origin, value, numeric in rows:
+            if numeric:
+                values.append(float(value))
+                if objects is not None:
+                    objects.append(None)
+            else:
+                if objects is None:
+                    objects = self.objects = [None] * len(values)
+                objects.append(value)
+                values.append(np.nan)
+            origins.append(origin)
+            series.append(sid)
+
     def add(self, sid: int, origin: int, value: Any, numeric: bool) -> None:
         if numeric:
             if self.objects is not None:
@@ -379,8 +395,7 @@ class DeviceService:
         cols = self._push_pending.get(ps.topic)
         if cols is None:
             cols = self._push_pending[ps.topic] = _Columns()
-        for reading in readings:
-            cols.add(*reading)
+        cols.extend(readings)
         self._push_count += len(readings)
         state.events_pushed += 1
         if state.health is not DeviceHealth.UP:

@@ -44,11 +44,21 @@ CONFIGS = [
 @pytest.mark.parametrize("text", CONFIGS, ids=[f"config{i}" for i in range(len(CONFIGS))])
 def test_readme_configs_are_valid(text: str, tmp_path: Path, shared_data: Path) -> None:
     from edgeflow.config import load_config
+    from edgeflow.connector import load_connector
+    from edgeflow.profiles import DeviceProfile
 
     (tmp_path / "profiles").mkdir()
     shutil.copy(ROOT / "examples" / "virtual" / "boiler.profile.yaml", tmp_path)
     shutil.copy(shared_data / "edgex" / "modbus.test.device.profile.yml", tmp_path / "profiles")
+    shutil.copy(shared_data / "edgex" / "mqtt.test.device.profile.yml", tmp_path / "profiles")
     path = tmp_path / "edgeflow.yaml"
     path.write_text(text, encoding="utf-8")
     cfg = load_config(path, environ={})
     assert cfg.devices
+    # the connectors' own options and the devices' protocols are checked as at start-up (no connecting)
+    connectors = {}
+    for d in cfg.devices:
+        if d.connector not in connectors:
+            connectors[d.connector] = load_connector(d.connector)(cfg.connectors.get(d.connector, {}))
+        assert isinstance(d.profile, DeviceProfile)
+        connectors[d.connector].add_device(d.to_device(cfg.service, d.profile), d.profile)
