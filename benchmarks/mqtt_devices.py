@@ -356,7 +356,11 @@ def main() -> None:
                             runs.setdefault((protocol, qos, kind), []).append(res)
         finally:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
     print(
         f"{args.devices} devices, {args.messages:,} messages per run (3 readings each), "

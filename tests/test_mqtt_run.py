@@ -117,3 +117,28 @@ async def test_edgeflow_run_ships_what_an_mqtt_device_publishes(
     assert pings.count("pong") >= 2 and set(pings) == {"", "pong"}  # polled by the AutoEvent's gets
     origins = [e.origin for e in pushed]
     assert origins == sorted(origins) and time.time_ns() - origins[0] < 120 * 10**9
+
+
+async def test_connector_counters_reach_the_metrics_endpoint(
+    mosquitto: MosquittoBroker, shared_data: Path, tmp_path: Path
+) -> None:
+    from edgeflow.config import load_config
+    from edgeflow.runtime import Runtime
+
+    rt = Runtime(load_config(config(tmp_path, mosquitto, shared_data), environ={}))
+    await rt.start()
+    try:
+        sim = MqttDeviceSimulator(mosquitto.url, DEVICE, values={"ping": "pong"})
+        await sim.start()
+        await sim.publish("randfloat64", b"warm", raw=True)
+        await sim.publish("randfloat64", 20.5)
+        await sim.stop()
+        await wait_for(lambda: rt.stats()["connectors"]["mqtt"]["messages"] == 2, 10, "both messages")
+        text = rt.registry.render()
+    finally:
+        await rt.stop()
+    labels = f'connector="mqtt",device="{DEVICE}",reason="wrong_type"'
+    assert f"edgeflow_connector_mqtt_rejected_total{{{labels}}} 1" in text
+    assert 'edgeflow_connector_mqtt_accepted_total{connector="mqtt"} 1' in text
+    assert 'edgeflow_connector_mqtt_connected{connector="mqtt"} 1' in text
+    assert f'edgeflow_device_events_pushed_total{{device="{DEVICE}"}} 1' in text
