@@ -5,6 +5,16 @@ sockets and registers; it does not know profiles' transforms, events or the bus.
 :class:`CommandValue` s; the device service layer (:mod:`edgeflow.service`) applies the profile's
 transforms and mappings, builds events and publishes them.
 
+Two ways values reach the service:
+
+* **polled**: the service's AutoEvents call :meth:`Connector.read`;
+* **pushed**: a connector whose devices report on their own (MQTT devices, OPC-UA subscriptions) sets
+  :attr:`Connector.supports_push`. The service calls :meth:`Connector.subscribe` once per device with
+  a :data:`PushSink`, *before* :meth:`Connector.open`; from ``open`` to ``close`` the connector calls
+  the sink with each device message (one EdgeX event: a source and its values), re-establishing its
+  subscriptions after a reconnect on its own. The service applies the same transforms and mappings
+  as to a read and puts the readings on the bus in batches.
+
 Connectors are found through the entry-point group ``edgeflow.connectors``; code can also
 :func:`register` one directly (tests, applications that embed edgeflow).
 
@@ -46,7 +56,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from edgeflow.errors import ConfigError, ConnectorError, ConnectorNotFoundError
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile, DeviceResource
@@ -58,6 +68,7 @@ __all__ = [
     "Clock",
     "CommandValue",
     "Connector",
+    "ConnectorMetric",
     "DeviceHealth",
     "PushSink",
     "Quality",
@@ -185,9 +196,26 @@ class DeviceHealth(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
-#: Where a connector that pushes (MQTT, OPC-UA subscriptions) hands values: ``(device, source, values)``.
-#: Called on the event loop; it queues and returns at once.
 PushSink = Callable[[str, str, Sequence[CommandValue]], None]
+"""Where a connector that pushes (MQTT, OPC-UA subscriptions) hands values: ``sink(device, source,
+values)``, on the event loop, once per device message; ``source`` is a resource or command of the
+device's profile (or an event name of the connector's own, for values of several readable resources)
+and ``values`` the raw values (before transforms). It returns at once (readings are
+batched behind it) and raises :class:`~edgeflow.errors.ConnectorError` or
+:class:`~edgeflow.errors.ValueFormatError` when the values do not fit the profile; the connector counts
+that as a rejected message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorMetric:
+    """One counter or gauge a connector keeps (exposed as ``edgeflow_connector_<name>`` with a
+    ``connector`` label added)."""
+
+    name: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+    kind: Literal["counter", "gauge"] = "counter"
+
 
 #: Told the name of a device whose ``pushes``/``health`` answers may have changed.
 StateListener = Callable[[str], None]
@@ -259,8 +287,12 @@ class Connector(abc.ABC):
         """Write already-checked, already-inverse-transformed values."""
 
     async def subscribe(self, device: str, sink: PushSink) -> None:
-        """Start pushing values of ``device`` to ``sink`` (only where :attr:`supports_push`). Called once
-        per device after :meth:`open`; the connector keeps pushing across reconnections until :meth:`close`."""
+        """Push values of ``device`` to ``sink`` from :meth:`open` on (only where :attr:`supports_push`).
+        The service calls it once per device before ``open`` (a broker may deliver a persistent
+        session's backlog at once); called after it, pushing starts at once. The connector keeps
+        pushing across reconnections until :meth:`close`. The sink raises
+        :class:`~edgeflow.errors.ConnectorError` or :class:`~edgeflow.errors.ValueFormatError` for values
+        that do not fit the profile: the connector counts and logs such a message and goes on."""
         raise ConnectorError(f"{self.type_name} does not push values", device=device)
 
     def pushes(self, device: str, auto_event: AutoEvent) -> bool:
@@ -287,6 +319,14 @@ class Connector(abc.ABC):
                 listener(device)
             except Exception:  # a listener's bug must not break the connector's reconnect loop
                 log.exception("state listener failed for device %s", device)
+
+    def stats(self) -> dict[str, Any]:
+        """The connector's own counters, JSON-able (``edgeflow run --stats`` shows them)."""
+        return {}
+
+    def metrics(self) -> list[ConnectorMetric]:
+        """The connector's own counters and gauges for the metrics endpoint."""
+        return []
 
 
 # --------------------------------------------------------------------------------------------------

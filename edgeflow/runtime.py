@@ -638,6 +638,11 @@ class Runtime:
                     yield Sample(f"device_{key}_total", value, lab, kind="counter")
         for key, value in self.uplink.stats().items():
             yield Sample(f"uplink_{key}", float(value))
+        for service in self.services.values():
+            conn = service.connector
+            for m in conn.metrics():
+                labels = (("connector", conn.type_name), *m.labels)
+                yield Sample(f"connector_{m.name}", m.value, labels, kind=m.kind)
         for part, ok, _ in self.uplink.health():
             yield Sample("part_healthy", 1.0 if ok else 0.0, (("part", part),))
 
@@ -659,6 +664,7 @@ class Runtime:
             "uplink": self.uplink.stats(),
             "ledger": self.ledger(),
             "ledger_problems": self.ledger_problems(),
+            "connectors": {t: svc.connector.stats() for t, svc in self.services.items()},
         }
 
 

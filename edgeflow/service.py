@@ -17,14 +17,18 @@ backoff until it answers; then it is ``UP`` again, with no restart.
 (string compare, as EdgeX 3.1), or, with ``onChangeThreshold``, moved more than the threshold from the
 last value sent (EdgeX 4.0).
 
-Connectors that push (:attr:`~edgeflow.connector.Connector.supports_push`) are subscribed for every
-unlocked device at start. What they push goes through the same transforms, queues in a bounded
-buffer (``push_capacity`` readings; the oldest are dropped and counted when it is full) and is
-published by one task, one batch per (device, source) for everything that queued since the last
-hand-off. An AutoEvent the connector pushes is not polled; when the connector stops pushing it (it
-says so through :meth:`~edgeflow.connector.Connector.state_changed`) the AutoEvent is polled again at
-once, with its EdgeX meaning. Values whose quality is not good are flagged or dropped, never
-published as good, and counted per device.
+Connectors that push (:attr:`~edgeflow.connector.Connector.supports_push`: MQTT devices, OPC-UA
+subscriptions) are subscribed for every unlocked device before the connector opens (a broker may deliver
+a persistent session's backlog at once). Each pushed message goes through the same transforms, assertion
+and mappings as a read, at once (a message that does not fit is refused whole: the sink raises, and the
+connector counts it), and waits in a buffer; a task hands the buffer to the bus, one batch per
+``(device, source)`` topic, as soon as the loop is free (after ``push_linger`` seconds, if set). At most
+``push_capacity`` readings wait; beyond that, pushed readings are dropped and counted per device
+(``push_dropped``) until the bus takes the backlog. An AutoEvent the connector pushes is not polled; when
+the connector stops pushing it (it says so through
+:meth:`~edgeflow.connector.Connector.state_changed`) the AutoEvent is polled again at once, with its
+EdgeX meaning. Values whose quality is not good are flagged or dropped, never published as good, and
+counted per device.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +68,7 @@ from edgeflow.profiles import (
     DeviceCommand,
     DeviceProfile,
     DeviceResource,
+    ReadPlan,
     check_write,
     go_value_string,
     process_read,
@@ -87,8 +91,10 @@ class SchedulerSettings:
     read_timeout: float = 10.0
     shift_convention: str = "v3"
     transforms: str = "float"
-    #: Readings a pushing connector may have queued for the bus before the oldest are dropped.
+    #: Pushed readings waiting for the bus at most; beyond, they are dropped and counted.
     push_capacity: int = 100_000
+    #: Seconds pushed readings wait to gather into bigger batches (0: until the loop is free).
+    push_linger: float = 0.0
 
 
 @dataclass(slots=True)
@@ -107,8 +113,8 @@ class DeviceState:
     #: While DOWN: the clock's :meth:`~edgeflow.connector.Clock.monotonic_ns` before which no read is tried.
     retry_at_ns: int = 0
     went_down: int = 0
+    events_pushed: int = 0  # pushed messages taken
     readings_pushed: int = 0
-    push_rejected: int = 0  # pushed messages that did not fit the profile (logged)
     push_dropped: int = 0  # pushed readings dropped because the push buffer was full
     readings_uncertain: int = 0
     readings_bad: int = 0
@@ -131,8 +137,8 @@ class DeviceState:
             "events_published": self.events_published,
             "events_suppressed": self.events_suppressed,
             "went_down": self.went_down,
+            "events_pushed": self.events_pushed,
             "readings_pushed": self.readings_pushed,
-            "push_rejected": self.push_rejected,
             "push_dropped": self.push_dropped,
             "readings_uncertain": self.readings_uncertain,
             "readings_bad": self.readings_bad,
@@ -151,6 +157,29 @@ class _Source:
     mappings: dict[str, Mapping[str, str]] = field(default_factory=dict)
     #: every resource of the profile by name (pushed values name theirs)
     by_name: dict[str, DeviceResource] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _PushSource:
+    """A (device, source) that pushes, resolved once: its topic, and per resource its read plan and
+    (once interned) its series id."""
+
+    dev: Device
+    profile: DeviceProfile
+    src: _Source
+    topic: str
+    by_name: dict[str, tuple[DeviceResource, ReadPlan]]
+    sids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Pushed readings of one topic waiting for the bus, column by column."""
+
+    device: str
+    origins: list[int] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    series: list[int] = field(default_factory=list)
 
 
 class DeviceService:
@@ -185,11 +214,14 @@ class DeviceService:
         self._sources: dict[tuple[str, str], _Source] = {}
         self._opened = False
         self._stopping = False
-        # push path: what connectors pushed, in arrival order, waiting for the publisher task
-        self._pushed: deque[tuple[str, str, ReadingBatch]] = deque()
-        self._pushed_readings = 0
-        self._push_ready = asyncio.Event()
-        self._publisher: asyncio.Task[None] | None = None
+        self._plans: dict[tuple[str, str, str | None], ReadPlan] = {}
+        self._push_sources: dict[tuple[str, str], _PushSource] = {}
+        self._push_pending: dict[str, _Pending] = {}
+        self._push_count = 0
+        self._push_wanted = asyncio.Event()
+        self._push_closing = asyncio.Event()
+        self._push_task: asyncio.Task[None] | None = None
+        self._push_full = False
         # per device: set (and replaced) when the connector says its push or health state changed
         self._wakers: dict[str, asyncio.Event] = {}
         connector.add_state_listener(self._connector_state_changed)
@@ -259,27 +291,13 @@ class DeviceService:
         origins: list[int] = []
         typed: list[Any] = []
         series: list[int] = []
-        s = self.settings
         command = src.command.name if src.command is not None else None
         for res, cv in zip(resources, values, strict=True):
             if cv.quality is Quality.GOOD:
-                result = process_read(
-                    profile,
-                    res,
-                    cv.value,
-                    command=command,
-                    shift_convention=s.shift_convention,
-                    mode=s.transforms,
-                    mappings=self._mappings(profile, src, res.name),
-                )
-                if result.assertion_failed:
-                    raise ConnectorError(
-                        f"assertion failed: {go_value_string(result.value_type, result.value)!r} "
-                        f"!= {res.properties.assertion!r}",
-                        device=dev.name,
-                        resource=res.name,
-                    )
-                name, value, vt = res.name, result.value, result.value_type
+                value, vt, failed = self._plan(profile, res, command).apply(cv.value)
+                if failed:
+                    raise _assertion_error(dev.name, res, vt, value)
+                name = res.name
             else:
                 flagged = self._not_good(dev.name, profile, res, cv, self._mappings(profile, src, res.name))
                 if flagged is None:
@@ -289,6 +307,18 @@ class DeviceService:
             origins.append(cv.origin or now)
             typed.append(value)
         return batch_from_values(self.table, origins, typed, series)
+
+    def _plan(self, profile: DeviceProfile, res: DeviceResource, command: str | None) -> ReadPlan:
+        """:func:`~edgeflow.profiles.process_read` for one resource, worked out once."""
+        key = (profile.name, res.name, command)
+        plan = self._plans.get(key)
+        if plan is None:
+            s = self.settings
+            plan = ReadPlan(
+                profile, res, command=command, shift_convention=s.shift_convention, mode=s.transforms
+            )
+            self._plans[key] = plan
+        return plan
 
     def _not_good(
         self,
@@ -368,6 +398,106 @@ class DeviceService:
         await self.publish(event_topic(self.service, profile.name, device, ae.source_name), batch)
         state.events_published += 1
         return True
+
+    # -- pushed readings ------------------------------------------------------------------------
+
+    def _push(self, device: str, source: str, values: Sequence[CommandValue]) -> None:
+        """The :data:`~edgeflow.connector.PushSink` the service gives a pushing connector. Raises
+        :class:`ConnectorError` for values that do not fit the profile (nothing of the message is taken)."""
+        ps = self._push_sources.get((device, source))
+        if ps is None:
+            dev, profile = self.connector.device(device)
+            if profile.command(source) is None and not any(
+                r.name == source for r in profile.device_resources
+            ):
+                # An event name of the connector's own (an MQTT topic mapping): any readable resource.
+                src = _Source(source, [r for r in profile.device_resources if r.properties.readable])
+            else:
+                dev, profile, src = self._source(device, source)
+            topic = event_topic(self.service, profile.name, device, source)
+            command = src.command.name if src.command is not None else None
+            plans = {r.name: (r, self._plan(profile, r, command)) for r in src.resources}
+            ps = _PushSource(dev, profile, src, topic, plans)
+            self._push_sources[(device, source)] = ps
+        state = self.states[device]
+        now = self.clock.time_ns()
+        rows: list[tuple[int, int, Any]] = []
+        for cv in values:
+            entry = ps.by_name.get(cv.resource)
+            if entry is None:
+                raise ConnectorError(f"{cv.resource!r} is not part of {source!r}", device=device)
+            res, plan = entry
+            if cv.quality is Quality.GOOD:
+                value, vt, failed = plan.apply(cv.value)
+                if failed:
+                    raise _assertion_error(device, res, vt, value)
+                sid = ps.sids.get(res.name)
+                if sid is None:
+                    sid = self.table.intern(
+                        device, res.name, ps.profile.name, vt, res.properties.units, source
+                    )
+                    ps.sids[res.name] = sid
+            else:
+                flagged = self._not_good(
+                    device, ps.profile, res, cv, self._mappings(ps.profile, ps.src, res.name)
+                )
+                if flagged is None:
+                    continue
+                name, value, vt = flagged
+                sid = self.table.intern(device, name, ps.profile.name, vt, res.properties.units, source)
+            rows.append((sid, cv.origin or now, value))
+        if self._push_count + len(rows) > self.settings.push_capacity:
+            state.push_dropped += len(rows)
+            if not self._push_full:
+                self._push_full = True
+                log.warning(
+                    "%s: %d pushed readings wait for the bus; dropping pushed readings until it catches up",
+                    self.service,
+                    self._push_count,
+                )
+            return
+        pending = self._push_pending.get(ps.topic)
+        if pending is None:
+            pending = self._push_pending[ps.topic] = _Pending(device)
+        for sid, origin, value in rows:
+            pending.series.append(sid)
+            pending.origins.append(origin)
+            pending.values.append(value)
+        self._push_count += len(rows)
+        state.events_pushed += 1
+        state.readings_pushed += len(rows)
+        if state.health is not DeviceHealth.UP:
+            self._mark_up(state)
+        self._push_wanted.set()
+
+    async def _flush_push(self) -> None:
+        """Hand every pushed reading waiting to the bus: one batch per topic."""
+        self._push_wanted.clear()
+        pending, self._push_pending = self._push_pending, {}
+        self._push_count = 0
+        for topic, p in pending.items():
+            await self.publish(topic, batch_from_values(self.table, p.origins, p.values, p.series))
+            self.states[p.device].events_published += 1
+        if self._push_full and not self._push_pending:
+            self._push_full = False
+            dropped = sum(st.push_dropped for st in self.states.values())
+            log.warning(
+                "%s: the bus caught up with pushed readings (%d dropped so far)", self.service, dropped
+            )
+
+    async def _push_loop(self) -> None:
+        linger = self.settings.push_linger
+        while True:
+            await self._push_wanted.wait()
+            if linger > 0 and not self._push_closing.is_set():
+                with contextlib.suppress(TimeoutError):  # a stop cuts the wait short
+                    await asyncio.wait_for(self._push_closing.wait(), linger)
+            try:
+                await self._flush_push()
+            except Exception:  # a failed hand-off must not stop pushed readings for good
+                log.exception("%s: handing pushed readings to the bus failed", self.service)
+            if self._push_closing.is_set() and not self._push_pending:
+                return
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -474,83 +604,33 @@ class DeviceService:
                 state.missed_intervals += missed
                 deadline += missed * interval
 
-    # -- pushed values --------------------------------------------------------------------------
-
-    def _push(self, device: str, source: str, values: Sequence[CommandValue]) -> None:
-        """The :data:`~edgeflow.connector.PushSink` handed to the connector: transform now, publish soon."""
-        state = self.states.get(device)
-        try:
-            if state is None:
-                raise ConnectorError("unknown device", device=device)
-            dev, profile, src = self._source(device, source)
-            resources = []
-            for cv in values:
-                res = src.by_name.get(cv.resource)
-                if res is None:
-                    raise ConnectorError(
-                        f"no resource {cv.resource!r} in profile {profile.name!r}", device=device
-                    )
-                resources.append(res)
-            batch = self._to_batch(dev, profile, src, resources, values)
-        except (ConnectorError, ValueFormatError) as exc:
-            if state is not None:
-                state.push_rejected += 1
-            log.warning("pushed values for %s/%s rejected: %s", device, source, exc)
-            return
-        if not len(batch):
-            return
-        assert state is not None
-        state.readings_pushed += len(batch)
-        self._pushed.append((device, source, batch))
-        self._pushed_readings += len(batch)
-        while self._pushed_readings > self.settings.push_capacity and len(self._pushed) > 1:
-            old_device, _, old = self._pushed.popleft()
-            self._pushed_readings -= len(old)
-            old_state = self.states.get(old_device)
-            if old_state is not None:
-                old_state.push_dropped += len(old)
-            log.warning("push buffer full: %d readings of %s dropped", len(old), old_device)
-        self._push_ready.set()
-
-    async def _publish_pushed(self) -> None:
-        """Hand everything pushed so far to the bus: one batch per (device, source), in arrival order."""
-        while self._pushed:
-            items = list(self._pushed)
-            self._pushed.clear()
-            self._pushed_readings = 0
-            groups: dict[tuple[str, str], list[ReadingBatch]] = {}
-            for device, source, batch in items:
-                groups.setdefault((device, source), []).append(batch)
-            for (device, source), batches in groups.items():
-                _, profile = self.connector.device(device)
-                batch = ReadingBatch.concat(self.table, batches)
-                await self.publish(event_topic(self.service, profile.name, device, source), batch)
-                self.states[device].events_published += 1
-
-    async def _publisher_loop(self) -> None:
-        while True:
-            await self._push_ready.wait()
-            self._push_ready.clear()
-            await self._publish_pushed()
-            if self._stopping:
-                return
-
     async def start(self) -> None:
-        """Open the connector, subscribe pushed devices, and start every AutoEvent."""
-        await self.connector.open()
-        self._opened = True
+        """Subscribe every device of a pushing connector, open the connector and start every AutoEvent."""
         self._stopping = False
         if self.connector.supports_push:
-            self._publisher = asyncio.create_task(self._publisher_loop(), name=f"push:{self.service}")
-        for name, (dev, _) in self.connector.devices.items():
-            if dev.admin_state == "LOCKED":
-                log.info("device %s is LOCKED; its AutoEvents do not run", name)
-                continue
-            if self.connector.supports_push:
+            for name, (dev, _) in self.connector.devices.items():
+                if dev.admin_state == "LOCKED":
+                    log.info("device %s is LOCKED; what it pushes is not taken", name)
+                    continue
                 try:
                     await self.connector.subscribe(name, self._push)
                 except ConnectorError as exc:
                     log.error("device %s: cannot subscribe (%s); its AutoEvents are polled", name, exc)
+            # Running before open: a broker may deliver a persistent session's backlog at once.
+            self._push_closing.clear()
+            self._push_task = asyncio.create_task(self._push_loop(), name=f"push:{self.service}")
+        try:
+            await self.connector.open()
+        except BaseException:
+            if self._push_task is not None:
+                self._push_task.cancel()
+                self._push_task = None
+            raise
+        self._opened = True
+        for name, (dev, _) in self.connector.devices.items():
+            if dev.admin_state == "LOCKED":
+                log.info("device %s is LOCKED; its AutoEvents do not run", name)
+                continue
             for ae in dev.auto_events:
                 task = asyncio.create_task(
                     self._autoevent_loop(name, ae), name=f"autoevent:{name}/{ae.source_name}"
@@ -567,20 +647,12 @@ class DeviceService:
         if self._opened:
             await self.connector.close()
             self._opened = False
-        publisher, self._publisher = self._publisher, None
-        try:
-            async with asyncio.timeout(self.settings.read_timeout):
-                if publisher is not None:
-                    self._push_ready.set()
-                    await publisher  # it ends after a whole pass, never halfway through one
-                await self._publish_pushed()  # what arrived while the connector was closing
-        except TimeoutError:
-            log.error("pushed readings still unpublished at stop: %d dropped", self._pushed_readings)
-        finally:
-            if publisher is not None and not publisher.done():
-                publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publisher
+        if self._push_task is not None:
+            # The connector pushes no more: hand what it pushed to the bus, then end the task.
+            self._push_closing.set()
+            self._push_wanted.set()
+            await self._push_task
+            self._push_task = None
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -616,6 +688,14 @@ class DeviceService:
             out.append((res, raw_out))
         async with self.clock.timeout(self.settings.read_timeout):
             await self.connector.write(device, out)
+
+
+def _assertion_error(device: str, res: DeviceResource, vt: ValueType, value: Any) -> ConnectorError:
+    return ConnectorError(
+        f"assertion failed: {go_value_string(vt, value)!r} != {res.properties.assertion!r}",
+        device=device,
+        resource=res.name,
+    )
 
 
 def _value_text(vt: ValueType, value: Any) -> str:

@@ -90,7 +90,7 @@ async def test_server_stopped_for_ten_seconds_then_back(opcua_server: Any, tmp_p
     tap = Tap(rt)
     conn = rt.services["opcua"].connector
     async with rt:
-        await until(lambda: conn.stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level"))
+        await until(lambda: conn.device_stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level"))
         assert metric(rt, "device_up") == 1.0
 
         await sim.stop()
@@ -104,14 +104,14 @@ async def test_server_stopped_for_ten_seconds_then_back(opcua_server: Any, tmp_p
 
         await sim.start()
         await until(lambda: rt.device_states()["boiler"]["health"] == "UP")
-        await until(lambda: conn.stats("boiler")["subscribed"] == ["Level"])
+        await until(lambda: conn.device_stats("boiler")["subscribed"] == ["Level"])
         await until(lambda: 2.0 in tap.values("Level"))  # the recreated subscription's first value
         await sim.set("Boiler.Level", 3.0)
         await until(lambda: 3.0 in tap.values("Level"))
         counter = len(tap.values("Counter"))
         await until(lambda: len(tap.values("Counter")) > counter + 2)  # polling is back too
 
-        stats = conn.stats("boiler")
+        stats = conn.device_stats("boiler")
         assert (stats["connects"], stats["losses"]) == (2, 1)
         assert metric(rt, "device_up") == 1.0
         assert metric(rt, "device_went_down_total") == 1.0
@@ -130,7 +130,7 @@ async def test_a_silent_network_cut_is_detected_and_survived(
     tap = Tap(rt)
     conn = rt.services["opcua"].connector
     async with rt:
-        await until(lambda: conn.stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level"))
+        await until(lambda: conn.device_stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level"))
         proxy.cut()  # no FIN, no RST: only silence
         await until(lambda: rt.device_states()["boiler"]["health"] == "DOWN")
         await sim.set("Boiler.Level", 5.0)
@@ -138,4 +138,4 @@ async def test_a_silent_network_cut_is_detected_and_survived(
         proxy.restore()
         await until(lambda: rt.device_states()["boiler"]["health"] == "UP")
         await until(lambda: 5.0 in tap.values("Level"))
-        assert conn.stats("boiler")["losses"] == 1
+        assert conn.device_stats("boiler")["losses"] == 1

@@ -140,7 +140,7 @@ async def test_changes_arrive_pushed_with_the_servers_source_timestamps(sim: Any
         ]
         assert svc.states["boiler"].reads_ok == reads  # pushed, not polled
         assert all(t.endswith("/Boiler/boiler/Level") for t, _ in out.items)
-        assert conn.stats("boiler")["subscribed"] == ["Level"]
+        assert conn.device_stats("boiler")["subscribed"] == ["Level"]
     finally:
         await svc.stop()
 
@@ -160,7 +160,7 @@ async def test_the_deadband_drops_small_changes_at_the_server(sim: Any) -> None:
         await sim.set("Boiler.Temperature", 20.0)
         await until(lambda: pushed(conn, svc, "Level") and pushed(conn, svc, "Temperature"))
         await until(lambda: out.values("Level")[-1:] == [20.0] and out.values("Temperature")[-1:] == [20.0])
-        before = conn.stats("boiler")["notifications"]
+        before = conn.device_stats("boiler")["notifications"]
         writes = sim.writes
         changes = [20.1, 20.0, 19.9, 20.0, 20.2, 25.0, 25.1, 24.9, 30.0]
         for v in changes:
@@ -171,7 +171,7 @@ async def test_the_deadband_drops_small_changes_at_the_server(sim: Any) -> None:
         assert sim.writes - writes == 2 * len(changes)  # the server saw every change of both nodes
         assert out.values("Temperature")[-len(changes) :] == changes  # no deadband: all of them
         assert out.values("Level")[-3:] == [20.0, 25.0, 30.0]  # deadband 0.5: only the big ones left it
-        assert conn.stats("boiler")["notifications"] - before == len(changes) + 2  # counted at the client
+        assert conn.device_stats("boiler")["notifications"] - before == len(changes) + 2  # counted at the client
     finally:
         await svc.stop()
 
@@ -220,8 +220,8 @@ async def test_polling_takes_over_where_the_server_refuses_subscriptions(opcua_s
         refusing, [{"interval": "50ms", "sourceName": "Level", "onChange": True}]
     )
     try:
-        await until(lambda: conn.stats("boiler")["polled_fallbacks"] == 1)
-        assert "BadTooManySubscriptions" in conn.stats("boiler")["refused"]["Level"]
+        await until(lambda: conn.device_stats("boiler")["polled_fallbacks"] == 1)
+        assert "BadTooManySubscriptions" in conn.device_stats("boiler")["refused"]["Level"]
         assert not pushed(conn, svc, "Level")
         for v in (4.0, 4.0, 5.0):  # EdgeX onChange meaning: the repeat is not sent again
             await refusing.set("Boiler.Level", v)
@@ -240,6 +240,6 @@ async def test_subscriptions_can_be_switched_off(sim: Any) -> None:
     try:
         await sim.set("Boiler.Level", 7.0)
         await until(lambda: out.values("Level")[-1:] == [7.0])
-        assert not pushed(conn, svc, "Level") and conn.stats("boiler")["notifications"] == 0
+        assert not pushed(conn, svc, "Level") and conn.device_stats("boiler")["notifications"] == 0
     finally:
         await svc.stop()

@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import pytest
+
 from edgeflow.connector import (
     CommandValue,
     Connector,
@@ -19,6 +21,7 @@ from edgeflow.connector import (
     Quality,
     QualityAction,
 )
+from edgeflow.errors import ConnectorError, ValueFormatError
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile, DeviceResource
 from edgeflow.service import DeviceService, SchedulerSettings
@@ -207,7 +210,7 @@ async def test_health_follows_the_connector_and_offline_time_is_counted() -> Non
         await svc.stop()
 
 
-async def test_a_full_push_buffer_drops_the_oldest_and_counts() -> None:
+async def test_a_full_push_buffer_drops_what_does_not_fit_and_counts() -> None:
     svc, conn, bus, _ = make(settings=SchedulerSettings(push_capacity=3))
     bus.gate = asyncio.Event()  # the bus does not take anything for now
     await svc.start()
@@ -217,12 +220,12 @@ async def test_a_full_push_buffer_drops_the_oldest_and_counts() -> None:
         await asyncio.sleep(0.01)  # the publisher takes that one and waits on the bus
         for i in range(2, 7):
             sink("t1", "Temp", [CommandValue("Temp", float(i), i)])
-        assert svc.states["t1"].push_dropped == 2  # readings 2 and 3 made room for 4..6
+        assert svc.states["t1"].push_dropped == 2  # 2..4 wait; 5 and 6 find the buffer full
         bus.gate.set()
         await until(lambda: sum(len(b) for _, b in bus.items) == 4)
     finally:
         await svc.stop()
-    assert [r[1] for _, b in bus.items for r in rows(b)] == [1.0, 4.0, 5.0, 6.0]
+    assert [r[1] for _, b in bus.items for r in rows(b)] == [1.0, 2.0, 3.0, 4.0]
 
 
 async def test_a_malformed_push_is_counted_and_the_service_goes_on() -> None:
@@ -230,14 +233,18 @@ async def test_a_malformed_push_is_counted_and_the_service_goes_on() -> None:
     await svc.start()
     try:
         sink = conn.sinks["t1"]
-        sink("t1", "Temp", [CommandValue("NoSuch", 1.0, 1)])
-        sink("ghost", "Temp", [CommandValue("Temp", 1.0, 1)])
-        sink("t1", "Temp", [CommandValue("Temp", "not a number", 1)])
+        # each refused whole, to the connector (which counts it), and nothing of it is taken
+        with pytest.raises(ConnectorError, match="'NoSuch' is not part of 'Temp'"):
+            sink("t1", "Temp", [CommandValue("NoSuch", 1.0, 1)])
+        with pytest.raises(ConnectorError, match="ghost"):
+            sink("ghost", "Temp", [CommandValue("Temp", 1.0, 1)])
+        with pytest.raises(ValueFormatError):
+            sink("t1", "Temp", [CommandValue("Temp", "not a number", 1)])
         sink("t1", "Temp", [CommandValue("Temp", 2.0, 2)])
         await until(lambda: len(bus.items) == 1)
     finally:
         await svc.stop()
-    assert svc.states["t1"].push_rejected == 2
+    assert svc.states["t1"].events_pushed == 1
     assert rows(bus.items[0][1]) == [("Temp", 2.0, 2)]
 
 

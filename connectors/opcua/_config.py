@@ -279,6 +279,10 @@ def parse_endpoint(device: Device) -> tuple[EndpointSpec, DeviceTuning]:
             problems=[(base, f"expected the key {PROTOCOL_KEY!r}; found {found}")],
         )
     path = f"{base}.{PROTOCOL_KEY}"
+    # Keys are matched case-insensitively: an environment override (``…__OPCUA__PASSWORD``) cannot
+    # spell ``Password`` in the variable's name.
+    canonical = {k.lower(): k for k in _ENDPOINT_KEYS | _TUNING_KEYS}
+    props = {canonical.get(str(k).lower(), k): v for k, v in props.items()}
     for key in props:
         if key not in _ENDPOINT_KEYS | _TUNING_KEYS:
             # EdgeX ignores properties it does not know; so do we, loudly (a typo is the likely cause)

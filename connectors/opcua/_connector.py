@@ -38,6 +38,7 @@ from edgeflow.errors import (
     DeviceOfflineError,
     DeviceProtocolError,
     DeviceTimeoutError,
+    ValueFormatError,
     WriteRejectedError,
 )
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile, DeviceResource
@@ -189,7 +190,11 @@ class OpcUaConnector(Connector):
         tuning = self._state(device).tuning
         return tuning.uncertain if quality is Quality.UNCERTAIN else tuning.bad
 
-    def stats(self, device: str) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
+        """Per device: its endpoint and subscriptions (:meth:`device_stats`)."""
+        return {name: self.device_stats(name) for name in self.devices}
+
+    def device_stats(self, device: str) -> dict[str, Any]:
         """What the connector knows of ``device``'s endpoint and subscriptions."""
         state = self._state(device)
         ep = state.endpoint
@@ -307,9 +312,14 @@ class OpcUaConnector(Connector):
                 continue
             out.setdefault((g.device, g.auto_event.source_name), []).append(cv)
         for (device, source), values in out.items():
-            sink = self._states[device].sink
-            if sink is not None:
-                sink(device, source, values)
+            state = self._states[device]
+            if state.sink is None:
+                continue
+            try:
+                state.sink(device, source, values)
+            except (ConnectorError, ValueFormatError) as exc:  # the values do not fit the profile
+                state.notifications_dropped += len(values)
+                log.warning("device %s: notification for %s dropped: %s", device, source, exc)
 
     # ------------------------------------------------------------------ requests
 

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes 4 and 5 onto 0x86/0x87).
 _AUTH_CODES: Final = {0x86, 0x87, 0x8C}
+#: Packets read per wake-up of the socket reader at most.
+_READ_BURST: Final = 256
 
 MessageHandler = Callable[[str, bytes], None]
 """``(topic, payload)``; the message is acknowledged to the broker when the handler returns."""
@@ -211,6 +213,9 @@ class MqttConnection:
         self._misc_task: asyncio.Task[None] | None = None
         self._last_error: str | None = None
         self._closing = False
+        self._packets_in = 0
+        #: Whether the broker kept this client's session (its subscriptions) from an earlier connection.
+        self.session_present = False
         protocol = paho.MQTTv5 if params.protocol == "5" else paho.MQTTv311
         kwargs: dict[str, Any] = {}
         if params.protocol != "5":
@@ -318,6 +323,7 @@ class MqttConnection:
         if self._connack.done():
             return
         if not rc.is_failure:
+            self.session_present = bool(getattr(flags, "session_present", False))
             self._connack.set_result(None)
             return
         who = f" as user {self.params.username!r}" if self.params.username else ""
@@ -359,7 +365,22 @@ class MqttConnection:
         self._on_loop(self._loop.remove_writer, sock)
 
     def _readable(self) -> None:
-        self._client.loop_read()
+        # paho reads one packet per loop_read (when nothing is in flight); read on while packets come,
+        # so a burst of messages is handled in one wake-up (and its acks written in one go), up to a
+        # bound that keeps the loop fair to other tasks.
+        client = self._client
+        for _ in range(_READ_BURST):
+            before = self._packets_in
+            if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._packets_in == before:
+                break
+        if client.want_write():  # the burst's acks go out now: the broker's window refills sooner
+            client.loop_write()
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and not self.closed.done():
+            # Bytes TLS already decrypted are invisible to the selector: read them now.
+            with contextlib.suppress(OSError, ValueError):
+                if sock.pending():
+                    self._loop.call_soon(self._readable)
 
     def _writable(self) -> None:
         self._client.loop_write()
@@ -428,8 +449,11 @@ class MqttConnection:
     # -- messages ---------------------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> int:
-        """Queue a publish; returns its message id (the ack handler gets it back)."""
-        info = self._client.publish(topic, payload, qos=qos)
+        """Queue a publish (QoS 0, 1 or 2); returns its message id (the ack handler gets it back)."""
+        try:
+            info = self._client.publish(topic, payload, qos=qos)
+        except ValueError as exc:  # paho checks the topic, the QoS and the payload's size
+            raise UplinkError(f"publish to {topic!r} on {self.params.where} refused: {exc}") from exc
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise UplinkError(
                 f"publish to {topic!r} on {self.params.where} failed: {paho.error_string(info.rc)}"
@@ -437,26 +461,46 @@ class MqttConnection:
         return int(info.mid)
 
     def _handle_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _props: Any) -> None:
+        self._packets_in += 1
         if self._on_ack is not None:
             ok = not rc.is_failure
             if not ok:
                 log.debug("broker %s rejected publish %d: %s", self.params.where, mid, rc)
             self._on_ack(mid, ok, "" if ok else str(rc))
 
-    async def subscribe(self, topic: str, qos: int = 1) -> None:
-        result, mid = self._client.subscribe(topic, qos)
+    async def subscribe(self, topic: str, qos: int = 1) -> int:
+        """Subscribe and wait for SUBACK; returns the QoS the broker granted (it may grant less)."""
+        try:
+            result, mid = self._client.subscribe(topic, qos)
+        except ValueError as exc:  # paho checks the filter and the QoS
+            raise UplinkError(f"subscribe to {topic!r} on {self.params.where} refused: {exc}") from exc
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise UplinkError(
                 f"subscribe to {topic!r} on {self.params.where} failed: {paho.error_string(result)}"
             )
         fut: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._subacks[mid] = fut
-        codes = await asyncio.wait_for(fut, self.params.connect_timeout)
+        while True:
+            # A broker delivers a persistent session's backlog ahead of the SUBACK: wait as long as
+            # packets keep coming, and give up only after connect_timeout without any.
+            before = self._packets_in
+            try:
+                codes = await asyncio.wait_for(asyncio.shield(fut), self.params.connect_timeout)
+                break
+            except TimeoutError:
+                if self._packets_in == before:
+                    self._subacks.pop(mid, None)
+                    raise UplinkError(
+                        f"broker {self.params.where} did not answer the subscription to {topic!r} "
+                        f"within {self.params.connect_timeout} s"
+                    ) from None
         bad = [c for c in codes if c.is_failure]
         if bad:
             raise UplinkError(f"broker {self.params.where} refused subscription {topic!r}: {bad[0]}")
+        return min(int(c.value) for c in codes) if codes else qos
 
     def _handle_subscribe(self, _c: Any, _u: Any, mid: int, codes: list[ReasonCode], _props: Any) -> None:
+        self._packets_in += 1
         fut = self._subacks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(list(codes))
@@ -464,6 +508,7 @@ class MqttConnection:
     def _handle_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         """Hand the message over, then acknowledge it: a QoS 1 message is confirmed to the broker only
         after the handler has dealt with it."""
+        self._packets_in += 1
         if self._on_message is None:
             return
         try:

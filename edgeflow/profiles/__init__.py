@@ -32,6 +32,7 @@ from edgeflow.profiles._models import (
 from edgeflow.profiles._transforms import (
     NAN,
     OVERFLOW,
+    ReadPlan,
     ShiftConvention,
     TransformMode,
     TransformResult,
@@ -53,6 +54,7 @@ __all__ = [
     "DeviceCommand",
     "DeviceProfile",
     "DeviceResource",
+    "ReadPlan",
     "ResourceOperation",
     "ResourceProperties",
     "ShiftConvention",
