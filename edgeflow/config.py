@@ -38,6 +38,7 @@ from edgeflow.model import OverflowPolicy
 from edgeflow.parsing import PositiveSeconds, load_yaml, parse_yaml_value, validation_problems
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile, load_profile
 from edgeflow.rules.spec import MatchSpec, RuleSpec
+from edgeflow.twin.spec import KubeEdgeSpec
 from edgeflow.uplink.spec import UplinkSpec
 
 __all__ = [
@@ -169,6 +170,9 @@ class EdgeConfig(_Model):
     uplink: UplinkSpec
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     state: StateSpec = Field(default_factory=StateSpec)
+    kubeedge: KubeEdgeSpec | None = Field(
+        default=None, description="run as a KubeEdge mapper: Device/DeviceModel manifests, DeviceTwin, DMI"
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> EdgeConfig:
@@ -255,7 +259,11 @@ def _resolve_profiles(cfg: EdgeConfig, base: Path, source: str) -> EdgeConfig:
                 ) from exc
             d = d.model_copy(update={"profile": profile})
         devices.append(d)
-    return cfg.model_copy(update={"devices": devices})
+    update: dict[str, Any] = {"devices": devices}
+    if cfg.kubeedge is not None:
+        manifests = [p if p.is_absolute() else base / p for p in cfg.kubeedge.manifests]
+        update["kubeedge"] = cfg.kubeedge.model_copy(update={"manifests": manifests})
+    return cfg.model_copy(update=update)
 
 
 def _check_sources(cfg: EdgeConfig, source: str) -> None:

@@ -251,6 +251,11 @@ class Connector(abc.ABC):
         self.validate_device(device, profile)
         self.devices[device.name] = (device, profile)
 
+    def remove_device(self, name: str) -> None:
+        """Take a device out of service (the runtime's live device removal). A connector with per-device
+        state drops it here; the base forgets the device, so reads and pushes for it fail as unknown."""
+        self.devices.pop(name, None)
+
     def validate_device(self, device: Device, profile: DeviceProfile) -> None:  # noqa: B027
         """Check a device's protocol properties and resource attributes; raise ConfigError. Default: accept."""
 

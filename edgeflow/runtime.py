@@ -29,27 +29,32 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
-from edgeflow.config import EdgeConfig, PipelineSpec
-from edgeflow.connector import Clock, as_clock, load_connector
-from edgeflow.errors import BusClosedError, ConfigError, RuleError
+from edgeflow.config import DeviceSpec, EdgeConfig, PipelineSpec
+from edgeflow.connector import Clock, DeviceHealth, as_clock, load_connector
+from edgeflow.errors import BusClosedError, ConfigError, ConnectorError, RuleError
+from edgeflow.kubeedge import RunDevice
 from edgeflow.metrics import MetricsServer, Registry, Sample
-from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable
+from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable, ValueType
 from edgeflow.profiles import DeviceProfile
 from edgeflow.rules import Pipeline, PipelineOutput, SeriesMatcher, build_pipeline
 from edgeflow.rules.pipeline import late_name, output_names
 from edgeflow.service import DeviceService, SchedulerSettings
+from edgeflow.twin.spec import KubeEdgeSpec
 from edgeflow.uplink import Uplink, create_uplink
 
-__all__ = ["Runtime", "run_config"]
+if TYPE_CHECKING:
+    from edgeflow.twin.mapper import KubeEdgeMapper
+
+__all__ = ["Runtime", "kube_device_spec", "run_config"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +129,8 @@ class Runtime:
         self._unrouted_since_log = 0
         self._unrouted_example = ""
         self._unrouted_logged_at = 0.0
+        self._device_specs: dict[str, DeviceSpec] = {}
+        self.kubeedge: KubeEdgeMapper | None = None
         self._build()
 
     # -- building -------------------------------------------------------------------------------
@@ -139,18 +146,9 @@ class Runtime:
             shift_convention=s.shift_convention,
             transforms=s.transforms,
         )
+        self._settings = settings
         for dspec in cfg.devices:
-            service = self.services.get(dspec.connector)
-            if service is None:
-                cls = load_connector(dspec.connector)
-                connector = cls(cfg.connectors.get(dspec.connector, {}))
-                service = DeviceService(
-                    cfg.service, connector, self.bus.publish, self.table, settings=settings, clock=self._clock
-                )
-                self.services[dspec.connector] = service
-            profile = dspec.profile
-            assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
-            service.add_device(dspec.to_device(cfg.service, profile), profile)
+            self._add_spec(dspec)
         for pspec in cfg.pipelines:
             self.routes.append(
                 _Route(
@@ -159,20 +157,120 @@ class Runtime:
                     build_pipeline(pspec.rules, self.table, name=pspec.name),
                 )
             )
-        self._check_outputs()
+        self._check_outputs(cfg.devices)
+        if cfg.kubeedge is not None:
+            self._build_kubeedge(cfg.kubeedge)
         b = cfg.bus
         self._sub = self.bus.subscribe(
             ALL_EVENTS, capacity=b.capacity, policy=b.policy, name="pipelines", block_timeout=b.block_timeout
         )
         self.registry.add_collector(self._collect)
 
-    def _check_outputs(self) -> None:
+    def _service_for(self, connector_type: str) -> tuple[DeviceService, bool]:
+        """The service of a connector type, made on first use (and whether it was just made)."""
+        service = self.services.get(connector_type)
+        if service is not None:
+            return service, False
+        cls = load_connector(connector_type)
+        connector = cls(self.config.connectors.get(connector_type, {}))
+        service = DeviceService(
+            self.config.service,
+            connector,
+            self.bus.publish,
+            self.table,
+            settings=self._settings,
+            clock=self._clock,
+        )
+        self.services[connector_type] = service
+        return service, True
+
+    def _add_spec(self, dspec: DeviceSpec) -> None:
+        """Give ``dspec`` to its connector type's service (before start)."""
+        service, _ = self._service_for(dspec.connector)
+        profile = dspec.profile
+        assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
+        service.add_device(dspec.to_device(self.config.service, profile), profile)
+        self._device_specs[dspec.name] = dspec
+
+    def _build_kubeedge(self, spec: KubeEdgeSpec) -> None:
+        from edgeflow.twin.mapper import KubeEdgeMapper
+
+        mapper = KubeEdgeMapper(spec, _TwinHost(self), self.bus, self.table)
+        self.kubeedge = mapper
+        if spec.eventbus is not None:
+            from edgeflow.twin.eventbus import EventbusTwin
+
+            mapper.reporters.append(EventbusTwin(mapper, spec.eventbus))
+        initial = mapper.initial_devices()
+        specs = [kube_device_spec(rd) for rd in initial]
+        self._check_outputs(specs)
+        for rd, dspec in zip(initial, specs, strict=True):
+            self._add_spec(dspec)
+            mapper.attach(rd)
+
+    # -- devices while running ------------------------------------------------------------------
+
+    async def add_devices(self, specs: Sequence[DeviceSpec]) -> None:
+        """Serve more devices, now: each joins its connector type's service (a new type gets a new
+        service, started if the runtime runs) and its AutoEvents start at once. Devices already running
+        keep their connections, schedules and rule state. Raises :class:`ConfigError` (nothing added) for
+        a name already running, two pipelines writing one series, or a definition its connector
+        refuses. Together with :meth:`remove_devices` this is how a device's definition changes live
+        (remove, then add) — membership, DMI and a reload all use it."""
+        specs = list(specs)
+        names = [d.name for d in specs]
+        dup = sorted({n for n in names if n in self._device_specs or names.count(n) > 1})
+        if dup:
+            raise ConfigError("devices already running", problems=[("devices", ", ".join(dup))])
+        self._check_outputs(specs)
+        added: list[str] = []
+        try:
+            for dspec in specs:
+                service, new = self._service_for(dspec.connector)
+                profile = dspec.profile
+                assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
+                device = dspec.to_device(self.config.service, profile)
+                if self._started and not new:
+                    await service.add_running_device(device, profile)
+                else:
+                    service.add_device(device, profile)
+                self._device_specs[dspec.name] = dspec
+                added.append(dspec.name)
+                if self._started and new:
+                    await service.start()
+        except BaseException:
+            await self.remove_devices(added)
+            raise
+        log.info("devices added: %s", ", ".join(names))
+
+    async def remove_devices(self, names: Iterable[str]) -> None:
+        """Stop serving these devices (unknown names are ignored): their AutoEvents stop and their
+        connector forgets them; every other device is untouched. Readings they already published
+        still go through the pipelines."""
+        removed = []
+        for name in names:
+            dspec = self._device_specs.pop(name, None)
+            if dspec is None:
+                continue
+            service = self.services.get(dspec.connector)
+            if service is not None:
+                await service.remove_device(name)
+            removed.append(name)
+        if removed:
+            log.info("devices removed: %s", ", ".join(removed))
+
+    @property
+    def device_specs(self) -> Mapping[str, DeviceSpec]:
+        """Every device being served, by name (the config's and those added since)."""
+        return self._device_specs
+
+    def _check_outputs(self, devices: Sequence[DeviceSpec]) -> None:
         """Refuse two pipelines that would write one series (the same device and resource name): the
         cloud would see one series made of two rules' outputs. Worked out for every series the
-        configured devices can produce, before anything runs."""
+        devices can produce, before they run."""
         writers: dict[tuple[str, str], tuple[int, str]] = {}
         problems: dict[str, str] = {}
-        for dspec in self.config.devices:
+        for dspec in devices:
             profile = dspec.profile
             assert isinstance(profile, DeviceProfile)
             for res in profile.device_resources:
@@ -264,6 +362,8 @@ class Runtime:
         self._tasks.append(loop.create_task(self._watermarks(), name="watermarks"))
         for service in self.services.values():
             await service.start()
+        if self.kubeedge is not None:
+            await self.kubeedge.start()
         listen = self.config.metrics.listen
         if listen:
             host, _, port = listen.rpartition(":")
@@ -285,7 +385,12 @@ class Runtime:
         )
 
     async def _stop_reading(self) -> None:
-        """Stop the device services, the router and the watermarks (never raises)."""
+        """Stop the KubeEdge mapper, the device services, the router and the watermarks (never raises)."""
+        if self.kubeedge is not None:
+            try:
+                await self.kubeedge.stop()
+            except Exception:
+                log.exception("stopping the KubeEdge mapper failed")
         for service in self.services.values():
             try:
                 await service.stop()
@@ -665,7 +770,68 @@ class Runtime:
             "ledger": self.ledger(),
             "ledger_problems": self.ledger_problems(),
             "connectors": {t: svc.connector.stats() for t, svc in self.services.items()},
+            **({"kubeedge": self.kubeedge.stats()} if self.kubeedge is not None else {}),
         }
+
+
+def kube_device_spec(rd: RunDevice) -> DeviceSpec:
+    """A KubeEdge device (translated by :func:`edgeflow.kubeedge.kube_run_device`) as a device spec."""
+    d = rd.device
+    return DeviceSpec(
+        name=d.name,
+        connector=rd.connector,
+        profile=rd.profile,
+        description=d.description,
+        labels=d.labels,
+        protocols=d.protocols,
+        auto_events=d.auto_events,
+        properties=d.properties,
+    )
+
+
+class _TwinHost:
+    """The runtime as the KubeEdge mapper sees it (:class:`edgeflow.twin.mapper.TwinHost`)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def _service(self, device: str) -> DeviceService:
+        dspec = self.rt.device_specs.get(device)
+        if dspec is None:
+            raise ConnectorError("unknown device", device=device)
+        return self.rt.services[dspec.connector]
+
+    async def write_value(self, device: str, resource: str, value: Any) -> None:
+        await self._service(device).write(device, resource, {resource: value})
+
+    async def read_values(self, device: str, resource: str) -> list[tuple[str, Any, ValueType]]:
+        batch = await self._service(device).read(device, resource)
+        out = []
+        for i in range(len(batch)):
+            info = self.rt.table.info(int(batch.series[i]))
+            out.append((info.resource, batch.value_at(i), info.value_type))
+        return out
+
+    def device_health(self, device: str) -> DeviceHealth:
+        try:
+            st = self._service(device).states.get(device)
+        except ConnectorError:
+            return DeviceHealth.UNKNOWN
+        return st.health if st is not None else DeviceHealth.UNKNOWN
+
+    async def add_kube_devices(self, devices: Sequence[RunDevice]) -> None:
+        mapper = self.rt.kubeedge
+        assert mapper is not None
+        await self.rt.add_devices([kube_device_spec(rd) for rd in devices])
+        for rd in devices:
+            mapper.attach(rd)
+
+    async def remove_kube_devices(self, names: Sequence[str]) -> None:
+        mapper = self.rt.kubeedge
+        assert mapper is not None
+        for name in names:
+            mapper.detach(name)
+        await self.rt.remove_devices(names)
 
 
 async def run_config(config: EdgeConfig, duration: float | None = None) -> Mapping[str, Any]:

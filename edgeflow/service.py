@@ -210,6 +210,7 @@ class DeviceService:
         self._rng = rng or random.Random()
         self.states: dict[str, DeviceState] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._device_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._last_sent: dict[tuple[str, str], dict[str, tuple[str, float | None]]] = {}
         self._sources: dict[tuple[str, str], _Source] = {}
         self._opened = False
@@ -231,6 +232,43 @@ class DeviceService:
     def add_device(self, device: Device, profile: DeviceProfile) -> None:
         self.connector.add_device(device, profile)
         self.states[device.name] = DeviceState(device.name)
+
+    async def add_running_device(self, device: Device, profile: DeviceProfile) -> None:
+        """Take a device into service while the service runs: its AutoEvents start (and a pushing
+        connector subscribes it) at once; every other device is untouched. Before :meth:`start` this is
+        :meth:`add_device`."""
+        self.add_device(device, profile)
+        if not self._opened or device.admin_state == "LOCKED":
+            return
+        if self.connector.supports_push:
+            try:
+                await self.connector.subscribe(device.name, self._push)
+            except ConnectorError as exc:
+                log.error("device %s: cannot subscribe (%s); its AutoEvents are polled", device.name, exc)
+        self._start_autoevents(device)
+
+    async def remove_device(self, name: str) -> None:
+        """Take a device out of service: its AutoEvents stop, the connector forgets it, its state goes.
+        Every other device keeps its connection and state."""
+        tasks = self._device_tasks.pop(name, [])
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = [t for t in self._tasks if t not in tasks]
+        self.connector.remove_device(name)
+        self.states.pop(name, None)
+        self._wakers.pop(name, None)
+        for cache in (self._sources, self._last_sent, self._push_sources):
+            for key in [k for k in cache if k[0] == name]:
+                del cache[key]
+
+    def _start_autoevents(self, dev: Device) -> None:
+        for ae in dev.auto_events:
+            task = asyncio.create_task(
+                self._autoevent_loop(dev.name, ae), name=f"autoevent:{dev.name}/{ae.source_name}"
+            )
+            self._tasks.append(task)
+            self._device_tasks.setdefault(dev.name, []).append(task)
 
     def _source(self, device: str, source: str) -> tuple[Device, DeviceProfile, _Source]:
         """The resources of a source, resolved once per (device, source): reading a command of a
@@ -631,11 +669,7 @@ class DeviceService:
             if dev.admin_state == "LOCKED":
                 log.info("device %s is LOCKED; its AutoEvents do not run", name)
                 continue
-            for ae in dev.auto_events:
-                task = asyncio.create_task(
-                    self._autoevent_loop(name, ae), name=f"autoevent:{name}/{ae.source_name}"
-                )
-                self._tasks.append(task)
+            self._start_autoevents(dev)
 
     async def stop(self) -> None:
         """Stop polling, close the connector, then publish what it pushed before it closed."""
@@ -644,6 +678,7 @@ class DeviceService:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._device_tasks.clear()
         if self._opened:
             await self.connector.close()
             self._opened = False

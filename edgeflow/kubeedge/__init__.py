@@ -21,6 +21,7 @@ from edgeflow.kubeedge._models import (
     kubeedge_from_dict,
     load_kubeedge,
 )
+from edgeflow.kubeedge._run import RunDevice, kube_run_device
 from edgeflow.kubeedge._translate import DEFAULT_COLLECT_CYCLE_MS, kube_to_edgex
 
 __all__ = [
@@ -31,7 +32,9 @@ __all__ = [
     "KubeDevice",
     "KubeDeviceModel",
     "KubeObject",
+    "RunDevice",
     "describe_kube",
+    "kube_run_device",
     "kube_to_edgex",
     "kubeedge_from_dict",
     "load_kubeedge",
