@@ -156,9 +156,9 @@ class EdgeCoreDouble:
         self.publish(f"{NODE_PREFIX}{self.node}/membership/updated", body)
 
     async def wait_for(
-        self, cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+        self, cond: Callable[[], bool], within: float = 30.0, what: str = "condition"
     ) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while not cond():
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}; violations: {self.violations}")
