@@ -305,7 +305,23 @@ def parse_config(
         ) from None
     cfg = _resolve_profiles(cfg, base_dir or Path.cwd(), source)
     _check_sources(cfg, source)
+    if cfg.kubeedge is not None:
+        _check_kubeedge(cfg.kubeedge, {d.name for d in cfg.devices}, source)
     return cfg
+
+
+def _check_kubeedge(spec: KubeEdgeSpec, names: set[str], source: str) -> None:
+    """Load the KubeEdge manifests now, so a bad Device or DeviceModel fails ``validate`` as ``run``."""
+    from edgeflow.twin.mapper import load_catalog  # the manifests' translation; only when configured
+
+    catalog = load_catalog(spec.manifests, connectors=spec.connectors)  # errors name the manifest and key
+    clash = sorted(names & {rd.device.name for rd in catalog.values()})
+    if clash:
+        raise ConfigError(
+            "a KubeEdge Device has the name of a configured device",
+            source=source,
+            problems=[("kubeedge.manifests", ", ".join(clash))],
+        )
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> EdgeConfig:
