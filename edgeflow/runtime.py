@@ -201,6 +201,10 @@ class Runtime:
             from edgeflow.twin.eventbus import EventbusTwin
 
             mapper.reporters.append(EventbusTwin(mapper, spec.eventbus))
+        if spec.dmi is not None:
+            from edgeflow.twin.dmi import DmiReporter  # grpcio: only when DMI is configured
+
+            mapper.reporters.append(DmiReporter(mapper, spec.dmi))
         initial = mapper.initial_devices()
         specs = [kube_device_spec(rd) for rd in initial]
         self._check_outputs(specs)

@@ -124,3 +124,15 @@ def test_dirty_coalesces_per_device_in_order() -> None:
     assert d.pop() == ("a", {"t1", "t3"})
     assert d.pop() == ("b", {"t1"})
     assert d.pop() is None
+
+
+def test_dirty_lingers_so_a_device_goes_out_once() -> None:
+    now = [0.0]
+    d = Dirty(0.5, clock=lambda: now[0])
+    d.mark("a", ["t1"])
+    assert d.pop() is None and d.ready_in() == 0.5
+    now[0] = 0.3
+    d.mark("a", ["t2"])  # the same round's other twin joins; the wait does not restart
+    now[0] = 0.5
+    assert d.pop() == ("a", {"t1", "t2"})
+    assert d.ready_in() is None

@@ -65,7 +65,7 @@ class EventbusTwin:
         ks = mapper.spec
         self.form = ks.device_id
         self.node = ks.node
-        self.dirty = Dirty()
+        self.dirty = Dirty(ks.linger)
         self.bucket = TokenBucket(ks.rate.per_second, ks.rate.burst)
         self._states: dict[str, str] = {}  # state still to send, per device
         self._last_report: dict[str, float] = {}
@@ -253,8 +253,12 @@ class EventbusTwin:
             # sleep until a token is due (if something waits) or something changes; heartbeats are
             # checked at least every 0.25 s
             delay = 0.25
-            if (self.dirty or self._states) and self.connected:
-                delay = min(delay, max(self.bucket.wait_time(), 0.005))
+            if self.connected:
+                if self._states:
+                    delay = min(delay, max(self.bucket.wait_time(), 0.005))
+                ready = self.dirty.ready_in()
+                if ready is not None:
+                    delay = min(delay, max(ready, self.bucket.wait_time(), 0.005))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)

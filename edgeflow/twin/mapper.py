@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,27 +94,46 @@ class TwinDevice:
 
 
 class Dirty:
-    """What a transport still has to report: per device (FIFO), the twins that changed."""
+    """What a transport still has to report: per device (FIFO by when it first changed), the twins that
+    changed. A device is ready ``linger`` seconds after its first change, so twins read in the same
+    round (one AutoEvent each) go out together."""
 
-    def __init__(self) -> None:
-        self.twins: dict[str, set[str]] = {}
+    def __init__(self, linger: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.linger = linger
+        self._clock = clock
+        self.twins: dict[str, tuple[float, set[str]]] = {}
+        self._popped_at = 0.0
 
     def mark(self, device: str, names: Iterable[str]) -> None:
-        s = self.twins.get(device)
-        if s is None:
-            s = self.twins[device] = set()
-        s.update(names)
+        entry = self.twins.get(device)
+        if entry is None:
+            entry = self.twins[device] = (self._clock(), set())
+        entry[1].update(names)
+
+    def ready_in(self) -> float | None:
+        """Seconds until the next device is ready (0: now), None when nothing waits."""
+        if not self.twins:
+            return None
+        first = next(iter(self.twins.values()))[0]
+        return max(0.0, first + self.linger - self._clock())
 
     def pop(self) -> tuple[str, set[str]] | None:
+        """The oldest device that is ready, and its changed twins."""
         if not self.twins:
             return None
         device = next(iter(self.twins))
-        return device, self.twins.pop(device)
+        at, names = self.twins[device]
+        if at + self.linger > self._clock():
+            return None
+        del self.twins[device]
+        self._popped_at = at
+        return device, names
 
     def put_back(self, device: str, names: set[str]) -> None:
         """Return a popped entry to the head (a send that could not happen keeps its turn)."""
         rest = self.twins
-        self.twins = {device: names | rest.pop(device, set())}
+        at, more = rest.pop(device, (self._popped_at, set()))
+        self.twins = {device: (at, names | more)}
         self.twins.update(rest)
 
     def discard(self, device: str) -> None:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from edgeflow.mqtt.spec import MqttAuthSpec, ReconnectSpec, TlsSpec
-from edgeflow.parsing import PositiveSeconds
+from edgeflow.parsing import NonNegativeSeconds, PositiveSeconds
 from edgeflow.rules.spec import RuleSpec
 
 __all__ = ["DmiSpec", "EventbusSpec", "KubeEdgeSpec", "RateSpec", "RestSpec"]
@@ -67,6 +67,8 @@ class DmiSpec(_Spec):
     #: ReportDeviceStatus/ReportDeviceStates calls: EdgeCore's DMI server allows ``rate.Every(1s)``, burst
     #: 100, shared by every mapper on the node.
     rate: RateSpec = Field(default_factory=lambda: RateSpec(per_second=0.8, burst=50))
+    #: How long a device's first change waits for its other twins, so one call carries them all.
+    linger: NonNegativeSeconds = 0.5
     register_retry: PositiveSeconds = 5.0
 
 
@@ -100,6 +102,9 @@ class KubeEdgeSpec(_Spec):
         default=False, description="also send 'expected' (the Device's desired value) in twin reports"
     )
     rate: RateSpec = Field(default_factory=RateSpec)
+    linger: NonNegativeSeconds = Field(
+        default=0.1, description="a device's first change waits this long for its other twins (one message)"
+    )
     rules: list[RuleSpec] = Field(default_factory=list, description="rules twin values pass before reporting")
     eventbus: EventbusSpec | None = None
     dmi: DmiSpec | None = None
