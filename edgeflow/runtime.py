@@ -205,6 +205,10 @@ class Runtime:
             from edgeflow.twin.dmi import DmiReporter  # grpcio: only when DMI is configured
 
             mapper.reporters.append(DmiReporter(mapper, spec.dmi))
+        if spec.rest is not None:
+            from edgeflow.twin.rest import MapperRestApi
+
+            mapper.servers.append(MapperRestApi(mapper, spec.rest))
         initial = mapper.initial_devices()
         specs = [kube_device_spec(rd) for rd in initial]
         self._check_outputs(specs)

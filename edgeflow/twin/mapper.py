@@ -163,6 +163,14 @@ class Reporter(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
+class Server(Protocol):
+    """Something the mapper serves besides its transports (the REST API)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def load_catalog(
     paths: Sequence[Path], *, connectors: Mapping[str, str] | None = None
 ) -> dict[str, RunDevice]:
@@ -240,6 +248,7 @@ class KubeEdgeMapper:
         )
         self.devices: dict[str, TwinDevice] = {}
         self.reporters: list[Reporter] = []
+        self.servers: list[Server] = []
         self.pipeline: Pipeline | None = (
             build_pipeline(spec.rules, table, name="kubeedge") if spec.rules else None
         )
@@ -441,37 +450,43 @@ class KubeEdgeMapper:
             return "too many desired values waiting"
         return None
 
+    async def apply(self, name: str, twin: str, value: str, *, source: str) -> str | None:
+        """Write ``value`` to ``twin`` of device ``name`` now (through the connector, with the profile's
+        inverse transforms), read it back and mark it for reporting. Returns why it failed, or None."""
+        dev = self.devices.get(name)
+        if dev is None:
+            return f"device {name} is not served here"
+        info = dev.twins.get(twin)
+        if info is None:
+            return f"device {name} has no twin {twin!r}"
+        typed: Any = value
+        if info.value_type is ValueType.BOOL:
+            flags = {"1": True, "0": False, "true": True, "false": False, "on": True, "off": False}
+            typed = flags.get(value.lower(), value)
+        try:
+            await self.host.write_value(name, twin, typed)
+        except EdgeflowError as exc:
+            self.counts["writes_failed"] += 1
+            log.warning("%s: writing %s=%r to %s failed: %s", source, twin, value, name, exc)
+            return str(exc)
+        except Exception as exc:
+            self.counts["writes_failed"] += 1
+            log.exception("%s: writing %s=%r to %s failed", source, twin, value, name)
+            return f"{type(exc).__name__}: {exc}"
+        self.counts["writes_ok"] += 1
+        dev.applied[twin] = value
+        log.info("%s: wrote %s=%s to device %s", source, twin, value, name)
+        try:
+            for resource, v, vt in await self.host.read_values(name, twin):
+                self.set_value(dev, resource, v, vt)
+        except Exception as exc:  # the next poll reports it
+            log.info("device %s: reading %s back after a write failed: %s", name, twin, exc)
+        return None
+
     async def _writer(self) -> None:
         while True:
             name, twin, value, source = await self._writes.get()
-            dev = self.devices.get(name)
-            if dev is None:
-                continue
-            info = dev.twins[twin]
-            typed: Any = value
-            if info.value_type is ValueType.BOOL:
-                low = value.lower()
-                typed = {"1": True, "0": False, "true": True, "false": False, "on": True, "off": False}.get(
-                    low, value
-                )
-            try:
-                await self.host.write_value(name, twin, typed)
-            except EdgeflowError as exc:
-                self.counts["writes_failed"] += 1
-                log.warning("%s: writing desired %s=%r to %s failed: %s", source, twin, value, name, exc)
-                continue
-            except Exception:
-                self.counts["writes_failed"] += 1
-                log.exception("%s: writing desired %s=%r to %s failed", source, twin, value, name)
-                continue
-            self.counts["writes_ok"] += 1
-            dev.applied[twin] = value
-            log.info("%s: wrote desired %s=%s to device %s", source, twin, value, name)
-            try:
-                for resource, v, vt in await self.host.read_values(name, twin):
-                    self.set_value(dev, resource, v, vt)
-            except Exception as exc:  # the next poll reports it
-                log.info("device %s: reading %s back after a write failed: %s", name, twin, exc)
+            await self.apply(name, twin, value, source=source)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -482,9 +497,9 @@ class KubeEdgeMapper:
             loop.create_task(self._writer(), name="kubeedge-writes"),
             loop.create_task(self._watch_health(), name="kubeedge-health"),
         ]
-        started: list[Reporter] = []
+        started: list[Reporter | Server] = []
         try:
-            for r in self.reporters:
+            for r in [*self.reporters, *self.servers]:
                 await r.start()
                 started.append(r)
         except BaseException:
@@ -502,7 +517,7 @@ class KubeEdgeMapper:
         self._tasks.clear()
 
     async def stop(self) -> None:
-        for r in reversed(self.reporters):
+        for r in reversed([*self.reporters, *self.servers]):
             try:
                 await r.stop()
             except Exception:
