@@ -13,8 +13,8 @@ every second; with ``--deadband`` the twins report through ``{type: deadband, ab
 Counted after a warm-up (first reports, and every device's first state over DMI): eventbus
 ``twin/update`` messages as a subscriber on the broker sees them, the twins they carry and the seconds
 between two reports of one device (``s/device``); ``ReportDeviceStatus``/``ReportDeviceStates`` calls
-EdgeCore's side served and refused; and the age of a reported value (from the moment the twin took it
-to the moment EdgeCore's side received it).
+EdgeCore's side served and refused; and the age of a new value when it reached EdgeCore's side over MQTT
+(from the moment the twin took it, after its rules; heartbeats of a value already there are not counted).
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ async def run(args: argparse.Namespace, deadband: float | None, port: int, sock_
     mapper_sock = sock_dir / f"mapper-{deadband}.sock"
     last_change: dict[tuple[str, str], tuple[int, str]] = {}  # (device, twin) -> (ns of change, value text)
     ages: list[float] = []
+    received: dict[tuple[str, str], str] = {}
     counts = {
         "mqtt_msgs": 0,
         "mqtt_twins": 0,
@@ -184,8 +185,12 @@ async def run(args: argparse.Namespace, deadband: float | None, port: int, sock_
         counts["mqtt_twins"] += len(doc["twin"])
         now = time.time_ns()
         for name, msg in doc["twin"].items():
+            value = msg["actual"]["value"]
+            if received.get((device, name)) == value:
+                continue  # a heartbeat of a value EdgeCore already has: not a new value's age
+            received[(device, name)] = value
             changed = last_change.get((device, name))
-            if changed is not None and changed[1] == msg["actual"]["value"]:
+            if changed is not None and changed[1] == value:
                 ages.append((now - changed[0]) / 1e9)
 
     sub = MqttConnection(

@@ -758,6 +758,9 @@ class Runtime:
                 yield Sample(f"connector_{m.name}", m.value, labels, kind=m.kind)
         for part, ok, _ in self.uplink.health():
             yield Sample("part_healthy", 1.0 if ok else 0.0, (("part", part),))
+        if self.kubeedge is not None:
+            for name, value, labels in self.kubeedge.samples():
+                yield Sample(name, value, labels, kind="counter" if name.endswith("_total") else "gauge")
 
     def stats(self) -> Mapping[str, Any]:
         """A JSON-able summary: devices, pipelines, uplink, ledger."""

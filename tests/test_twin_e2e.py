@@ -115,8 +115,31 @@ async def test_reports_desired_values_malformed_deltas_and_state(
             double.refuse_next[DEV] = (500, "failed to write sqlite")
             await sim.set("hr", 0, [99])
             await double.wait_for(lambda: eventbus.stats()["results"].get("500") == 1, what="500 counted")
+            metrics = rt.registry.render()
+            assert "edgeflow_kubeedge_writes_ok_total" in metrics or "kubeedge_writes_ok_total" in metrics
         assert double.violations == []
         assert mapper.counts["writes_ok"] >= 3
+    finally:
+        await double.stop()
+
+
+async def test_legacy_device_id_form(
+    tmp_path: Path, shared_data: Path, mosquitto: MosquittoBroker, modbus_server: ModbusServerFactory
+) -> None:
+    sim = await modbus_server(units=(1,))
+    await sim.set("hr", 0, [235])
+    manifests = local_manifests(shared_data, tmp_path, sim.port)
+    double = EdgeCoreDouble(mosquitto.url, NODE, form="name")  # KubeEdge <= 1.15: topics name the device only
+    double.add_device("temperature-instance")
+    await double.start()
+    cfg = parse_config(mapper_config(tmp_path, manifests, mosquitto.url, device_id="name"))
+    try:
+        async with Runtime(cfg):
+            await double.wait_for(lambda: double.actual("temperature-instance", "temperature") == "23.5", what="report")
+            double.set_desired("temperature-instance", "temperature", "20.5")
+            await double.wait_for(lambda: double.actual("temperature-instance", "temperature") == "20.5", what="write")
+            assert await sim.get("hr", 0, 1) == [205]
+        assert double.violations == []
     finally:
         await double.stop()
 

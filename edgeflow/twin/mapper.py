@@ -524,6 +524,19 @@ class KubeEdgeMapper:
                 log.exception("stopping a KubeEdge transport failed")
         await self._cancel()
 
+    def samples(self) -> list[tuple[str, float, tuple[tuple[str, str], ...]]]:
+        """Counters for the metrics endpoint: ``(name, value, labels)``; transports are labelled."""
+        out: list[tuple[str, float, tuple[tuple[str, str], ...]]] = [
+            (f"kubeedge_{k}_total", float(v), ()) for k, v in self.counts.items()
+        ]
+        out.append(("kubeedge_readings_dropped_total", float(self._sub.stats().dropped_readings), ()))
+        for r in self.reporters:
+            lab = (("transport", type(r).__name__),)
+            for k, v in r.stats().items():
+                if isinstance(v, bool | int | float):
+                    out.append((f"kubeedge_transport_{k}", float(v), lab))
+        return out
+
     def stats(self) -> dict[str, Any]:
         sub = self._sub.stats()
         return {
