@@ -177,12 +177,13 @@ async def run(args: argparse.Namespace, deadband: float | None, port: int, sock_
     measuring = [False]
 
     def on_message(topic: str, payload: bytes) -> None:
-        if not measuring[0] or not topic.endswith("/twin/update"):
+        if not topic.endswith("/twin/update"):
             return
         doc = orjson.loads(payload)
         device = topic.split("/")[4]
-        counts["mqtt_msgs"] += 1
-        counts["mqtt_twins"] += len(doc["twin"])
+        if measuring[0]:
+            counts["mqtt_msgs"] += 1
+            counts["mqtt_twins"] += len(doc["twin"])
         now = time.time_ns()
         for name, msg in doc["twin"].items():
             value = msg["actual"]["value"]
@@ -190,7 +191,7 @@ async def run(args: argparse.Namespace, deadband: float | None, port: int, sock_
                 continue  # a heartbeat of a value EdgeCore already has: not a new value's age
             received[(device, name)] = value
             changed = last_change.get((device, name))
-            if changed is not None and changed[1] == value:
+            if measuring[0] and changed is not None and changed[1] == value:
                 ages.append((now - changed[0]) / 1e9)
 
     sub = MqttConnection(
@@ -256,6 +257,7 @@ async def run(args: argparse.Namespace, deadband: float | None, port: int, sock_
             note_changes()
             await asyncio.sleep(0.02)
 
+    watcher = asyncio.get_running_loop().create_task(watch())
     # warm-up: first reports, registration, and every device's first state (100 states take EdgeCore's
     # DMI budget for over a minute: burst 50, then 0.8/s), then measure the steady state
     dmi = mapper.reporters[1]
@@ -266,7 +268,6 @@ async def run(args: argparse.Namespace, deadband: float | None, port: int, sock_
     for k in counts:
         counts[k] = 0
     measuring[0] = True
-    watcher = asyncio.get_running_loop().create_task(watch())
     cpu0 = time.process_time()
     t0 = time.monotonic()
     readings = await produce(args.seconds)

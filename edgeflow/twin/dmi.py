@@ -287,7 +287,7 @@ class DmiReporter(pb_grpc.DeviceMapperServiceServicer):  # type: ignore[misc]
         self._wake.set()
 
     def device_added(self, dev: TwinDevice) -> None:
-        self.dirty.mark(dev.name, dev.twins)
+        self.dirty.mark(dev.name, dev.reported)
         self.wake()
 
     def device_removed(self, dev: TwinDevice) -> None:
@@ -365,7 +365,7 @@ class DmiReporter(pb_grpc.DeviceMapperServiceServicer):  # type: ignore[misc]
                 self.counts["bad_devices"] += 1
                 log.error("DMI: Device %s/%s from MapperRegister is not usable: %s", d.namespace, d.name, exc)
         for dev in self.mapper.devices.values():  # EdgeCore may have restarted: tell it everything
-            self.dirty.mark(dev.name, dev.twins)
+            self.dirty.mark(dev.name, dev.reported)
             self._states[dev.name] = self.mapper.state_of(dev.name)
 
     async def _watch_channel(self) -> None:

@@ -104,7 +104,7 @@ class EventbusTwin:
         self._wake.set()
 
     def device_added(self, dev: TwinDevice) -> None:
-        self.dirty.mark(dev.name, dev.twins)
+        self.dirty.mark(dev.name, dev.reported)
         self._last_report[dev.name] = 0.0
         self._get_twins(dev)
         self.wake()
@@ -161,7 +161,7 @@ class EventbusTwin:
         self.counts["connects"] += 1
         # EdgeCore (or the broker) may have lost everything: report it all again, ask again
         for dev in self.mapper.devices.values():
-            self.dirty.mark(dev.name, dev.twins)
+            self.dirty.mark(dev.name, dev.reported)
             self._states[dev.name] = self.mapper.state_of(dev.name)
             self._get_twins(dev)
         self._get_membership()
@@ -193,7 +193,7 @@ class EventbusTwin:
     def _heartbeats(self, now: float) -> None:
         for dev in self.mapper.devices.values():
             if now - self._last_report.get(dev.name, 0.0) >= dev.heartbeat:
-                self.dirty.mark(dev.name, dev.twins)
+                self.dirty.mark(dev.name, dev.reported)
 
     def _send_state(self) -> bool:
         """Send one pending state; False when nothing could be sent now."""

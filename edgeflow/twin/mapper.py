@@ -89,6 +89,12 @@ class TwinDevice:
         return self.run.device.name
 
     @property
+    def reported(self) -> list[str]:
+        """The twins reported to EdgeCore: properties with ``reportToCloud: true``, as mapper-framework
+        does (the others are read, and served by the REST API, but not reported)."""
+        return [t.name for t in self.twins.values() if t.report_to_cloud]
+
+    @property
     def namespace(self) -> str:
         return self.run.namespace
 
@@ -198,6 +204,16 @@ def load_catalog(
         if bad_ns:
             raise ConfigError(bad_ns, source=source, problems=[("metadata.namespace", bad_ns)])
         rd = kube_run_device(dev, model, connectors=connectors)
+        for p in dev.spec.properties:
+            if p.push_method is not None and p.push_method.methods:
+                log.warning(
+                    "%s: Device %s property %s: pushMethod %s is not used; edgeflow ships values through its "
+                    "own uplink (configure uplink: and pipelines:)",
+                    source,
+                    rd.device_id,
+                    p.name,
+                    ", ".join(p.push_method.methods),
+                )
         if rd.device_id in out:
             raise ConfigError(f"Device {rd.device_id} appears twice", source=source)
         out[rd.device_id] = rd
@@ -387,6 +403,8 @@ class KubeEdgeMapper:
             return False
         dev.values[twin] = text
         self.counts["values_changed"] += 1
+        if not info.report_to_cloud:
+            return True
         for r in self.reporters:
             r.dirty.mark(dev.name, (twin,))
             r.wake()
