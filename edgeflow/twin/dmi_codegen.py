@@ -1,6 +1,6 @@
 """Generate the DMI gRPC stubs from ``edgeflow/twin/_dmi/api.proto`` with grpcio-tools.
 
-``python -m edgeflow.twin.dmi_codegen`` (``scripts/bootstrap`` runs it); :func:`ensure_stubs` runs it
+``python -m edgeflow.twin.dmi_codegen [--force]`` (``scripts/bootstrap`` runs it); :func:`ensure_stubs` runs it
 when the stubs are missing or older than the ``.proto`` (an install that skipped the step).
 """
 
@@ -55,5 +55,7 @@ def ensure_stubs() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    for path in generate():
-        sys.stderr.write(f"wrote {path}\n")
+    if "--force" in sys.argv[1:]:
+        generate()
+    else:
+        ensure_stubs()
