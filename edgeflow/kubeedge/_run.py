@@ -5,7 +5,10 @@ Modbus (mapper-framework's modbus mapper ``configData``) is translated to device
 attributes: ``protocol.configData {communicateMode: TCP|RTU, ip, port, slaveID, serialPort, baudRate,
 dataBits, parity, stopBits}`` becomes ``modbus-tcp``/``modbus-rtu`` and ``visitors.configData {register,
 offset, limit, scale, isSwap, isRegisterSwap}`` becomes ``primaryTable``, ``startingAddress``, the raw
-type by ``limit`` and the resource's ``scale``. Values may be numbers or strings (DMI delivers every JSON
+type by ``limit`` and the resource's ``scale``. OPC-UA (the keys of KubeEdge's OPC-UA mapper samples):
+``protocol.configData {url, securityPolicy, securityMode, userName, password, certificate, privateKey,
+timeout (ms)}`` becomes device-opc-ua's ``opcua`` protocol and ``visitors.configData.nodeID`` the resource's
+``nodeId``. Values may be numbers or strings (DMI delivers every JSON
 number as a float32 and quoted numbers as strings); they are coerced by the type expected. Other
 protocols keep ``configData`` as they are: their connector reads them.
 """
@@ -162,6 +165,45 @@ def _modbus_resource(res: DeviceResource, i: int | None, problems: list[tuple[st
     return res.model_copy(update={"attributes": new, "properties": props.model_copy(update=update)})
 
 
+#: KubeEdge OPC-UA ``protocol.configData`` key -> device-opc-ua protocol property
+_OPCUA_PROTOCOL = {
+    "url": "Endpoint",
+    "securityPolicy": "Policy",
+    "securityMode": "Mode",
+    "userName": "Username",
+    "password": "Password",
+    "certificate": "CertFile",
+    "privateKey": "KeyFile",
+}
+
+
+def _opcua_protocols(cfg: Mapping[str, Any], problems: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    where = "spec.protocol.configData"
+    if not cfg.get("url"):
+        problems.append((f"{where}.url", "required: the server's opc.tcp:// endpoint"))
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if key in _OPCUA_PROTOCOL:
+            if value not in ("", None):
+                out[_OPCUA_PROTOCOL[key]] = str(value)
+        elif key == "timeout":
+            out["Timeout"] = f"{_int(value, f'{where}.timeout', problems)}ms"
+    return {"opcua": out}
+
+
+def _opcua_resource(res: DeviceResource, i: int | None, problems: list[tuple[str, str]]) -> DeviceResource:
+    if i is None:
+        return res.model_copy(update={"attributes": {}})
+    attrs = res.attributes
+    node = attrs.get("nodeID") or attrs.get("nodeId")
+    if not node:
+        problems.append(
+            (f"spec.properties[{i}].visitors.configData.nodeID", "required (e.g. ns=2;s=Boiler.Temp)")
+        )
+        return res
+    return res.model_copy(update={"attributes": {"nodeId": str(node)}})
+
+
 def kube_run_device(
     device: KubeDevice, model: KubeDeviceModel, *, connectors: Mapping[str, str] | None = None
 ) -> RunDevice:
@@ -184,6 +226,19 @@ def kube_run_device(
         if problems:
             raise ConfigError(
                 "cannot run this Device with the modbus connector",
+                source=f"Device {device.name}",
+                problems=problems,
+            )
+        profile = profile.model_copy(update={"device_resources": resources})
+        dev = dev.model_copy(update={"protocols": protocols})
+    elif connector == "opcua":
+        problems = []
+        protocols = _opcua_protocols(device.spec.protocol.config_data, problems)
+        index = {p.name: i for i, p in enumerate(device.spec.properties)}
+        resources = [_opcua_resource(r, index.get(r.name), problems) for r in profile.device_resources]
+        if problems:
+            raise ConfigError(
+                "cannot run this Device with the opcua connector",
                 source=f"Device {device.name}",
                 problems=problems,
             )
