@@ -35,6 +35,7 @@ from edgeflow.twin._bucket import TokenBucket
 from edgeflow.twin.dmi_codegen import ensure_stubs
 from edgeflow.twin.mapper import Dirty, KubeEdgeMapper, TwinDevice
 from edgeflow.twin.spec import DmiSpec
+from edgeflow.twin.wire import check_namespace
 
 ensure_stubs()
 
@@ -491,6 +492,9 @@ class DmiReporter(pb_grpc.DeviceMapperServiceServicer):  # type: ignore[misc]
     async def _apply_device(self, d: Any) -> str:
         kube = device_from_proto(d)
         ns = kube.metadata.namespace
+        bad_ns = check_namespace(ns)
+        if bad_ns:
+            raise ConfigError(bad_ns, source=f"DMI Device {ns}/{kube.name}", problems=[("namespace", bad_ns)])
         model = self.models.get((ns, kube.spec.device_model_ref.name))
         if model is None:
             known = self.mapper.catalog.get(f"{ns}/{kube.name}")
