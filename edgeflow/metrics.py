@@ -100,12 +100,17 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)`` (the real port when asked for port 0)."""
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._handle, host, port)
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:

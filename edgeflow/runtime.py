@@ -29,7 +29,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
 from edgeflow.config import EdgeConfig, PipelineSpec
 from edgeflow.connector import Clock, as_clock, load_connector
-from edgeflow.errors import BusClosedError, ConfigError, RuleError
+from edgeflow.errors import BusClosedError, ConfigError, ConnectorNotFoundError, RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
 from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable
 from edgeflow.profiles import DeviceProfile
@@ -88,6 +88,34 @@ class _Counters:
     state_discarded: int = 0
 
 
+def _listing(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+@contextlib.contextmanager
+def _blamed_on(source: str, where: str) -> Iterator[None]:
+    """Building a part: its configuration errors (and a connector that is not installed) become
+    :class:`ConfigError` naming the configuration's source and, where the error names no key path, the
+    part's (``devices[2]``), so ``validate`` and ``run`` report them alike."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.source is not None:
+            raise
+        message = str(exc).split("\n", 1)[0]
+        problems = exc.problems or [(where, message)]
+        raise ConfigError(
+            message if exc.problems else "configuration is not valid", source=source, problems=problems
+        ) from None
+    except ConnectorNotFoundError as exc:
+        raise ConfigError(
+            "configuration is not valid",
+            source=source,
+            problems=[(f"{where}.connector" if where.startswith("devices") else where, str(exc))],
+        ) from None
+
+
 class Runtime:
     """One edge node, built from an :class:`~edgeflow.config.EdgeConfig`.
 
@@ -109,7 +137,8 @@ class Runtime:
         self.clock = self._clock.time_ns
         self.table = SeriesTable()
         self.bus: Bus[ReadingBatch] = Bus()
-        self.uplink = uplink or create_uplink(config.uplink, service=config.service)
+        with _blamed_on(config.source, "uplink"):
+            self.uplink = uplink or create_uplink(config.uplink, service=config.service)
         self.services: dict[str, DeviceService] = {}
         self.routes: list[_Route] = []
         self.registry = Registry()
@@ -139,18 +168,27 @@ class Runtime:
             shift_convention=s.shift_convention,
             transforms=s.transforms,
         )
-        for dspec in cfg.devices:
-            service = self.services.get(dspec.connector)
-            if service is None:
-                cls = load_connector(dspec.connector)
-                connector = cls(cfg.connectors.get(dspec.connector, {}))
-                service = DeviceService(
-                    cfg.service, connector, self.bus.publish, self.table, settings=settings, clock=self._clock
-                )
-                self.services[dspec.connector] = service
-            profile = dspec.profile
-            assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
-            service.add_device(dspec.to_device(cfg.service, profile), profile)
+        for type_name, options in cfg.connectors.items():  # options of connectors no device uses yet, too
+            with _blamed_on(cfg.source, f"connectors.{type_name}"):
+                load_connector(type_name)(options)
+        for i, dspec in enumerate(cfg.devices):
+            with _blamed_on(cfg.source, f"devices[{i}]"):
+                service = self.services.get(dspec.connector)
+                if service is None:
+                    cls = load_connector(dspec.connector)
+                    connector = cls(cfg.connectors.get(dspec.connector, {}))
+                    service = DeviceService(
+                        cfg.service,
+                        connector,
+                        self.bus.publish,
+                        self.table,
+                        settings=settings,
+                        clock=self._clock,
+                    )
+                    self.services[dspec.connector] = service
+                profile = dspec.profile
+                assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
+                service.add_device(dspec.to_device(cfg.service, profile), profile)
         for pspec in cfg.pipelines:
             self.routes.append(
                 _Route(
@@ -264,24 +302,46 @@ class Runtime:
         self._tasks.append(loop.create_task(self._watermarks(), name="watermarks"))
         for service in self.services.values():
             await service.start()
-        listen = self.config.metrics.listen
-        if listen:
-            host, _, port = listen.rpartition(":")
+        address = self.config.metrics.address()
+        if address is not None:
             self.metrics_server = MetricsServer(self.registry, ready=self._ready)
             try:
-                await self.metrics_server.start(host or "127.0.0.1", int(port))
-            except (OSError, ValueError) as exc:
+                await self.metrics_server.start(*address)
+            except (OSError, OverflowError) as exc:
                 self.metrics_server = None
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 raise ConfigError(
-                    "cannot serve metrics", problems=[("metrics.listen", f"{listen}: {reason}")]
-                ) from exc
+                    "cannot serve metrics",
+                    source=self.config.source,
+                    problems=[("metrics.listen", f"{self.config.metrics.listen}: {reason}")],
+                ) from None
+        self._log_parts()
+
+    def _log_parts(self) -> None:
+        """One start-up line per part, so an operator sees what runs and where it ships."""
+        cfg = self.config
+        for type_name, service in self.services.items():
+            names = list(service.states)
+            log.info("devices (%s): %d: %s", type_name, len(names), _listing(names))
+        for route in self.routes:
+            rules = ", ".join(r.type for r in route.spec.rules) or "no rules"
+            log.info("pipeline %s: %s", route.spec.name, rules)
+        up = cfg.uplink
+        if up.type == "mqtt":
+            log.info(
+                "uplink: %s topic %s (%s), outbox %s", up.url, up.topic_template, up.encoding, up.outbox.path
+            )
+        else:
+            log.info("uplink: file %s, outbox %s", up.path, up.outbox_spec.path)
+        if self.metrics_server is not None:
+            host, port = self.metrics_server.address
+            log.info("metrics: http://%s:%d/metrics (health /healthz, readiness /readyz)", host, port)
         log.info(
             "edgeflow %s running: %d devices, %d pipelines, uplink %s",
-            self.config.service,
-            len(self.config.devices),
+            cfg.service,
+            len(cfg.devices),
             len(self.routes),
-            self.config.uplink.type,
+            cfg.uplink.type,
         )
 
     async def _stop_reading(self) -> None:

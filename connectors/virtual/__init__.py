@@ -38,12 +38,13 @@ from typing import Any
 from edgeflow.connector import CommandValue, Connector, DeviceHealth
 from edgeflow.errors import ConfigError, ConnectorError, DeviceTimeoutError
 from edgeflow.model import ValueType
-from edgeflow.parsing import duration_seconds
+from edgeflow.parsing import did_you_mean, duration_seconds
 from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
 __all__ = ["VirtualConnector"]
 
 _GENERATORS = ("random", "walk", "sine", "constant", "replay")
+_PROTOCOL_KEYS = ("seed", "failEvery", "offline", "latency")
 
 
 def _num(attrs: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
@@ -112,10 +113,30 @@ class VirtualConnector(Connector):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
+        if self.options:
+            raise ConfigError(
+                "invalid virtual connector options",
+                problems=[
+                    (f"connectors.virtual.{k}", "unknown option; the virtual connector takes none")
+                    for k in self.options
+                ],
+            )
         self._state: dict[str, _Device] = {}
 
     def validate_device(self, device: Device, profile: DeviceProfile) -> None:
         opts = device.protocols.get("virtual", {})
+        unknown = [k for k in opts if k not in _PROTOCOL_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"device {device.name!r}: invalid protocols.virtual",
+                problems=[
+                    (
+                        f"devices.{device.name}.protocols.virtual.{k}",
+                        f"unknown key{did_you_mean(k, _PROTOCOL_KEYS)}; expected {', '.join(_PROTOCOL_KEYS)}",
+                    )
+                    for k in unknown
+                ],
+            )
         seed = opts.get("seed")
         fail_every = int(opts.get("failEvery", 0) or 0)
         if fail_every < 0:
@@ -137,7 +158,9 @@ class VirtualConnector(Connector):
         attrs = res.attributes
         gen = str(attrs.get("generator", "random"))
         if gen not in _GENERATORS:
-            raise ConfigError(f"{where}.generator: {gen!r} is not one of {', '.join(_GENERATORS)}")
+            raise ConfigError(
+                f"{where}.generator: {gen!r} is not one of {', '.join(_GENERATORS)}{did_you_mean(gen, _GENERATORS)}"
+            )
         props = res.properties
         vt = props.value_type
         lo_default = props.minimum if props.minimum is not None else 0.0
