@@ -363,9 +363,11 @@ def validation_problems(
         kind = err.get("type")
         if kind == "extra_forbidden":
             last = loc[-1] if loc else ""
-            hint = (
-                did_you_mean(last, _vocabulary(model)) if model is not None and isinstance(last, str) else ""
-            )
+            hint = ""
+            if model is not None and isinstance(last, str):
+                words = _vocabulary(model)
+                # a key that exists elsewhere in the tree is misplaced, not misspelt
+                hint = "" if last in words else did_you_mean(last, words)
             msg = f"unknown key{hint or ' (not allowed here)'}"
         elif kind == "missing":
             msg = "required key is missing"
