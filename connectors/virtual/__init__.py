@@ -137,10 +137,16 @@ class VirtualConnector(Connector):
                     for k in unknown
                 ],
             )
+        where = f"devices.{device.name}.protocols.virtual"
         seed = opts.get("seed")
-        fail_every = int(opts.get("failEvery", 0) or 0)
-        if fail_every < 0:
-            raise ConfigError(f"device {device.name!r}: protocols.virtual.failEvery must be >= 0")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
+            raise ConfigError(f"{where}.seed: must be a whole number or a string, not {seed!r}")
+        fail_every = opts.get("failEvery", 0) or 0
+        if isinstance(fail_every, bool) or not isinstance(fail_every, int) or fail_every < 0:
+            raise ConfigError(f"{where}.failEvery: must be a whole number >= 0, not {fail_every!r}")
+        offline = opts.get("offline", False)
+        if not isinstance(offline, bool):
+            raise ConfigError(f"{where}.offline: must be true or false, not {offline!r}")
         try:
             latency = duration_seconds(opts.get("latency", 0), zero=True)
         except ValueError as exc:
@@ -151,7 +157,7 @@ class VirtualConnector(Connector):
             where = f"profile {profile.name!r} deviceResources[{i}].attributes"
             resources[res.name] = self._build(res, where)
         self._state[device.name] = _Device(
-            rng, resources, fail_every, latency, bool(opts.get("offline", False))
+            rng, resources, fail_every, latency, offline
         )
 
     def _build(self, res: DeviceResource, where: str) -> _Resource:
