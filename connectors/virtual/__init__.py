@@ -156,9 +156,7 @@ class VirtualConnector(Connector):
         for i, res in enumerate(profile.device_resources):
             where = f"profile {profile.name!r} deviceResources[{i}].attributes"
             resources[res.name] = self._build(res, where)
-        self._state[device.name] = _Device(
-            rng, resources, fail_every, latency, offline
-        )
+        self._state[device.name] = _Device(rng, resources, fail_every, latency, offline)
 
     def _build(self, res: DeviceResource, where: str) -> _Resource:
         attrs = res.attributes
