@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from edgeflow.cli._output import seconds_arg
 from edgeflow.cloud import Receiver
 from edgeflow.errors import UplinkError
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
@@ -43,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="environment variable holding the password (never on the command line)",
     )
     parser.add_argument("--out", type=Path, help="append one JSON line per reading to this file")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    parser.add_argument(
+        "--duration", type=seconds_arg, help="stop after this many seconds (default: until Ctrl-C)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
