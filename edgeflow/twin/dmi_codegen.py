@@ -19,8 +19,9 @@ PROTO = Path(__file__).resolve().parent / "_dmi" / "api.proto"
 OUTPUTS = (PROTO.with_name("api_pb2.py"), PROTO.with_name("api_pb2_grpc.py"))
 
 
-def generate() -> list[Path]:
-    """Run protoc (grpcio-tools) on the ``.proto``; returns the files written."""
+def generate(out_root: Path | None = None) -> list[Path]:
+    """Run protoc (grpcio-tools) on the ``.proto``; the stubs go beside it, or under ``out_root`` (a
+    build directory holding ``edgeflow/``). Returns the files written."""
     try:
         from grpc_tools import protoc
     except ImportError as exc:  # pragma: no cover - the kubeedge extra brings it
@@ -35,18 +36,23 @@ def generate() -> list[Path]:
         "grpc_tools.protoc",
         f"-I{PACKAGE_ROOT}",
         f"-I{well_known}",
-        f"--python_out={PACKAGE_ROOT}",
-        f"--grpc_python_out={PACKAGE_ROOT}",
+        f"--python_out={out_root or PACKAGE_ROOT}",
+        f"--grpc_python_out={out_root or PACKAGE_ROOT}",
         str(rel),
     ]
     code = protoc.main(args)
     if code != 0:
         raise RuntimeError(f"protoc failed ({code}) on {PROTO}")
-    return list(OUTPUTS)
+    if out_root is None:
+        return list(OUTPUTS)
+    return [out_root / rel.with_name(p.name) for p in OUTPUTS]
 
 
 def ensure_stubs() -> None:
-    """Generate the stubs unless they exist and are newer than the ``.proto``."""
+    """Generate the stubs unless they exist and are newer than the ``.proto`` (an installed wheel carries
+    the stubs its build generated)."""
+    if not PROTO.exists() and all(p.exists() for p in OUTPUTS):
+        return
     mtime = PROTO.stat().st_mtime
     if all(p.exists() and p.stat().st_mtime >= mtime for p in OUTPUTS):
         return
