@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.conftest import MosquittoFactory
+from conftest import MosquittoFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "virtual"

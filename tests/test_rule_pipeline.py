@@ -263,7 +263,7 @@ def test_build_pipeline_takes_plain_dicts_as_in_yaml_and_spec_objects_alike() ->
         ([{"type": "swing", "max_eror": 0.5}], ("[0].max_eror", "unknown key")),
         ([{"type": "deadband", "absolute": 1}, {"type": "deadband", "absolute": -1}], ("[1].absolute", "0")),
         ([{"type": "window", "kind": "tumbling"}], ("[0]", "a tumbling window needs size")),
-        ([{"type": "nope"}], ("[0]", "'nope'")),
+        ([{"type": "nope"}], ("[0].type", "'nope'")),
         ({"type": "deadband", "absolute": 1}, ("", "")),  # one rule, not a list of them
     ],
 )
