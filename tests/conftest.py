@@ -4,6 +4,7 @@ reused by every test module that needs one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -618,3 +619,131 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     client.private_key_pem.write_to_path(str(files.client_key))
     wrong.cert_pem.write_to_path(str(files.wrong_ca))
     return files
+
+
+# ------------------------------------------------------------------------------------------------
+# The cloud end (issue 14): a PostgreSQL cluster of the test's own, started with initdb + pg_ctl on a
+# free port, its unix socket in its own temporary directory. As root, the server runs as the
+# ``postgres`` user (PostgreSQL refuses to run as root). Nothing of the machine's own PostgreSQL is used.
+# ------------------------------------------------------------------------------------------------
+
+PG_BIN = Path(os.environ.get("EDGEFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+@dataclass
+class PostgresCluster:
+    """One PostgreSQL server (``initdb`` + ``pg_ctl``) in ``workdir``; superuser ``postgres``, trust
+    authentication on loopback and the socket. :meth:`stop` / :meth:`start` keep the data."""
+
+    workdir: Path
+    port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def datadir(self) -> Path:
+        return self.workdir / "data"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    def _run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        cmd = list(argv)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
+
+    def init(self) -> None:
+        self._run(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        )
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -k {self.workdir} -c listen_addresses={self.host} "
+            "-c max_connections=50 -c shared_buffers=64MB -c log_min_messages=warning"
+        )
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-o",
+            opts,
+            "-l",
+            str(self.workdir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    @property
+    def running(self) -> bool:
+        return (self.datadir / "postmaster.pid").exists()
+
+    def create_database(self) -> str:
+        """A fresh, empty database; returns its URL."""
+        import psycopg
+
+        name = f"t{next(_PG_DB_COUNTER)}_{os.getpid()}"
+        with psycopg.connect(self.url(), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+_PG_DB_COUNTER = iter(range(1_000_000))
+
+
+def _new_cluster() -> PostgresCluster:
+    import tempfile
+
+    if not os.access(PG_BIN / "initdb", os.X_OK):
+        pytest.skip(f"{PG_BIN}/initdb is not installed (.ci/run installs postgresql)")
+    pytest.importorskip("psycopg")
+    workdir = Path(tempfile.mkdtemp(prefix="edgeflow-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres", "postgres")
+    cluster = PostgresCluster(workdir=workdir, port=free_port())
+    cluster.init()
+    cluster.start()
+    return cluster
+
+
+def _drop_cluster(cluster: PostgresCluster) -> None:
+    if cluster.running:
+        with contextlib.suppress(subprocess.SubprocessError):
+            cluster.stop()
+    shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One cluster per test process (xdist worker), shared by the tests that only need a database."""
+    cluster = _new_cluster()
+    yield cluster
+    _drop_cluster(cluster)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    """A fresh database in the shared cluster."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture
+def pg_own_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of this test alone (it may stop and start it)."""
+    cluster = _new_cluster()
+    yield cluster
+    _drop_cluster(cluster)

@@ -200,7 +200,7 @@ def test_receive_cli_refuses_a_bad_url(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_json_lines_carry_typed_values() -> None:
-    from edgeflow.cloud.receiver import _jsonl
+    from edgeflow.cloud import jsonl_lines
     from edgeflow.codec import decode
     from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 
@@ -210,7 +210,7 @@ def test_json_lines_carry_typed_values() -> None:
     x = t.intern("d", "temp", "p", ValueType.FLOAT64)
     batch = ReadingBatch.from_columns(t, [1, 2, 3], [1.0, 7.0, 2.5], [on, n, x])
     payload = make_encoder("compact", stream_id="s").encode(batch)[0].payload
-    lines = [orjson.loads(line) for line in _jsonl(decode(payload), "t").splitlines()]
+    lines = [orjson.loads(line) for line in jsonl_lines(decode(payload), "t").splitlines()]
     assert [(r["resource"], r["value"]) for r in lines] == [("on", True), ("count", 7), ("temp", 2.5)]
 
 
