@@ -242,6 +242,9 @@ class PostgresStore:
             except psycopg.Error as exc:
                 self._drop()
                 raise SinkError(f"creating the schema in {self.where} failed: {_one_line(exc)}") from exc
+            except BaseException:
+                self._drop()
+                raise
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():

@@ -71,7 +71,7 @@ class JsonLinesSink:
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists():
+            if self.path.is_file():  # not a device or a pipe
                 self._seen = _keys_in(self.path)
             self._f = self.path.open("ab")
         except OSError as exc:
