@@ -159,7 +159,7 @@ def subscribed(broker: MosquittoBroker, name: str, times: int = 1) -> None:
 
 
 def table_bytes(url: str) -> tuple[int, int, int]:
-    with psycopg.connect(url) as c:
+    with psycopg.connect(url, autocommit=True) as c:
         c.execute("VACUUM ANALYZE edgeflow.readings")
         row = c.execute(
             "SELECT pg_total_relation_size('edgeflow.readings'), pg_total_relation_size('edgeflow.batches'),"

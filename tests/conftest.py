@@ -627,7 +627,23 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 # ``postgres`` user (PostgreSQL refuses to run as root). Nothing of the machine's own PostgreSQL is used.
 # ------------------------------------------------------------------------------------------------
 
-PG_BIN = Path(os.environ.get("EDGEFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """``EDGEFLOW_PG_BIN``, else the newest ``/usr/lib/postgresql/<major>/bin`` (Debian's layout)."""
+    if os.environ.get("EDGEFLOW_PG_BIN"):
+        return Path(os.environ["EDGEFLOW_PG_BIN"])
+    found = sorted(
+        (
+            p
+            for p in Path("/usr/lib/postgresql").glob("*/bin")
+            if (p / "initdb").exists() and p.parent.name.isdigit()
+        ),
+        key=lambda p: int(p.parent.name),
+    )
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 @dataclass
