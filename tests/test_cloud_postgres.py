@@ -262,6 +262,40 @@ async def test_malformed_and_foreign_messages_are_counted_acknowledged_never_sto
 
 
 @pytest.mark.server
+async def test_a_batch_the_database_refuses_is_counted_and_does_not_block_the_others(
+    mosquitto: MosquittoBroker, pg_url: str
+) -> None:
+    """A value PostgreSQL cannot hold (NUL in a JSON string) fails for good, not for a while: the group
+    is stored message by message, the refused one is counted, logged and acknowledged, the rest stored."""
+    t = SeriesTable()
+    name = t.intern("d", "name", "p", ValueType.STRING)
+    poison = ReadingBatch(
+        t, np.array([1]), np.array([np.nan]), np.array([name], np.int32), np.array(["a\x00b"], dtype=object)
+    )
+    (bad,) = make_encoder("compact", stream_id="poison").encode(poison)
+    enc = make_encoder("compact", stream_id="g")
+    good = [e.payload for i in range(4) for e in enc.encode(make_batch(table(), i))]
+    st = PostgresStore(pg_url)
+    st.open()
+    with pytest.raises(Exception, match="failed") as info:
+        st.store([(decode(bad.payload), "t")])
+    assert info.value.permanent
+    st.close()
+    rx = Receiver(mosquitto.url, ["edgeflow/+/batches"], sink=PostgresStore(pg_url), client_id="rx-poison")
+    await rx.start()
+    pub = await _publisher(mosquitto)
+    for p in (good[0], good[1], bad.payload, good[2], good[3]):
+        pub.publish("edgeflow/x/batches", p)
+    await wait_for(lambda: rx.counts["acked"] == 5, 30, "every message acknowledged")
+    assert rx.counts["unstorable"] == 1
+    assert rx.counts["batches"] == 4
+    assert rx.counts["store_failures"] == 0
+    await rx.stop()
+    await pub.disconnect()
+    check_db(pg_url, range(4))
+
+
+@pytest.mark.server
 async def test_a_failing_sink_acknowledges_nothing_and_the_broker_delivers_again(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:

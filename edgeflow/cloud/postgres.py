@@ -321,7 +321,8 @@ class PostgresStore:
                 if isinstance(exc, psycopg.OperationalError) or conn_broken(self._conn):
                     self._drop()
                 raise SinkError(
-                    f"storing {len(items)} batches in {self.where} failed: {_one_line(exc)}"
+                    f"storing {len(items)} batches in {self.where} failed: {_one_line(exc)}",
+                    permanent=isinstance(exc, psycopg.DataError),
                 ) from exc
 
     def _ensure_series(self, conn: psycopg.Connection[Any], items: Sequence[StoreItem]) -> None:

@@ -8,7 +8,8 @@ file, PostgreSQL), a callback, and/or keeps it in memory.
 
 **Acknowledged after storing.** With a sink, a message is acknowledged to the broker only once the sink
 has stored its batch durably (file fsynced, transaction committed), or when it is deliberately
-rejected (malformed or foreign: counted, logged, acknowledged, never stored). Messages are stored in
+rejected (malformed or foreign; or refused by the sink for its content, ``unstorable``: counted, logged,
+acknowledged, never stored). Messages are stored in
 groups (whatever arrived while the previous group was being stored), off the event loop on the
 receiver's one store thread. When the sink fails, nothing of the group is acknowledged: the failure
 is counted and logged, the receiver drops the connection, backs off (:class:`~edgeflow.backoff.Backoff`)
@@ -175,6 +176,7 @@ class Receiver:
             "handler_errors": 0,
             "reconnects": 0,
             "store_failures": 0,
+            "unstorable": 0,
             "acked": 0,
         }
         self._conn: MqttConnection | None = None
@@ -358,10 +360,26 @@ class Receiver:
                     where.append(len(outcomes))
                     items.append((batch, d.topic))
             outcomes.append((kind, batch, why))
-        if items:
-            for i, stored in zip(where, self.sink.store(items), strict=True):
-                if not stored:
-                    outcomes[i] = ("stored_before", outcomes[i][1], "")
+        if not items:
+            return outcomes
+        try:
+            results: list[bool | str] = list(self.sink.store(items))
+        except SinkError as exc:
+            if not exc.permanent:
+                raise
+            results = []  # one of them cannot be stored: find it, store the others
+            for item in items:
+                try:
+                    results += self.sink.store([item])
+                except SinkError as one:
+                    if not one.permanent:
+                        raise
+                    results.append(str(one))
+        for i, res in zip(where, results, strict=True):
+            if isinstance(res, str):
+                outcomes[i] = ("unstorable", outcomes[i][1], res)
+            elif not res:
+                outcomes[i] = ("stored_before", outcomes[i][1], "")
         return outcomes
 
     @staticmethod
@@ -382,6 +400,12 @@ class Receiver:
             log.warning("receiver: skipped a %s message on %s: %s", kind, topic, why)
             return
         assert batch is not None
+        if kind == "unstorable":
+            self.counts[kind] += 1
+            log.error(
+                "receiver: the sink refused batch %s/%d from %s: %s", batch.stream_id, batch.seq, topic, why
+            )
+            return
         tracker = None
         if batch.seq >= 0:
             tracker = self.streams.get(batch.stream_id)

@@ -31,7 +31,15 @@ StoreItem = tuple[DecodedBatch, str]
 
 class SinkError(EdgeflowError):
     """A sink could not store a batch (disk full, database unreachable, ...): nothing of the call is
-    stored, and the receiver leaves its messages unacknowledged."""
+    stored, and the receiver leaves its messages unacknowledged.
+
+    ``permanent``: the data itself was refused (a value the database cannot hold), so storing it again
+    would fail again. The receiver then stores the group's messages one by one, and a message refused
+    on its own is counted as ``unstorable``, logged and acknowledged — never retried forever."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @runtime_checkable
