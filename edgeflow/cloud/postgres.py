@@ -309,6 +309,13 @@ class PostgresStore:
         with self._lock:
             self._drop()
 
+    def __enter__(self) -> PostgresStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- storing ----------------------------------------------------------------------------------
 
     def store(self, items: Sequence[StoreItem]) -> list[bool]:

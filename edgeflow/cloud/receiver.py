@@ -210,6 +210,11 @@ class Receiver:
         try:
             conn = await self._connect()
         except BaseException:
+            if self._store_task is not None:
+                self._store_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._store_task
+                self._store_task = None
             await self._close_sink()
             raise
         self._task = loop.create_task(self._run(conn), name="receiver")
