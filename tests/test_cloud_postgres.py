@@ -211,22 +211,41 @@ def test_a_url_with_a_password_is_refused(capsys: pytest.CaptureFixture[str]) ->
     assert "not both" in capsys.readouterr().err
 
 
-def test_password_file_is_used(pg_cluster: PostgresCluster, tmp_path: Path) -> None:
+def test_password_from_a_file_or_the_environment(
+    pg_cluster: PostgresCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = pg_cluster.create_database()
+    role = f"edge_{os.getpid()}"
     with psycopg.connect(pg_cluster.url(), autocommit=True) as c:
-        c.execute("CREATE ROLE edge LOGIN PASSWORD 'pw-in-a-file'")
-        c.execute(f"GRANT ALL ON DATABASE {url.rsplit('/', 1)[1]} TO edge")
-    pw = tmp_path / "pw"
-    pw.write_text("pw-in-a-file\n")
-    edge_url = url.replace("postgres@", "edge@")
-    st = Store(edge_url, password_file=pw)
-    st.open()  # trust auth would take any password: check that the one given reached the server
-    with psycopg.connect(edge_url, password="pw-in-a-file") as c:
-        assert c.execute("SELECT current_user").fetchone() == ("edge",)
-    st.close()
-    bad = Store(edge_url, password_file=tmp_path / "missing")
-    with pytest.raises(Exception, match="cannot read the password file"):
-        bad.open()
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-in-a-file'")
+    try:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(f"GRANT CREATE ON DATABASE {url.rsplit('/', 1)[1]} TO {role}")
+        if not pg_cluster.external:  # the role must give a password (the rest of the cluster trusts)
+            hba = pg_cluster.datadir / "pg_hba.conf"
+            hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            with psycopg.connect(pg_cluster.url(), autocommit=True) as c:
+                c.execute("SELECT pg_reload_conf()")
+        pw = tmp_path / "pw"
+        pw.write_text("pw-in-a-file\n")
+        edge_url = url.replace("postgres@", f"{role}@")
+        with Store(edge_url, password_file=pw) as st:
+            assert st.streams() == {}
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-it\n")
+        if not pg_cluster.external:
+            with pytest.raises(Exception, match="password authentication failed"):
+                Store(edge_url, password_file=wrong).open()
+        with pytest.raises(Exception, match="cannot read the password file"):
+            Store(edge_url, password_file=tmp_path / "missing").open()
+        monkeypatch.setenv("PGPASSWORD", "pw-in-a-file")  # libpq's own: PGPASSWORD, PGPASSFILE, ~/.pgpass
+        with Store(edge_url) as st:
+            assert st.gaps() == []
+    finally:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role} CASCADE")
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as c:
+            c.execute(f"DROP ROLE {role}")
 
 
 # -- with a broker ------------------------------------------------------------------------------------
