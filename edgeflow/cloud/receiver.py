@@ -119,6 +119,9 @@ class Receiver:
 
     ``client_id`` should be stable across restarts when a sink is used: the broker keeps the session of
     that id (``session_expiry`` seconds) and delivers what was not acknowledged to it again.
+    ``receive_maximum`` (MQTT 5, with a sink): messages the broker may have in flight to this receiver,
+    so what waits unacknowledged in memory is bounded (MQTT 3.1.1: the broker's own setting, Mosquitto's
+    ``max_inflight_messages``). ``max_group``: messages stored in one transaction at most.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class Receiver:
         reconnect: tuple[float, float] = (0.2, 5.0),
         store_backoff: tuple[float, float] = (0.5, 10.0),
         max_group: int = 256,
+        receive_maximum: int = 1000,
     ) -> None:
         if out is not None:
             if sink is not None:
@@ -156,6 +160,7 @@ class Receiver:
             keepalive=keepalive,
             clean_start=False,
             session_expiry=session_expiry,
+            receive_maximum=receive_maximum if sink is not None else 0,
         )
         self.sink = sink
         self._on_batch = on_batch

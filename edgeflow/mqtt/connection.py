@@ -144,6 +144,10 @@ class ConnectParams:
     #: MQTT 5 session expiry interval (seconds) when ``clean_start`` is False.
     session_expiry: int = 0
     max_inflight: int = 100
+    #: MQTT 5 Receive Maximum: QoS 1/2 messages the broker may have unacknowledged at this client at
+    #: once (0: not sent, the broker's own limit applies). Bounds what a client that acknowledges late
+    #: (``on_delivery``) holds in memory.
+    receive_maximum: int = 0
 
     @property
     def where(self) -> str:
@@ -163,6 +167,7 @@ def connect_params(
     clean_start: bool = True,
     session_expiry: int = 0,
     max_inflight: int = 100,
+    receive_maximum: int = 0,
 ) -> ConnectParams:
     """Everything one connection needs, from the settings a user writes. TLS is on exactly when the URL
     is ``mqtts://`` (TLS settings with a plaintext URL are an error, never ignored)."""
@@ -194,6 +199,7 @@ def connect_params(
         clean_start=clean_start,
         session_expiry=session_expiry,
         max_inflight=max_inflight,
+        receive_maximum=receive_maximum,
     )
 
 
@@ -290,6 +296,9 @@ class MqttConnection:
             if not p.clean_start and p.session_expiry:
                 props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = p.session_expiry
+            if p.receive_maximum:
+                props = props or Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.ReceiveMaximum = min(p.receive_maximum, 65535)
         try:
             await asyncio.wait_for(
                 asyncio.to_thread(
