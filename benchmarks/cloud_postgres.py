@@ -50,6 +50,7 @@ from edgeflow.model import ReadingBatch, SeriesTable, ValueType  # noqa: E402
 from edgeflow.mqtt.connection import ConnectParams, MqttConnection  # noqa: E402
 
 TOPIC = "edgeflow/bench/batches"
+RECEIVE_MAXIMUM = 1000
 
 
 class TunedBroker(MosquittoBroker):
@@ -113,7 +114,7 @@ def wait_count(url: str, want: int, timeout: float = 600) -> float:
 
 def receiver(broker: MosquittoBroker, url: str, name: str, group: str | None) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "edgeflow", "receive", "--url", broker.url, "--topic", TOPIC]
-    argv += ["--client-id", name, "--sink", url]
+    argv += ["--client-id", name, "--sink", url, "--receive-maximum", str(RECEIVE_MAXIMUM)]
     if group:
         argv += ["--group", group]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -220,9 +221,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--series", type=int, default=10)
     ap.add_argument("--inflight", type=int, default=100, help="Mosquitto max_inflight_messages")
+    ap.add_argument("--receive-maximum", type=int, default=1000, help="the receivers' MQTT 5 Receive Maximum")
     args = ap.parse_args()
+    global RECEIVE_MAXIMUM
+    RECEIVE_MAXIMUM = args.receive_maximum
     total = args.messages * args.batch
-    print(f"load before: {os.getloadavg()}; {os.cpu_count()} CPUs")
+    print(
+        f"load before: {os.getloadavg()}; {os.cpu_count()} CPUs; broker max_inflight_messages "
+        f"{args.inflight}, receivers' receive maximum {args.receive_maximum}"
+    )
     cluster = new_cluster()
     work = Path(tempfile.mkdtemp(prefix="edgeflow-bench-mq-"))
     broker = TunedBroker(workdir=work, port=free_port(), inflight=args.inflight)

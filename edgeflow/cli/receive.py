@@ -54,6 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sink-password-file", type=Path, metavar="PATH", help="file holding the database password"
     )
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="MQTT 5: messages the broker may have unacknowledged at this receiver (default 1000)",
+    )
+    parser.add_argument(
+        "--max-group", type=int, default=256, metavar="N", help="messages stored per transaction at most"
+    )
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
 
 
@@ -96,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
             topics,
             sink=sink,
             out=args.out,
+            receive_maximum=args.receive_maximum,
+            max_group=args.max_group,
             protocol=args.protocol,
             client_id=args.client_id,
             group=args.group,
