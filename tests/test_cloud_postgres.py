@@ -194,6 +194,23 @@ def test_non_numeric_values_and_window_starts_round_trip(pg_url: str) -> None:
     ]
 
 
+def test_plain_edgex_events_without_stream_tags_are_stored_each_time(pg_url: str) -> None:
+    """An EdgeX device service's own event carries no stream id or sequence number: nothing to
+    de-duplicate by, so it is stored as it comes (and counted as untracked by the receiver)."""
+    from edgeflow.model import Event, Reading, encode_add_event_request
+
+    origin = 1_700_000_000_000_000_000
+    r = Reading("edgex-dev", "temp", "p", ValueType.FLOAT64, 21.5, origin)
+    payload = encode_add_event_request(Event("edgex-dev", "p", "temp", origin, [r]))
+    b = decode(payload)
+    assert b.seq < 0
+    with Store(pg_url) as st:
+        assert st.store([(b, "edgex/events/device/x"), (b, "edgex/events/device/x")]) == [True, True]
+        assert st.count_readings() == 2
+        assert st.streams() == {}
+        assert st.series_at("edgex-dev", "temp", [origin, origin + 1]).tolist() == [21.5, 21.5]
+
+
 def test_a_url_with_a_password_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     receive_cmd.add_arguments(parser)

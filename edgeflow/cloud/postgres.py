@@ -284,8 +284,8 @@ class PostgresStore:
                 with conn.transaction():  # a savepoint: the extension may be installed but not preloaded
                     conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                     conn.execute(
-                        "SELECT create_hypertable('edgeflow.readings', 'origin', chunk_time_interval => %s)",
-                        (_CHUNK_NS,),
+                        "SELECT create_hypertable('edgeflow.readings', 'origin',"
+                        f" chunk_time_interval => {_CHUNK_NS}::bigint)"
                     )
                 log.info("%s: edgeflow.readings is a TimescaleDB hypertable", self.where)
                 return
