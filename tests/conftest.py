@@ -777,7 +777,7 @@ def pg_cluster() -> Iterator[PostgresCluster]:
     """One cluster per test process (xdist worker), shared by the tests that only need a database."""
     try:
         cluster = _new_cluster()
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, LookupError, subprocess.SubprocessError) as exc:  # LookupError: no postgres user
         cluster = _machine_server(exc)
     yield cluster
     _drop_cluster(cluster)
