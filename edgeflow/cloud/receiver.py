@@ -327,6 +327,10 @@ class Receiver:
             except SinkError as exc:
                 await self._store_failed(exc, group)
                 continue
+            except Exception as exc:  # a bug in a sink must not stop storing: same as a failed store
+                log.exception("receiver: the sink %s raised", self.sink.name if self.sink else "")
+                await self._store_failed(SinkError(f"{type(exc).__name__}: {exc}"), group)
+                continue
             self._store_backoff.reset()
             for (conn, delivery), (kind, batch, why) in zip(group, outcomes, strict=True):
                 self._count(kind, batch, why, delivery.topic)
