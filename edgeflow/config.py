@@ -30,7 +30,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from edgeflow.errors import ConfigError
@@ -53,6 +61,7 @@ __all__ = [
     "config_schema",
     "load_config",
     "parse_config",
+    "parse_listen",
 ]
 
 ENV_PREFIX = "EDGEFLOW__"
@@ -138,7 +147,35 @@ class BusSpec(_Model):
 class MetricsSpec(_Model):
     """Prometheus exposition and health endpoints (``/metrics``, ``/healthz``, ``/readyz``)."""
 
-    listen: str | None = Field(default=None, description="host:port; none disables the endpoint")
+    listen: str | None = Field(
+        default=None,
+        description="host:port (an IPv6 host in brackets, port 0 for any free one); none disables the endpoint",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of :attr:`listen`, or None."""
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"host:port"`` → ``(host, port)``; a ValueError saying what is wrong otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port (e.g. 0.0.0.0:9464 or 127.0.0.1:9464)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9464")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port)
 
 
 class StateSpec(_Model):
@@ -169,6 +206,12 @@ class EdgeConfig(_Model):
     uplink: UplinkSpec
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     state: StateSpec = Field(default_factory=StateSpec)
+    _source: str = PrivateAttr(default="<dict>")
+
+    @property
+    def source(self) -> str:
+        """Where this configuration came from (the file, or ``<dict>``), for error messages."""
+        return self._source
 
     @model_validator(mode="after")
     def _unique_names(self) -> EdgeConfig:
@@ -203,8 +246,14 @@ def _find_key(container: Mapping[str, Any], wanted: str) -> str:
     return to_camel(wanted.lower())
 
 
-def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Apply ``EDGEFLOW__A__B=value`` variables onto the raw config mapping (in place; returned)."""
+def apply_env_overrides(
+    data: dict[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    applied: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Apply ``EDGEFLOW__A__B=value`` variables onto the raw config mapping (in place; returned).
+    ``applied``, when given, receives ``key path → variable name`` for each override."""
     env = os.environ if environ is None else environ
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
@@ -233,6 +282,8 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str] | None 
             path += f".{key}" if path else key
             if last:
                 node[key] = value
+                if applied is not None:
+                    applied[path] = name
             else:
                 node = node.setdefault(key, {})
     return data
@@ -288,16 +339,40 @@ def parse_config(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping at the top level", source=source)
-    data = apply_env_overrides(data, environ)
+    applied: dict[str, str] = {}
+    data = apply_env_overrides(data, environ, applied=applied)
     try:
         cfg = EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(
-            "configuration is not valid", source=source, problems=validation_problems(exc, data=data)
-        ) from None
+        problems = validation_problems(exc, data=data, model=EdgeConfig)
+        raise _attributed(problems, source, applied) from None
     cfg = _resolve_profiles(cfg, base_dir or Path.cwd(), source)
     _check_sources(cfg, source)
+    cfg._source = source
     return cfg
+
+
+def _attributed(problems: list[tuple[str, str]], source: str, applied: Mapping[str, str]) -> ConfigError:
+    """The error for ``problems``, each blamed on where its value came from: the environment variable
+    that set it (or a key above it), else the file."""
+
+    def origin(path: str) -> str | None:
+        for set_path, var in applied.items():
+            if path == set_path or path.startswith((set_path + ".", set_path + "[")):
+                return var
+        return None
+
+    from_env = [(p, m, origin(p)) for p, m in problems]
+    if all(var is not None for _, _, var in from_env):
+        names = sorted({var for _, _, var in from_env if var is not None})
+        return ConfigError(
+            "configuration is not valid", source=f"environment {', '.join(names)}", problems=problems
+        )
+    return ConfigError(
+        "configuration is not valid",
+        source=source,
+        problems=[(p, m if var is None else f"{m} (set by environment {var})") for p, m, var in from_env],
+    )
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> EdgeConfig:

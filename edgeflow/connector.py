@@ -59,6 +59,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from edgeflow.errors import ConfigError, ConnectorError, ConnectorNotFoundError
+from edgeflow.parsing import did_you_mean
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile, DeviceResource
 
 __all__ = [
@@ -357,8 +358,10 @@ def load_connector(type_name: str) -> type[Connector]:
         return cls
     ep = _entry_points().get(type_name)
     if ep is None:
+        installed = available_connectors()
         raise ConnectorNotFoundError(
-            f"no connector {type_name!r}; installed: {', '.join(available_connectors()) or 'none'}"
+            f"no connector {type_name!r}{did_you_mean(type_name, installed)}; "
+            f"installed: {', '.join(installed) or 'none'}"
         )
     try:
         loaded = ep.load()

@@ -1,8 +1,10 @@
 """Counters, bandwidth accounting, Prometheus exposition and health endpoints.
 
 Parts of the process register *collectors*: callables that return the current :class:`Sample` s.
-Nothing is counted twice: a collector reads the counters its part already keeps. A scrape renders the
-Prometheus text format (version 0.0.4). :class:`MetricsServer` serves
+Nothing is counted twice: a collector reads the counters its part already keeps. A scrape renders them
+with ``prometheus_client`` (the ecosystem's exposition: ``# HELP`` and ``# TYPE`` for every family,
+counters named ``*_total``), together with its process collector (``process_cpu_seconds_total``,
+``process_resident_memory_bytes``, open files) and platform information. :class:`MetricsServer` serves
 
 * ``GET /metrics``: the exposition;
 * ``GET /healthz``: 200 while the event loop answers (liveness);
@@ -16,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 __all__ = ["MetricsServer", "Registry", "Sample"]
 
@@ -33,6 +39,10 @@ ReadyCheck = Callable[[], tuple[bool, dict[str, object]]]
 
 @dataclass(frozen=True, slots=True)
 class Sample:
+    """One value of a metric family. ``kind="counter"``: a total that only grows (rendered with the
+    ``_total`` suffix, added when the name lacks it); ``help`` is the family's ``# HELP`` text (the
+    first sample of a family that has one gives it; without, a text is made from the name)."""
+
     name: str
     value: float
     labels: tuple[tuple[str, str], ...] = ()
@@ -40,29 +50,28 @@ class Sample:
     kind: Literal["counter", "gauge"] = "gauge"
 
 
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(int(v)) if float(v).is_integer() and abs(v) < 2**63 else repr(float(v))
+def _family_name(sample: Sample) -> str:
+    if sample.kind == "counter" and sample.name.endswith("_total"):
+        return sample.name[: -len("_total")]
+    return sample.name
 
 
 class Registry:
-    """Collectors of samples, rendered for Prometheus."""
+    """Collectors of samples, rendered for Prometheus through ``prometheus_client``."""
 
-    def __init__(self, prefix: str = "edgeflow_") -> None:
+    def __init__(self, prefix: str = "edgeflow_", *, process: bool = True) -> None:
         self.prefix = prefix
         self._collectors: list[Collector] = []
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self)
+        if process:
+            ProcessCollector(registry=self._registry)
+            PlatformCollector(registry=self._registry)
 
     def add_collector(self, collector: Collector) -> None:
         self._collectors.append(collector)
 
-    def collect(self) -> list[Sample]:
+    def collect_samples(self) -> list[Sample]:
         out: list[Sample] = []
         for c in self._collectors:
             try:
@@ -71,23 +80,29 @@ class Registry:
                 log.exception("metrics collector %r failed", c)
         return out
 
+    def collect(self) -> Iterator[Metric]:
+        """The ``prometheus_client`` collector protocol: one family per metric name."""
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        label_names: dict[str, tuple[str, ...]] = {}
+        for s in self.collect_samples():
+            name = self.prefix + _family_name(s)
+            fam = families.get(name)
+            keys = tuple(k for k, _ in s.labels)
+            if fam is None:
+                text = s.help or _family_name(s).replace("_", " ")
+                cls = CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily
+                fam = cls(name, text, labels=keys)
+                families[name] = fam
+                label_names[name] = keys
+            if keys != label_names[name]:
+                log.warning("metric %s: samples with different labels %s, %s", name, label_names[name], keys)
+                continue
+            fam.add_metric([v for _, v in s.labels], s.value)
+        yield from (families[n] for n in sorted(families))
+
     def render(self) -> str:
-        by_name: dict[str, list[Sample]] = {}
-        for s in self.collect():
-            by_name.setdefault(s.name, []).append(s)
-        lines: list[str] = []
-        for name in sorted(by_name):
-            samples = by_name[name]
-            full = self.prefix + name
-            if samples[0].help:
-                lines.append(f"# HELP {full} {samples[0].help}")
-            lines.append(f"# TYPE {full} {samples[0].kind}")
-            for s in samples:
-                label = ""
-                if s.labels:
-                    label = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in s.labels) + "}"
-                lines.append(f"{full}{label} {_number(s.value)}")
-        return "\n".join(lines) + "\n"
+        """The text exposition of every collector and the process's own metrics."""
+        return generate_latest(self._registry).decode()
 
 
 class MetricsServer:
@@ -100,12 +115,17 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound ``(host, port)`` (the real port when asked for port 0)."""
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        name = self._server.sockets[0].getsockname()
+        return str(name[0]), int(name[1])
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._handle, host, port)
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -138,7 +158,7 @@ class MetricsServer:
         if method != "GET":
             return "405 Method Not Allowed", "text/plain", b"GET only\n"
         if path == "/metrics":
-            return "200 OK", "text/plain; version=0.0.4; charset=utf-8", self.registry.render().encode()
+            return "200 OK", CONTENT_TYPE_LATEST, self.registry.render().encode()
         if path == "/healthz":
             return "200 OK", "application/json", b'{"status":"ok"}'
         if path == "/readyz":

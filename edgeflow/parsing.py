@@ -18,16 +18,18 @@ writes, anywhere in the config, goes through it: the annotated types :data:`Posi
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BeforeValidator, ValidationError, WithJsonSchema
+from pydantic import BeforeValidator, TypeAdapter, ValidationError, WithJsonSchema
 
 from edgeflow.errors import ConfigError, ValueFormatError
 
@@ -39,6 +41,7 @@ __all__ = [
     "PositiveNanoseconds",
     "PositiveSeconds",
     "config_error",
+    "did_you_mean",
     "duration_ns",
     "duration_seconds",
     "load_yaml",
@@ -334,14 +337,17 @@ def _drop_tags(loc: Sequence[int | str], data: Any) -> list[int | str]:
     return out
 
 
-def validation_problems(exc: ValidationError, *, prefix: str = "", data: Any = None) -> list[tuple[str, str]]:
+def validation_problems(
+    exc: ValidationError, *, prefix: str = "", data: Any = None, model: Any = None
+) -> list[tuple[str, str]]:
     """``(key_path, message)`` for each error of a pydantic :class:`ValidationError`.
 
     ``loc`` tuples become ``a.b[2].c`` paths (``("deviceResources", 3, "properties", "valueType")`` →
     ``deviceResources[3].properties.valueType``); ``prefix`` is put in front (``"devices[0]"``).
     Pydantic's internal loc parts (``function-after[...]``, union member tags) are dropped; given the
     validated ``data``, so are the tags of discriminated unions (``rules[0].max_error``, not
-    ``rules[0].swing.max_error``).
+    ``rules[0].swing.max_error``). Given the ``model``, an unknown key gets a "did you mean" from the keys
+    the model's tree accepts.
     """
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
@@ -354,12 +360,48 @@ def validation_problems(exc: ValidationError, *, prefix: str = "", data: Any = N
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown key (not allowed here)"
-        elif err.get("type") == "missing":
+        kind = err.get("type")
+        if kind == "extra_forbidden":
+            last = loc[-1] if loc else ""
+            hint = ""
+            if model is not None and isinstance(last, str):
+                words = _vocabulary(model)
+                # a key that exists elsewhere in the tree is misplaced, not misspelt
+                hint = "" if last in words else did_you_mean(last, words)
+            msg = f"unknown key{hint or ' (not allowed here)'}"
+        elif kind == "missing":
             msg = "required key is missing"
+        elif kind == "union_tag_invalid":
+            ctx = err.get("ctx") or {}
+            tag = str(ctx.get("tag", ""))
+            expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+            field = str(ctx.get("discriminator", "'type'")).strip("'")
+            msg = f"unknown {field} {tag!r}; expected one of {', '.join(expected)}"
+            path = f"{path}.{field}" if path else field
+            msg += did_you_mean(tag, expected)
         problems.append((path, msg))
     return problems
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` when one of ``choices`` is close to ``word``, else ``""``; the
+    suffix every "unknown key/name" message of edgeflow ends with."""
+    options = {c.lower(): c for c in choices}
+    match = difflib.get_close_matches(word.lower(), list(options), n=1, cutoff=0.75)
+    return f" (did you mean {options[match[0]]!r}?)" if match else ""
+
+
+@functools.cache
+def _vocabulary(model: Any) -> frozenset[str]:
+    """Every key any model reachable from ``model`` (a model class or a type such as a union of
+    models) accepts, names and aliases, for suggestions."""
+    words: set[str] = set()
+    adapter: TypeAdapter[Any] = TypeAdapter(model)
+    for by_alias in (True, False):
+        schema = adapter.json_schema(by_alias=by_alias)
+        for node in [schema, *schema.get("$defs", {}).values()]:
+            words.update(node.get("properties", {}))
+    return frozenset(words)
 
 
 def _is_internal_loc(part: str) -> bool:
@@ -381,8 +423,16 @@ def _is_internal_loc(part: str) -> bool:
 
 
 def config_error(
-    message: str, source: str, exc: ValidationError, *, prefix: str = "", data: Any = None
+    message: str,
+    source: str,
+    exc: ValidationError,
+    *,
+    prefix: str = "",
+    data: Any = None,
+    model: Any = None,
 ) -> ConfigError:
     """A :class:`ConfigError` listing every problem of ``exc`` with its key path (``data``, the input
-    that was validated, lets union tags be left out of the paths)."""
-    return ConfigError(message, source=source, problems=validation_problems(exc, prefix=prefix, data=data))
+    that was validated, lets union tags be left out of the paths; ``model`` gives "did you mean")."""
+    return ConfigError(
+        message, source=source, problems=validation_problems(exc, prefix=prefix, data=data, model=model)
+    )

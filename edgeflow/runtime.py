@@ -29,20 +29,29 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
 from edgeflow.config import EdgeConfig, PipelineSpec
 from edgeflow.connector import Clock, as_clock, load_connector
-from edgeflow.errors import BusClosedError, ConfigError, RuleError
+from edgeflow.errors import BusClosedError, ConfigError, ConnectorNotFoundError, RuleError
 from edgeflow.metrics import MetricsServer, Registry, Sample
-from edgeflow.model import ReadingBatch, SeriesInfo, SeriesTable
+from edgeflow.model import (
+    Event,
+    Reading,
+    ReadingBatch,
+    SeriesInfo,
+    SeriesTable,
+    ValueType,
+    encode_add_event_request,
+)
 from edgeflow.profiles import DeviceProfile
 from edgeflow.rules import Pipeline, PipelineOutput, SeriesMatcher, build_pipeline
 from edgeflow.rules.pipeline import late_name, output_names
@@ -54,6 +63,24 @@ __all__ = ["Runtime", "run_config"]
 log = logging.getLogger(__name__)
 
 ALL_EVENTS = "edgex/events/device/#"
+#: Uplink statistics that go up and down; every other one is a total.
+_UPLINK_GAUGES = frozenset(
+    {"batching", "queued", "queued_readings", "queued_bytes", "outbox_file_bytes", "inflight", "connected"}
+)
+_UPLINK_HELP = {
+    "batching": "readings waiting to be committed to the outbox",
+    "queued": "batches in the outbox not yet acknowledged by the broker (or written by the file uplink)",
+    "queued_readings": "readings in the outbox not yet acknowledged",
+    "queued_bytes": "bytes in the outbox not yet acknowledged",
+    "outbox_file_bytes": "size of the outbox file on disk",
+    "bytes_shipped": "bytes of encoded batches acknowledged by the broker (or written)",
+    "acked_readings": "readings acknowledged by the broker (or written)",
+    "dropped_readings": "readings the outbox dropped by its overflow policy",
+    "readings_committed": "readings committed to the outbox",
+    "commit_failures": "commits to the outbox that failed (retried)",
+    "connected": "1 while connected to the broker",
+    "inflight": "messages published and not yet acknowledged",
+}
 #: How often at most the "readings matched no pipeline" line is logged.
 UNROUTED_LOG_INTERVAL = 60.0
 
@@ -68,6 +95,7 @@ class _Route:
     late: int = 0
     alarms: int = 0
     errors: int = 0
+    edgex_json_bytes: int = 0  # what EdgeX would have sent for the readings in: one event per reading
     dirty: bool = True
 
     @property
@@ -86,6 +114,58 @@ class _Counters:
     pipeline_errors: int = 0
     state_restored: int = 0
     state_discarded: int = 0
+    edgex_json_bytes: int = 0  # of every reading routed: the baseline the savings ratio compares with
+
+
+_TYPICAL = {ValueType.BOOL: False, ValueType.STRING: "idle"}
+
+
+def _edgex_event_size(info: SeriesInfo) -> int:
+    """Bytes of an EdgeX ``AddEventRequest`` with one reading of ``info``'s series (a typical value:
+    ``123.456`` for floats, ``123`` for integers; arrays and objects as a small one)."""
+    vt = info.value_type
+    if vt in _TYPICAL:
+        value: Any = _TYPICAL[vt]
+    elif vt.is_integer:
+        value = 123
+    elif vt.is_numeric:
+        value = 123.456
+    else:
+        value, vt = 123.456, ValueType.FLOAT64  # arrays, binary, objects: at least a number's size
+    reading = Reading(info.device, info.resource, info.profile, vt, value, _ORIGIN, units=info.units)
+    event = Event(info.device, info.profile, info.source or info.resource, _ORIGIN, [reading])
+    return len(encode_add_event_request(event))
+
+
+_ORIGIN = 1_767_225_600_000_000_000  # a 19-digit origin, as every origin in this century is
+
+
+def _listing(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+@contextlib.contextmanager
+def _blamed_on(source: str, where: str) -> Iterator[None]:
+    """Building a part: its configuration errors (and a connector that is not installed) become
+    :class:`ConfigError` naming the configuration's source and, where the error names no key path, the
+    part's (``devices[2]``), so ``validate`` and ``run`` report them alike."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.source is not None:
+            raise
+        message = str(exc).split("\n", 1)[0]
+        problems = exc.problems or [(where, message)]
+        raise ConfigError(
+            message if exc.problems else "configuration is not valid", source=source, problems=problems
+        ) from None
+    except ConnectorNotFoundError as exc:
+        raise ConfigError(
+            "configuration is not valid",
+            source=source,
+            problems=[(f"{where}.connector" if where.startswith("devices") else where, str(exc))],
+        ) from None
 
 
 class Runtime:
@@ -109,7 +189,8 @@ class Runtime:
         self.clock = self._clock.time_ns
         self.table = SeriesTable()
         self.bus: Bus[ReadingBatch] = Bus()
-        self.uplink = uplink or create_uplink(config.uplink, service=config.service)
+        with _blamed_on(config.source, "uplink"):
+            self.uplink = uplink or create_uplink(config.uplink, service=config.service)
         self.services: dict[str, DeviceService] = {}
         self.routes: list[_Route] = []
         self.registry = Registry()
@@ -118,6 +199,7 @@ class Runtime:
         self._sub: Subscription[ReadingBatch] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._counters = _Counters()
+        self._edgex_size: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._started = False
         self._uplink_started = False
         self._router_error: str = ""
@@ -139,18 +221,27 @@ class Runtime:
             shift_convention=s.shift_convention,
             transforms=s.transforms,
         )
-        for dspec in cfg.devices:
-            service = self.services.get(dspec.connector)
-            if service is None:
-                cls = load_connector(dspec.connector)
-                connector = cls(cfg.connectors.get(dspec.connector, {}))
-                service = DeviceService(
-                    cfg.service, connector, self.bus.publish, self.table, settings=settings, clock=self._clock
-                )
-                self.services[dspec.connector] = service
-            profile = dspec.profile
-            assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
-            service.add_device(dspec.to_device(cfg.service, profile), profile)
+        for type_name, options in cfg.connectors.items():  # options of connectors no device uses yet, too
+            with _blamed_on(cfg.source, f"connectors.{type_name}"):
+                load_connector(type_name)(options)
+        for i, dspec in enumerate(cfg.devices):
+            with _blamed_on(cfg.source, f"devices[{i}]"):
+                service = self.services.get(dspec.connector)
+                if service is None:
+                    cls = load_connector(dspec.connector)
+                    connector = cls(cfg.connectors.get(dspec.connector, {}))
+                    service = DeviceService(
+                        cfg.service,
+                        connector,
+                        self.bus.publish,
+                        self.table,
+                        settings=settings,
+                        clock=self._clock,
+                    )
+                    self.services[dspec.connector] = service
+                profile = dspec.profile
+                assert isinstance(profile, DeviceProfile), "load_config resolves profile paths"
+                service.add_device(dspec.to_device(cfg.service, profile), profile)
         for pspec in cfg.pipelines:
             self.routes.append(
                 _Route(
@@ -264,24 +355,46 @@ class Runtime:
         self._tasks.append(loop.create_task(self._watermarks(), name="watermarks"))
         for service in self.services.values():
             await service.start()
-        listen = self.config.metrics.listen
-        if listen:
-            host, _, port = listen.rpartition(":")
+        address = self.config.metrics.address()
+        if address is not None:
             self.metrics_server = MetricsServer(self.registry, ready=self._ready)
             try:
-                await self.metrics_server.start(host or "127.0.0.1", int(port))
-            except (OSError, ValueError) as exc:
+                await self.metrics_server.start(*address)
+            except (OSError, OverflowError) as exc:
                 self.metrics_server = None
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 raise ConfigError(
-                    "cannot serve metrics", problems=[("metrics.listen", f"{listen}: {reason}")]
-                ) from exc
+                    "cannot serve metrics",
+                    source=self.config.source,
+                    problems=[("metrics.listen", f"{self.config.metrics.listen}: {reason}")],
+                ) from None
+        self._log_parts()
+
+    def _log_parts(self) -> None:
+        """One start-up line per part, so an operator sees what runs and where it ships."""
+        cfg = self.config
+        for type_name, service in self.services.items():
+            names = list(service.states)
+            log.info("devices (%s): %d: %s", type_name, len(names), _listing(names))
+        for route in self.routes:
+            rules = ", ".join(r.type for r in route.spec.rules) or "no rules"
+            log.info("pipeline %s: %s", route.spec.name, rules)
+        up = cfg.uplink
+        if up.type == "mqtt":
+            log.info(
+                "uplink: %s topic %s (%s), outbox %s", up.url, up.topic_template, up.encoding, up.outbox.path
+            )
+        else:
+            log.info("uplink: file %s, outbox %s", up.path, up.outbox_spec.path)
+        if self.metrics_server is not None:
+            host, port = self.metrics_server.address
+            log.info("metrics: http://%s:%d/metrics (health /healthz, readiness /readyz)", host, port)
         log.info(
             "edgeflow %s running: %d devices, %d pipelines, uplink %s",
-            self.config.service,
-            len(self.config.devices),
+            cfg.service,
+            len(cfg.devices),
             len(self.routes),
-            self.config.uplink.type,
+            cfg.uplink.type,
         )
 
     async def _stop_reading(self) -> None:
@@ -399,6 +512,8 @@ class Runtime:
         n = len(batch)
         if n == 0:
             return
+        sizes = self._edgex_sizes()
+        self._counters.edgex_json_bytes += int(sizes[batch.series].sum())
         matched = np.zeros(n, dtype=bool)
         for route in self.routes:
             mask = route.matcher.mask(batch)
@@ -407,6 +522,7 @@ class Runtime:
             if not len(part):
                 continue
             route.readings_in += len(part)
+            route.edgex_json_bytes += int(sizes[part.series].sum())
             route.dirty = True
             try:
                 out = route.pipeline.process(part)
@@ -421,6 +537,15 @@ class Runtime:
         self._counters.routed += routed
         if routed < n:
             self._unrouted(batch if routed == 0 else batch.take(~matched))
+
+    def _edgex_sizes(self) -> npt.NDArray[np.int64]:
+        """Bytes of one EdgeX v3 ``AddEventRequest`` carrying one reading, per series id (as EdgeX's
+        device services publish: an event per AutoEvent read); computed once per series."""
+        have = len(self._edgex_size)
+        if have < len(self.table):
+            new = [_edgex_event_size(self.table.info(sid)) for sid in range(have, len(self.table))]
+            self._edgex_size = np.concatenate([self._edgex_size, np.asarray(new, dtype=np.int64)])
+        return self._edgex_size
 
     def _unrouted(self, batch: ReadingBatch) -> None:
         n = len(batch)
@@ -623,8 +748,37 @@ class Runtime:
             yield Sample("bus_timed_out_readings_total", st.timed_out_readings, lab, kind="counter")
         yield Sample("unrouted_readings_total", c.unrouted_shipped, (("action", "ship"),), kind="counter")
         yield Sample("unrouted_readings_total", c.unrouted_dropped, (("action", "drop"),), kind="counter")
+        uplink = self.uplink.stats()
+        shipped = float(uplink.get("bytes_shipped", 0))
+        base = c.edgex_json_bytes
+        yield Sample(
+            "edgex_json_bytes_total",
+            base,
+            help="bytes EdgeX would have sent for the readings routed (an AddEventRequest per reading)",
+            kind="counter",
+        )
+        yield Sample(
+            "savings_ratio",
+            1.0 - shipped / base if base else 0.0,
+            help="1 - bytes shipped / EdgeX JSON bytes of the same readings (0.99: a hundredth of the bytes)",
+        )
+        out_total = sum(r.readings_out for r in self.routes) + c.unrouted_shipped
         for route in self.routes:
             lab = (("pipeline", route.spec.name),)
+            yield Sample(
+                "pipeline_edgex_json_bytes_total",
+                route.edgex_json_bytes,
+                lab,
+                help="bytes EdgeX would have sent for the readings this pipeline took",
+                kind="counter",
+            )
+            share = shipped * route.readings_out / out_total if out_total else 0.0
+            yield Sample(
+                "pipeline_savings_ratio",
+                1.0 - share / route.edgex_json_bytes if route.edgex_json_bytes else 0.0,
+                lab,
+                help="1 - this pipeline's share of the bytes shipped (by readings out) / its EdgeX JSON bytes",
+            )
             yield Sample("pipeline_readings_in_total", route.readings_in, lab, kind="counter")
             yield Sample("pipeline_readings_out_total", route.readings_out, lab, kind="counter")
             yield Sample("pipeline_late_readings_total", route.late, lab, kind="counter")
@@ -636,8 +790,9 @@ class Runtime:
             for key, value in dev.items():
                 if key not in ("health", "last_error"):
                     yield Sample(f"device_{key}_total", value, lab, kind="counter")
-        for key, value in self.uplink.stats().items():
-            yield Sample(f"uplink_{key}", float(value))
+        for key, value in uplink.items():
+            kind: Literal["counter", "gauge"] = "gauge" if key in _UPLINK_GAUGES else "counter"
+            yield Sample(f"uplink_{key}", float(value), help=_UPLINK_HELP.get(key, ""), kind=kind)
         for service in self.services.values():
             conn = service.connector
             for m in conn.metrics():

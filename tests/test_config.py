@@ -190,5 +190,6 @@ def test_rule_and_uplink_errors_name_the_key_the_user_wrote() -> None:
         parse_config(data, environ={})
     found = problems(exc)
     assert "pipelines[0].rules[0].max_eror" in found  # not ...rules[0].swing.max_eror
-    assert "deadbnd" in found["pipelines[0].rules[1]"]
+    assert "deadbnd" in found["pipelines[0].rules[1].type"]
+    assert "did you mean 'deadband'" in found["pipelines[0].rules[1].type"]
     assert "mqtt://" in found["uplink.url"]

@@ -341,7 +341,7 @@ def test_add_device_rejects_a_bad_profile_and_conflicting_gateway_settings() -> 
 def test_option_errors(options: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         ModbusConnector(options)
-    assert [p for p, _ in info.value.problems] == [f"connectors.modbus.options.{key}"]
+    assert [p for p, _ in info.value.problems] == [f"connectors.modbus.{key}"]
 
 
 def test_reconnect_options_are_durations() -> None:

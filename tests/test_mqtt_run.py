@@ -138,7 +138,7 @@ async def test_connector_counters_reach_the_metrics_endpoint(
     finally:
         await rt.stop()
     labels = f'connector="mqtt",device="{DEVICE}",reason="wrong_type"'
-    assert f"edgeflow_connector_mqtt_rejected_total{{{labels}}} 1" in text
-    assert 'edgeflow_connector_mqtt_accepted_total{connector="mqtt"} 1' in text
-    assert 'edgeflow_connector_mqtt_connected{connector="mqtt"} 1' in text
-    assert f'edgeflow_device_events_pushed_total{{device="{DEVICE}"}} 1' in text
+    assert f"edgeflow_connector_mqtt_rejected_total{{{labels}}} 1.0" in text
+    assert 'edgeflow_connector_mqtt_accepted_total{connector="mqtt"} 1.0' in text
+    assert 'edgeflow_connector_mqtt_connected{connector="mqtt"} 1.0' in text
+    assert f'edgeflow_device_events_pushed_total{{device="{DEVICE}"}} 1.0' in text

@@ -293,7 +293,7 @@ def test_several_problems_each_with_a_path(tmp_path: Path) -> None:
     ]
     msgs = dict(ei.value.problems)
     assert msgs["deviceResources[2].properties.readWrite"] == "required key is missing"
-    assert msgs["deviceResources[3].propertys"] == "unknown key (not allowed here)"
+    assert msgs["deviceResources[3].propertys"] == "unknown key (did you mean 'properties'?)"
 
 
 def test_commands_must_reference_existing_resources(tmp_path: Path) -> None:

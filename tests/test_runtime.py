@@ -193,7 +193,7 @@ async def test_metrics_and_health_endpoints(tmp_path: Path) -> None:
         status, body = await http_get(port, "/metrics")
         assert status == 200
         text = body.decode()
-        assert 'edgeflow_device_up{device="Device1"} 1' in text
+        assert 'edgeflow_device_up{device="Device1"} 1.0' in text
         assert "edgeflow_bus_published_readings_total" in text
         status, body = await http_get(port, "/readyz")
         assert status == 200 and orjson.loads(body)["devices"]["Device1"]["health"] == "UP"

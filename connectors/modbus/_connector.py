@@ -41,7 +41,7 @@ from edgeflow.errors import (
     WriteRejectedError,
 )
 from edgeflow.model import ValueType
-from edgeflow.parsing import duration_seconds
+from edgeflow.parsing import did_you_mean, duration_seconds
 from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
 __all__ = ["ModbusConnector", "ModbusExceptionError"]
@@ -389,12 +389,17 @@ def _close_if_idle(conn: _Connection) -> None:
 
 
 def _parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    path = "connectors.modbus.options"
+    path = "connectors.modbus"
     problems: list[tuple[str, str]] = []
     out = dict(OPTION_DEFAULTS)
     for key, value in options.items():
         if key not in OPTION_DEFAULTS:
-            problems.append((f"{path}.{key}", f"unknown option; expected {', '.join(OPTION_DEFAULTS)}"))
+            problems.append(
+                (
+                    f"{path}.{key}",
+                    f"unknown option{did_you_mean(key, OPTION_DEFAULTS)}; expected {', '.join(OPTION_DEFAULTS)}",
+                )
+            )
             continue
         default = OPTION_DEFAULTS[key]
         if isinstance(default, bool):

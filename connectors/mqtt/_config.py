@@ -177,7 +177,9 @@ def parse_options(options: Mapping[str, Any]) -> MqttOptions:
     except ValidationError as exc:
         raise ConfigError(
             "MQTT connector options are not valid",
-            problems=validation_problems(exc, prefix="connectors.mqtt", data=dict(options)),
+            problems=validation_problems(
+                exc, prefix="connectors.mqtt", data=dict(options), model=MqttOptions
+            ),
         ) from None
 
 

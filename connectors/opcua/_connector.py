@@ -41,6 +41,7 @@ from edgeflow.errors import (
     ValueFormatError,
     WriteRejectedError,
 )
+from edgeflow.parsing import did_you_mean
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile, DeviceResource
 
 __all__ = ["OPTION_DEFAULTS", "OpcUaConnector", "OpcUaSecurityError"]
@@ -527,7 +528,12 @@ def _parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(OPTION_DEFAULTS)
     for key, value in options.items():
         if key not in OPTION_DEFAULTS:
-            problems.append((f"{path}.{key}", f"unknown option; expected {', '.join(OPTION_DEFAULTS)}"))
+            problems.append(
+                (
+                    f"{path}.{key}",
+                    f"unknown option{did_you_mean(key, OPTION_DEFAULTS)}; expected {', '.join(OPTION_DEFAULTS)}",
+                )
+            )
             continue
         default = OPTION_DEFAULTS[key]
         if isinstance(default, int) and not isinstance(default, bool):

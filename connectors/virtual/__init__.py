@@ -38,12 +38,13 @@ from typing import Any
 from edgeflow.connector import CommandValue, Connector, DeviceHealth
 from edgeflow.errors import ConfigError, ConnectorError, DeviceTimeoutError
 from edgeflow.model import ValueType
-from edgeflow.parsing import duration_seconds
+from edgeflow.parsing import did_you_mean, duration_seconds
 from edgeflow.profiles import Device, DeviceProfile, DeviceResource
 
 __all__ = ["VirtualConnector"]
 
 _GENERATORS = ("random", "walk", "sine", "constant", "replay")
+_PROTOCOL_KEYS = ("seed", "failEvery", "offline", "latency")
 
 
 def _num(attrs: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
@@ -112,14 +113,40 @@ class VirtualConnector(Connector):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
+        if self.options:
+            raise ConfigError(
+                "invalid virtual connector options",
+                problems=[
+                    (f"connectors.virtual.{k}", "unknown option; the virtual connector takes none")
+                    for k in self.options
+                ],
+            )
         self._state: dict[str, _Device] = {}
 
     def validate_device(self, device: Device, profile: DeviceProfile) -> None:
         opts = device.protocols.get("virtual", {})
+        unknown = [k for k in opts if k not in _PROTOCOL_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"device {device.name!r}: invalid protocols.virtual",
+                problems=[
+                    (
+                        f"devices.{device.name}.protocols.virtual.{k}",
+                        f"unknown key{did_you_mean(k, _PROTOCOL_KEYS)}; expected {', '.join(_PROTOCOL_KEYS)}",
+                    )
+                    for k in unknown
+                ],
+            )
+        where = f"devices.{device.name}.protocols.virtual"
         seed = opts.get("seed")
-        fail_every = int(opts.get("failEvery", 0) or 0)
-        if fail_every < 0:
-            raise ConfigError(f"device {device.name!r}: protocols.virtual.failEvery must be >= 0")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | str)):
+            raise ConfigError(f"{where}.seed: must be a whole number or a string, not {seed!r}")
+        fail_every = opts.get("failEvery", 0) or 0
+        if isinstance(fail_every, bool) or not isinstance(fail_every, int) or fail_every < 0:
+            raise ConfigError(f"{where}.failEvery: must be a whole number >= 0, not {fail_every!r}")
+        offline = opts.get("offline", False)
+        if not isinstance(offline, bool):
+            raise ConfigError(f"{where}.offline: must be true or false, not {offline!r}")
         try:
             latency = duration_seconds(opts.get("latency", 0), zero=True)
         except ValueError as exc:
@@ -129,15 +156,15 @@ class VirtualConnector(Connector):
         for i, res in enumerate(profile.device_resources):
             where = f"profile {profile.name!r} deviceResources[{i}].attributes"
             resources[res.name] = self._build(res, where)
-        self._state[device.name] = _Device(
-            rng, resources, fail_every, latency, bool(opts.get("offline", False))
-        )
+        self._state[device.name] = _Device(rng, resources, fail_every, latency, offline)
 
     def _build(self, res: DeviceResource, where: str) -> _Resource:
         attrs = res.attributes
         gen = str(attrs.get("generator", "random"))
         if gen not in _GENERATORS:
-            raise ConfigError(f"{where}.generator: {gen!r} is not one of {', '.join(_GENERATORS)}")
+            raise ConfigError(
+                f"{where}.generator: {gen!r} is not one of {', '.join(_GENERATORS)}{did_you_mean(gen, _GENERATORS)}"
+            )
         props = res.properties
         vt = props.value_type
         lo_default = props.minimum if props.minimum is not None else 0.0

@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import logging
 
+from edgeflow.cli._output import seconds_arg
 from edgeflow.demo import format_report, run_demo
 
 HELP = "simulated devices, a broker, the edge and the receiver; prints what was saved"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=8.0, help="how long the edge runs (default 8)")
+    parser.add_argument("--seconds", type=seconds_arg, default=8.0, help="how long the edge runs (default 8)")
     parser.add_argument(
         "--broker",
         choices=("auto", "mosquitto", "embedded"),

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from edgeflow.cli._output import seconds_arg
 from edgeflow.cloud import Receiver, Sink, SinkError
 from edgeflow.errors import UplinkError
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
@@ -64,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-group", type=int, default=256, metavar="N", help="messages stored per transaction at most"
     )
-    parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    parser.add_argument(
+        "--duration", type=seconds_arg, help="stop after this many seconds (default: until Ctrl-C)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from edgeflow.cli._output import count_arg
 from edgeflow.codec import ENCODINGS
-from edgeflow.errors import ConfigError, EdgeflowError
 from edgeflow.replay import ReplayOptions, replay
 
 HELP = "replay a recorded CSV through rules and an encoder; report bytes and error"
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoding", choices=ENCODINGS, default="compact", help="wire encoding (compact)")
     parser.add_argument("--report", type=Path, help="write the report as JSON here")
     parser.add_argument("--reconstruct", type=Path, help="write what the cloud reconstructs here (CSV)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="rows per pipeline batch (1000)")
+    parser.add_argument("--batch-size", type=count_arg, default=1000, help="rows per pipeline batch (1000)")
     parser.add_argument("--device", help="device name of the series (default: the CSV file's stem)")
     parser.add_argument("--profile", default="replay", help="profile name of the series (replay)")
     q = parser.add_mutually_exclusive_group()
@@ -62,16 +62,9 @@ def options(args: argparse.Namespace) -> ReplayOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 on success, 2 on invalid input (the message names the file and the key or line), 1 on another
-    failure."""
-    try:
-        report = replay(options(args))
-    except ConfigError as exc:
-        sys.stderr.write(f"edgeflow replay: {exc}\n")
-        return 2
-    except EdgeflowError as exc:
-        sys.stderr.write(f"edgeflow replay: {exc}\n")
-        return 2 if isinstance(exc, ValueError) else 1
+    """0 on success; errors (invalid input: 2, naming the file and the key or line) are raised to the
+    command line's one error format."""
+    report = replay(options(args))
     summary = {k: report[k] for k in ("readings_in", "readings_out", "bytes_shipped", "bytes_edgex_json")}
     summary |= {"savings": report["savings"], "max_abs_error": report["max_abs_error"]}
     sys.stdout.write(json.dumps(summary) + "\n")
@@ -79,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``edgeflow replay ARGS`` as a function (for notebooks and scripts)."""
-    parser = argparse.ArgumentParser(prog="edgeflow replay", description=HELP)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``edgeflow replay ARGS`` as a function (for notebooks and scripts), with the command's exit code
+    and error messages."""
+    from edgeflow.cli import main as cli_main
+
+    return cli_main(["replay", *(argv or [])])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from edgeflow.cli._output import print_json
+from edgeflow.cli._output import print_json, seconds_arg
 from edgeflow.config import load_config
 from edgeflow.runtime import run_config
 
@@ -15,7 +15,7 @@ HELP = "run an edge node from a configuration file"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="configuration YAML")
     parser.add_argument(
-        "--duration", type=float, default=None, help="stop after SECONDS (default: until a signal)"
+        "--duration", type=seconds_arg, default=None, help="stop after SECONDS (default: until a signal)"
     )
     parser.add_argument("--stats", action="store_true", help="print a JSON summary on exit")
 

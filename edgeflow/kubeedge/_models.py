@@ -336,7 +336,9 @@ def kubeedge_from_dict(
     try:
         obj: KubeObject = cls.model_validate(doc)
     except ValidationError as exc:
-        raise config_error(f"invalid KubeEdge {kind}", source, exc, prefix=where.rstrip(".")) from None
+        raise config_error(
+            f"invalid KubeEdge {kind}", source, exc, prefix=where.rstrip("."), model=cls
+        ) from None
     names = [p.name for p in obj.spec.properties]
     dups = _duplicates(names)
     if dups:

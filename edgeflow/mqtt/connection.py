@@ -195,7 +195,7 @@ def connect_params(
         connect_timeout=connect_timeout,
         ssl_context=ssl_context,
         username=auth.username if auth else None,
-        password=auth.password.get_secret_value() if auth and auth.password else None,
+        password=auth.secret() if auth else None,
         clean_start=clean_start,
         session_expiry=session_expiry,
         max_inflight=max_inflight,
@@ -450,9 +450,14 @@ class MqttConnection:
                 fut.set_exception(reason)
         self._subacks.clear()
         if not self.closed.done():
-            if not self._closing:
+            if not self._closing and self._was_accepted():
+                # (a connection refused at CONNECT is reported once, by connect(), with its reason)
                 log.warning("%s", reason)
             self.closed.set_result(reason)
+
+    def _was_accepted(self) -> bool:
+        c = self._connack
+        return c.done() and not c.cancelled() and c.exception() is None
 
     def _abandon(self) -> None:
         """Tear down a half-made connection."""

@@ -3,12 +3,14 @@ every MQTT client in edgeflow (the uplink, the receiver, the MQTT device connect
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from edgeflow.errors import ConfigError
 from edgeflow.parsing import PositiveSeconds
 
 __all__ = ["BrokerAddress", "MqttAuthSpec", "ReconnectSpec", "TlsSpec", "parse_broker_url"]
@@ -78,8 +80,38 @@ class TlsSpec(_Spec):
 
 
 class MqttAuthSpec(_Spec):
+    """Username and password. Keep the password out of the file: ``password_file`` (a mounted
+    Kubernetes Secret, read at connect time, trailing newline dropped), ``password_env`` (the name of
+    an environment variable), or the ``EDGEFLOW__UPLINK__AUTH__PASSWORD`` override; ``password``
+    inline works but is for tests."""
+
     username: str = Field(min_length=1)
     password: SecretStr | None = None
+    password_file: Path | None = None
+    password_env: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttAuthSpec:
+        given = [k for k in ("password", "password_file", "password_env") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of {', '.join(given)}, not several")
+        return self
+
+    def secret(self) -> str | None:
+        """The password, from wherever it is kept; a ConfigError naming the key when it cannot be read."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"auth.password_env: the environment has no {self.password_env}")
+            return value
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"auth.password_file: cannot read {self.password_file}: {exc}") from None
+        return None
 
 
 class ReconnectSpec(_Spec):

@@ -338,7 +338,7 @@ def profile_from_dict(data: Any, *, source: str = "<dict>") -> DeviceProfile:
     try:
         profile = DeviceProfile.model_validate(data, context={_DEFER: True})
     except ValidationError as exc:
-        raise config_error("invalid device profile", source, exc) from None
+        raise config_error("invalid device profile", source, exc, model=DeviceProfile) from None
     problems = profile.problems()
     if problems:
         raise ConfigError(f"invalid device profile {profile.name!r}", source=source, problems=problems)

@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pydantic
 
 from edgeflow.codec import EncodedBatch, Encoder, decode, make_encoder, merge_points, reconstruct
 from edgeflow.errors import ConfigError
 from edgeflow.model import Event, Reading, ReadingBatch, SeriesTable, ValueType, encode_add_event_request
-from edgeflow.parsing import config_error, load_yaml
+from edgeflow.parsing import load_yaml
 from edgeflow.replay._csv import CsvSeries, read_csv
-from edgeflow.rules.pipeline import PipelineOutput, build_pipeline
+from edgeflow.rules.pipeline import PipelineOutput, build_pipeline, rule_specs
 from edgeflow.rules.spec import RuleSpec
 
 __all__ = [
@@ -81,10 +80,7 @@ def parse_rules(raw: Any, *, source: str = "<rules>") -> list[RuleSpec]:
         raise ConfigError("must be a non-empty list of rules", source=source)
     if all(not isinstance(r, Mapping) for r in raw):
         return list(raw)
-    try:
-        return pydantic.TypeAdapter(list[RuleSpec]).validate_python(raw)
-    except pydantic.ValidationError as exc:
-        raise config_error("invalid rules", source, exc, data=raw) from None
+    return rule_specs(raw, source=source)
 
 
 def load_rules(path: Path) -> list[RuleSpec]:

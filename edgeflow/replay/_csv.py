@@ -96,7 +96,9 @@ def read_csv(path: Path, *, sep: str, time_column: str, value_columns: list[str]
             rows = list(csv.reader(fh, delimiter=sep))
     except OSError as exc:
         raise ValueFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise ValueFormatError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
         raise ValueFormatError(f"{path}: not a readable CSV: {exc}") from None
     if not rows:
         raise ValueFormatError(f"{path}: the file is empty (no header)")

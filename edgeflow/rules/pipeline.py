@@ -257,7 +257,7 @@ def rule_specs(specs: Sequence[RuleSpec | Mapping[str, Any]], *, source: str = "
     try:
         return _RULE_LIST.validate_python(raw)
     except ValidationError as exc:
-        raise config_error("invalid rules", source, exc, data=raw) from None
+        raise config_error("invalid rules", source, exc, data=raw, model=RuleSpec) from None
 
 
 def build_pipeline(
