@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 
 from edgeflow.cli._output import seconds_arg
-from edgeflow.cloud import Receiver, Sink, SinkError
-from edgeflow.errors import UplinkError
+from edgeflow.cloud import Receiver, Sink, SinkError, SinkOpenError
+from edgeflow.errors import ConfigError, UplinkError
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
+from edgeflow.mqtt.topics import validate_filter
 
 HELP = "the cloud end: subscribe, decode, de-duplicate, store (JSON lines or PostgreSQL)"
 
@@ -88,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
         auth = MqttAuthSpec.model_validate({"username": args.username, "password": password})
     topics = args.topic or ["edgeflow/+/batches", "edgex/events/device/#"]
+    for topic in topics:
+        try:
+            validate_filter(topic)
+        except ValueError as exc:
+            raise ConfigError(f"--topic: {exc}") from None
     sink: Sink | None = None
     if args.sink:
         if args.out:
@@ -118,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
             auth=auth,
         )
         stats = asyncio.run(_receive(receiver, args.duration))
-    except (UplinkError, SinkError, ValueError) as exc:
+    except SinkError as exc:
+        sys.stderr.write(f"edgeflow receive: {exc}\n")
+        return 2 if isinstance(exc, SinkOpenError) else 1
+    except (UplinkError, ValueError) as exc:
         sys.stderr.write(f"edgeflow receive: {exc}\n")
         return 1
     sys.stdout.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -11,7 +11,7 @@ broker only once its batch is stored.
 from __future__ import annotations
 
 from edgeflow.cloud.receiver import BatchHandler, Receiver, StreamTracker
-from edgeflow.cloud.sinks import JsonLinesSink, Sink, SinkError, StoreItem, jsonl_lines
+from edgeflow.cloud.sinks import JsonLinesSink, Sink, SinkError, SinkOpenError, StoreItem, jsonl_lines
 
 __all__ = [
     "BatchHandler",
@@ -19,6 +19,7 @@ __all__ = [
     "Receiver",
     "Sink",
     "SinkError",
+    "SinkOpenError",
     "StoreItem",
     "StreamTracker",
     "jsonl_lines",

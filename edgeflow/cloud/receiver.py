@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeflow.cloud.sinks import JsonLinesSink, Sink, SinkError, StoreItem
+from edgeflow.cloud.sinks import JsonLinesSink, Sink, SinkError, SinkOpenError, StoreItem
 from edgeflow.codec import DecodedBatch, DecodedSeries, decode, detect_encoding, merge_points
 from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
@@ -207,9 +207,11 @@ class Receiver:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="receiver-store")
             try:
                 await loop.run_in_executor(self._executor, self.sink.open)
-            except BaseException:
+            except BaseException as exc:
                 self._executor.shutdown(wait=False)
                 self._executor = None
+                if isinstance(exc, SinkError) and not isinstance(exc, SinkOpenError):
+                    raise SinkOpenError(str(exc)) from exc
                 raise
             self._store_task = loop.create_task(self._store_loop(), name="receiver-store")
         try:

@@ -42,6 +42,11 @@ class SinkError(EdgeflowError):
         self.permanent = permanent
 
 
+class SinkOpenError(SinkError):
+    """The sink could not be opened at start (a path that cannot be written, a database that cannot
+    be reached or refuses the login): nothing was received."""
+
+
 @runtime_checkable
 class Sink(Protocol):
     """What the receiver stores into. All methods block; the receiver calls them from one thread."""
