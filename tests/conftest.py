@@ -4,6 +4,7 @@ reused by every test module that needs one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -618,3 +619,179 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     client.private_key_pem.write_to_path(str(files.client_key))
     wrong.cert_pem.write_to_path(str(files.wrong_ca))
     return files
+
+
+# ------------------------------------------------------------------------------------------------
+# The cloud end (issue 14): a PostgreSQL cluster of the test's own, started with initdb + pg_ctl on a
+# free port, its unix socket in its own temporary directory. As root, the server runs as the
+# ``postgres`` user (PostgreSQL refuses to run as root). Nothing of the machine's own PostgreSQL is used.
+# ------------------------------------------------------------------------------------------------
+
+
+def _pg_bin() -> Path:
+    """``EDGEFLOW_PG_BIN``, else the newest ``/usr/lib/postgresql/<major>/bin`` (Debian's layout)."""
+    if os.environ.get("EDGEFLOW_PG_BIN"):
+        return Path(os.environ["EDGEFLOW_PG_BIN"])
+    found = sorted(
+        (
+            p
+            for p in Path("/usr/lib/postgresql").glob("*/bin")
+            if (p / "initdb").exists() and p.parent.name.isdigit()
+        ),
+        key=lambda p: int(p.parent.name),
+    )
+    return found[-1] if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
+
+
+@dataclass
+class PostgresCluster:
+    """One PostgreSQL server (``initdb`` + ``pg_ctl``) in ``workdir``; superuser ``postgres``, trust
+    authentication on loopback and the socket. :meth:`stop` / :meth:`start` keep the data."""
+
+    workdir: Path
+    port: int
+    host: str = "127.0.0.1"
+    #: The machine's own server (the fallback when initdb cannot run here): never stopped or started;
+    #: the databases made in it are dropped at the end.
+    external: bool = False
+    made: list[str] = field(default_factory=list)
+
+    @property
+    def datadir(self) -> Path:
+        return self.workdir / "data"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    def _run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        cmd = list(argv)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout)
+
+    def init(self) -> None:
+        self._run(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        )
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -k {self.workdir} -c listen_addresses={self.host} "
+            "-c max_connections=50 -c shared_buffers=64MB -c log_min_messages=warning"
+        )
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-o",
+            opts,
+            "-l",
+            str(self.workdir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    @property
+    def running(self) -> bool:
+        return (self.datadir / "postmaster.pid").exists()
+
+    def create_database(self) -> str:
+        """A fresh, empty database; returns its URL."""
+        import psycopg
+
+        name = f"edgeflow_t{next(_PG_DB_COUNTER)}_{os.getpid()}"
+        with psycopg.connect(self.url(), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        self.made.append(name)
+        return self.url(name)
+
+
+_PG_DB_COUNTER = iter(range(1_000_000))
+
+
+def _new_cluster() -> PostgresCluster:
+    import tempfile
+
+    if not os.access(PG_BIN / "initdb", os.X_OK):
+        pytest.skip(f"{PG_BIN}/initdb is not installed (.ci/run installs postgresql)")
+    pytest.importorskip("psycopg")
+    workdir = Path(tempfile.mkdtemp(prefix="edgeflow-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres", "postgres")
+    cluster = PostgresCluster(workdir=workdir, port=free_port())
+    try:
+        cluster.init()
+        cluster.start()
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return cluster
+
+
+def _drop_cluster(cluster: PostgresCluster) -> None:
+    if cluster.external:
+        import psycopg
+
+        with psycopg.connect(cluster.url(), autocommit=True) as c:
+            for name in cluster.made:
+                c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    if cluster.running:
+        with contextlib.suppress(subprocess.SubprocessError):
+            cluster.stop()
+    shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
+def _machine_server(why: BaseException) -> PostgresCluster:
+    """The fallback when initdb cannot run: throwaway databases on the machine's 127.0.0.1:5432."""
+    import psycopg
+
+    server = PostgresCluster(workdir=Path("/nonexistent"), port=5432, external=True)
+    try:
+        with psycopg.connect(server.url(), connect_timeout=3):
+            pass
+    except psycopg.Error as exc:
+        pytest.skip(f"no PostgreSQL: initdb failed ({why}) and 127.0.0.1:5432 refused ({exc})")
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One cluster per test process (xdist worker), shared by the tests that only need a database."""
+    try:
+        cluster = _new_cluster()
+    except (OSError, LookupError, subprocess.SubprocessError) as exc:  # LookupError: no postgres user
+        cluster = _machine_server(exc)
+    yield cluster
+    _drop_cluster(cluster)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    """A fresh database in the shared cluster."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture
+def pg_own_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of this test alone (it may stop and start it)."""
+    cluster = _new_cluster()
+    yield cluster
+    _drop_cluster(cluster)

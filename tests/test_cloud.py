@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -14,7 +15,7 @@ from conftest import MosquittoBroker
 from uplink_support import check_series, make_batch, table, uplink_spec, wait_for
 
 from edgeflow.cli import receive as receive_cmd
-from edgeflow.cloud import Receiver, StreamTracker
+from edgeflow.cloud import Receiver, StoreItem, StreamTracker
 from edgeflow.codec import make_encoder
 from edgeflow.mqtt.connection import ConnectParams, MqttConnection
 from edgeflow.uplink.mqtt import MqttUplink
@@ -200,7 +201,7 @@ def test_receive_cli_refuses_a_bad_url(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_json_lines_carry_typed_values() -> None:
-    from edgeflow.cloud.receiver import _jsonl
+    from edgeflow.cloud import jsonl_lines
     from edgeflow.codec import decode
     from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 
@@ -210,7 +211,7 @@ def test_json_lines_carry_typed_values() -> None:
     x = t.intern("d", "temp", "p", ValueType.FLOAT64)
     batch = ReadingBatch.from_columns(t, [1, 2, 3], [1.0, 7.0, 2.5], [on, n, x])
     payload = make_encoder("compact", stream_id="s").encode(batch)[0].payload
-    lines = [orjson.loads(line) for line in _jsonl(decode(payload), "t").splitlines()]
+    lines = [orjson.loads(line) for line in jsonl_lines(decode(payload), "t").splitlines()]
     assert [(r["resource"], r["value"]) for r in lines] == [("on", True), ("count", 7), ("temp", 2.5)]
 
 
@@ -221,3 +222,46 @@ def test_handle_without_a_broker_decodes_and_dedups() -> None:
     assert rx.handle("x", payload) is None
     assert rx.counts["duplicates"] == 1
     check_series(rx.series(), range(1))
+
+
+class _GateSink:
+    """A sink of the test's own (the contract is open): holds every store until the gate opens."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.stored: list[int] = []
+
+    def open(self) -> None:
+        pass
+
+    def store(self, items: Sequence[StoreItem]) -> list[bool]:
+        assert self.gate.wait(60)
+        self.stored += [b.seq for b, _ in items]
+        return [True] * len(items)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.server
+async def test_a_slow_sink_bounds_what_waits_unacknowledged(mosquitto: MosquittoBroker) -> None:
+    """MQTT 5 Receive Maximum: while the sink holds, the broker sends no more than that many messages."""
+    sink = _GateSink()
+    rx = Receiver(mosquitto.url, ["edgeflow/+/batches"], sink=sink, client_id="rx-slow", receive_maximum=5)
+    await rx.start()
+    pub = await _publisher(mosquitto)
+    enc = make_encoder("compact", stream_id="slow")
+    for i in range(40):
+        for e in enc.encode(make_batch(table(), i)):
+            pub.publish("edgeflow/x/batches", e.payload)
+    await wait_for(lambda: rx.counts["messages"] == 5, 20, "the first five messages")
+    await asyncio.sleep(1.0)
+    assert rx.counts["messages"] == 5  # nothing more while none is acknowledged
+    assert rx.counts["acked"] == 0
+    sink.gate.set()
+    await wait_for(lambda: rx.counts["acked"] == 40, 30, "every message stored and acknowledged")
+    assert sorted(sink.stored) == list(range(40))
+    await rx.stop()
+    await pub.disconnect()

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.conftest import MosquittoFactory
+from conftest import MosquittoFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "virtual"
@@ -337,3 +336,64 @@ def test_an_authentication_failure_is_one_line_without_a_misleading_warning(
     assert "lost" not in res.stderr, res.stderr
     ok = edgeflow("run", str(path), "--duration", "1", env={"EDGE_PASSWORD": "right"})
     assert ok.returncode == 0, ok.stderr
+
+
+# -- 9. receive -------------------------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_receive_names_a_bad_topic_filter_and_an_output_it_cannot_write(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory
+) -> None:
+    broker = mosquitto_factory()
+    res = edgeflow("receive", "--url", broker.url, "--topic", "a/#/b", "--duration", "1")
+    one_line_error(res, "--topic", "'a/#/b'", "'#' must be the last level")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "x.jsonl"  # under a file: cannot be created, even by root
+    res = edgeflow("receive", "--url", broker.url, "--out", str(out), "--duration", "1")
+    one_line_error(res, str(out))
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_receive_prints_its_summary_when_stopped_by_a_signal(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, sig: str
+) -> None:
+    import os
+    import signal
+    import time
+
+    broker = mosquitto_factory()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeflow",
+            "receive",
+            "--url",
+            broker.url,
+            "--out",
+            str(tmp_path / "r.jsonl"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "New client connected" not in broker.log_text():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.3)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert {"messages", "readings", "duplicates", "malformed"} <= summary.keys()

@@ -21,15 +21,18 @@ def test_readme_has_runnable_examples() -> None:
 
 
 @pytest.mark.parametrize("code", RUNNABLE, ids=[f"block{i}" for i in range(len(RUNNABLE))])
-def test_readme_example_runs(code: str, tmp_path: Path) -> None:
+def test_readme_example_runs(code: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     code = code.replace("run(duration=10)", "run(duration=0.5)")
+    env = {"EDGEFLOW__UPLINK__PATH": str(tmp_path / "out.jsonl"), "PATH": "/usr/bin:/bin"}
+    if "EDGEFLOW_PG_URL" in code:  # the cloud end's example: a fresh database of the test's own PostgreSQL
+        env["EDGEFLOW_PG_URL"] = request.getfixturevalue("pg_url")
     res = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env={"EDGEFLOW__UPLINK__PATH": str(tmp_path / "out.jsonl"), "PATH": "/usr/bin:/bin"},
+        env=env,
         check=False,
     )
     assert res.returncode == 0, res.stderr

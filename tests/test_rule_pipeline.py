@@ -263,7 +263,7 @@ def test_build_pipeline_takes_plain_dicts_as_in_yaml_and_spec_objects_alike() ->
         ([{"type": "swing", "max_eror": 0.5}], ("[0].max_eror", "unknown key")),
         ([{"type": "deadband", "absolute": 1}, {"type": "deadband", "absolute": -1}], ("[1].absolute", "0")),
         ([{"type": "window", "kind": "tumbling"}], ("[0]", "a tumbling window needs size")),
-        ([{"type": "nope"}], ("[0]", "'nope'")),
+        ([{"type": "nope"}], ("[0].type", "'nope'")),
         ({"type": "deadband", "absolute": 1}, ("", "")),  # one rule, not a list of them
     ],
 )
@@ -284,7 +284,11 @@ def test_build_pipeline_names_the_key_path_of_a_bad_dict(raw: Any, problem: tupl
 def test_readme_rules_example_runs() -> None:
     """The README's rules example (a plain Python block, without asyncio) runs as written."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "build_pipeline(" in b]
+    blocks = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+        if "build_pipeline(" in b and "EDGEFLOW_PG_URL" not in b  # the cloud end's needs a database
+    ]
     assert blocks, "the README shows build_pipeline"
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})

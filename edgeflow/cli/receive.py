@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,12 @@ from typing import Any
 import orjson
 
 from edgeflow.cli._output import seconds_arg
-from edgeflow.cloud import Receiver
-from edgeflow.errors import UplinkError
+from edgeflow.cloud import Receiver, Sink, SinkError, SinkOpenError
+from edgeflow.errors import ConfigError, UplinkError
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
+from edgeflow.mqtt.topics import validate_filter
 
-HELP = "the cloud end: subscribe, decode, de-duplicate, write JSON lines"
+HELP = "the cloud end: subscribe, decode, de-duplicate, store (JSON lines or PostgreSQL)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +48,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, help="append one JSON line per reading to this file")
     parser.add_argument(
+        "--sink",
+        metavar="URL",
+        help="store into PostgreSQL: postgresql://user@host:port/db[?sslmode=...] (libpq options; "
+        "no password here: PGPASSWORD, --sink-password-file or ~/.pgpass)",
+    )
+    parser.add_argument(
+        "--sink-password-file", type=Path, metavar="PATH", help="file holding the database password"
+    )
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="MQTT 5: messages the broker may have unacknowledged at this receiver (default 1000)",
+    )
+    parser.add_argument(
+        "--max-group", type=int, default=256, metavar="N", help="messages stored per transaction at most"
+    )
+    parser.add_argument(
         "--duration", type=seconds_arg, help="stop after this many seconds (default: until Ctrl-C)"
     )
 
@@ -67,11 +89,34 @@ def run(args: argparse.Namespace) -> int:
             return 2
         auth = MqttAuthSpec.model_validate({"username": args.username, "password": password})
     topics = args.topic or ["edgeflow/+/batches", "edgex/events/device/#"]
+    for topic in topics:
+        try:
+            validate_filter(topic)
+        except ValueError as exc:
+            raise ConfigError(f"--topic: {exc}") from None
+    sink: Sink | None = None
+    if args.sink:
+        if args.out:
+            sys.stderr.write("edgeflow receive: give --out or --sink, not both\n")
+            return 2
+        try:
+            sink = _postgres_sink(args)
+        except SinkError as exc:
+            sys.stderr.write(f"edgeflow receive: --sink: {exc}\n")
+            return 2
+        if not args.client_id:
+            sys.stderr.write(
+                "edgeflow receive: warning: no --client-id; what is not stored when this process ends "
+                "goes to the group (if any), not back to a restarted receiver\n"
+            )
     try:
         receiver = Receiver(
             args.url,
             topics,
+            sink=sink,
             out=args.out,
+            receive_maximum=args.receive_maximum,
+            max_group=args.max_group,
             protocol=args.protocol,
             client_id=args.client_id,
             group=args.group,
@@ -79,22 +124,47 @@ def run(args: argparse.Namespace) -> int:
             auth=auth,
         )
         stats = asyncio.run(_receive(receiver, args.duration))
+    except SinkError as exc:
+        sys.stderr.write(f"edgeflow receive: {exc}\n")
+        return 2 if isinstance(exc, SinkOpenError) else 1
     except (UplinkError, ValueError) as exc:
         sys.stderr.write(f"edgeflow receive: {exc}\n")
         return 1
-    except KeyboardInterrupt:
-        return 130
     sys.stdout.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
     return 0
 
 
+def _postgres_sink(args: argparse.Namespace) -> Sink:
+    url: str = args.sink
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SinkError(f"expected a postgresql:// URL, got {url.split('://')[0]}://...")
+    try:
+        from edgeflow.cloud.postgres import PostgresStore
+    except ImportError as exc:
+        raise SinkError(
+            f"PostgreSQL needs the cloud extra (pip install 'edgeflow-iot[cloud]'): {exc}"
+        ) from None
+    if args.sink_password_file is not None and not args.sink_password_file.is_file():
+        raise SinkError(f"password file {args.sink_password_file} does not exist")
+    return PostgresStore(url, password_file=args.sink_password_file, receiver=args.client_id or "")
+
+
 async def _receive(receiver: Receiver, duration: float | None) -> dict[str, Any]:
+    """Until ``duration`` ends or SIGINT/SIGTERM: then stop taking messages, finish the group being
+    stored, and return the summary."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
     await receiver.start()
     try:
-        if duration is None:
-            await asyncio.Event().wait()
-        else:
-            await asyncio.sleep(duration)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)
     finally:
         await receiver.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
     return receiver.stats()

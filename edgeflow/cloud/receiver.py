@@ -1,12 +1,24 @@
-"""The cloud end: subscribe, decode, de-duplicate, report gaps, reconstruct series.
+"""The cloud end: subscribe, decode, de-duplicate, store, report gaps, reconstruct series.
 
 :class:`Receiver` subscribes to the uplink's topics (an MQTT 5 shared subscription
 ``$share/<group>/<topic>`` lets several receivers split the load), decodes both encodings, drops
 duplicates from at-least-once delivery by ``(stream_id, seq)``, keeps per stream which sequence
-numbers are missing, and hands each new batch to a callback and/or writes its readings as JSON
-lines. A malformed or foreign message is counted, logged and skipped. A message is acknowledged to
-the broker only after it has been handled, and the session is kept across broker restarts, so
-nothing the broker accepted is lost on the way to the receiver.
+numbers it stored, and hands each new batch to a :class:`~edgeflow.cloud.sinks.Sink` (a JSON-lines
+file, PostgreSQL), a callback, and/or keeps it in memory.
+
+**Acknowledged after storing.** With a sink, a message is acknowledged to the broker only once the sink
+has stored its batch durably (file fsynced, transaction committed), or when it is deliberately
+rejected (malformed or foreign; or refused by the sink for its content, ``unstorable``: counted, logged,
+acknowledged, never stored). Messages are stored in
+groups (whatever arrived while the previous group was being stored), off the event loop on the
+receiver's one store thread. When the sink fails, nothing of the group is acknowledged: the failure
+is counted and logged, the receiver drops the connection, backs off (:class:`~edgeflow.backoff.Backoff`)
+and reconnects with the same client id and its persistent session, and the broker delivers every
+unacknowledged message again. Give a stable ``client_id`` for that to hold across restarts.
+
+**Stopping** (:meth:`Receiver.stop`): no more messages are taken, the group being stored is finished
+and acknowledged, the rest stays unacknowledged for the broker to deliver again (to the group, or to
+this client id when it comes back).
 
 ``edgeflow receive`` (:mod:`edgeflow.cli.receive`) runs one from the command line.
 """
@@ -15,23 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import concurrent.futures
 import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
-import numpy as np
-import orjson
-
+from edgeflow.cloud.sinks import JsonLinesSink, Sink, SinkError, SinkOpenError, StoreItem
 from edgeflow.codec import DecodedBatch, DecodedSeries, decode, detect_encoding, merge_points
 from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
-from edgeflow.model import ValueType
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
-from edgeflow.mqtt.connection import Backoff, MqttConnection, connect_params
+from edgeflow.mqtt.connection import Backoff, Delivery, MqttConnection, connect_params
 
 __all__ = ["BatchHandler", "Receiver", "StreamTracker"]
 
@@ -50,14 +62,23 @@ class StreamTracker:
     received: int = 0
     duplicates: int = 0
 
-    def add(self, seq: int) -> bool:
-        """Record ``seq``; False if it was seen before (a duplicate)."""
+    def contains(self, seq: int) -> bool:
+        r = self.ranges
+        i = bisect.bisect_right(r, seq, key=lambda x: x[0])
+        return i > 0 and r[i - 1][0] <= seq <= r[i - 1][1]
+
+    def add(self, seq: int, *, duplicate: bool = False) -> bool:
+        """Record ``seq``; False if it was seen before (a duplicate). ``duplicate=True``: the sink had it
+        already (stored before a restart, or by another receiver): recorded, counted as a duplicate."""
         r = self.ranges
         i = bisect.bisect_right(r, seq, key=lambda x: x[0])  # first range starting after seq
         if i > 0 and r[i - 1][0] <= seq <= r[i - 1][1]:
             self.duplicates += 1
             return False
-        self.received += 1
+        if duplicate:
+            self.duplicates += 1
+        else:
+            self.received += 1
         joins_left = i > 0 and r[i - 1][1] == seq - 1
         joins_right = i < len(r) and r[i][0] == seq + 1
         if joins_left and joins_right:
@@ -92,14 +113,23 @@ class StreamTracker:
 
 
 class Receiver:
-    """Subscribe and decode. ``on_batch`` gets every new batch; ``out`` (a path) gets one JSON line
-    per reading; ``keep=True`` keeps the batches for :meth:`series`."""
+    """Subscribe, decode, store. ``sink`` stores every new batch (acknowledged only once stored);
+    ``out`` (a path) is shorthand for ``sink=JsonLinesSink(out)``; ``on_batch`` gets every new batch
+    (after the sink stored it); ``keep=True`` keeps the batches for :meth:`series`.
+
+    ``client_id`` should be stable across restarts when a sink is used: the broker keeps the session of
+    that id (``session_expiry`` seconds) and delivers what was not acknowledged to it again.
+    ``receive_maximum`` (MQTT 5, with a sink): messages the broker may have in flight to this receiver,
+    so what waits unacknowledged in memory is bounded (MQTT 3.1.1: the broker's own setting, Mosquitto's
+    ``max_inflight_messages``). ``max_group``: messages stored in one transaction at most.
+    """
 
     def __init__(
         self,
         url: str,
         topics: Sequence[str],
         *,
+        sink: Sink | None = None,
         on_batch: BatchHandler | None = None,
         out: Path | None = None,
         keep: bool = False,
@@ -111,24 +141,34 @@ class Receiver:
         session_expiry: int = 3600,
         keepalive: int = 30,
         reconnect: tuple[float, float] = (0.2, 5.0),
+        store_backoff: tuple[float, float] = (0.5, 10.0),
+        max_group: int = 256,
+        receive_maximum: int = 1000,
     ) -> None:
+        if out is not None:
+            if sink is not None:
+                raise ValueError("give out (a JSON-lines file) or sink, not both")
+            sink = JsonLinesSink(out)
         self.topics = [f"$share/{group}/{t}" if group else t for t in topics]
+        self.client_id = client_id or f"edgeflow-rx-{socket.gethostname()}-{os.getpid()}"
         self._params = connect_params(
             url,
-            client_id=client_id or f"edgeflow-rx-{socket.gethostname()}-{os.getpid()}",
+            client_id=self.client_id,
             tls=tls,
             auth=auth,
             protocol=protocol,
             keepalive=keepalive,
             clean_start=False,
             session_expiry=session_expiry,
+            receive_maximum=receive_maximum if sink is not None else 0,
         )
+        self.sink = sink
         self._on_batch = on_batch
-        self._out_path = out
-        self._out: IO[bytes] | None = None
         self._keep = keep
         self._kept: dict[tuple[str, int], DecodedBatch] = {}
         self._backoff = Backoff(*reconnect)
+        self._store_backoff = Backoff(*store_backoff)
+        self._max_group = max_group
         self.streams: dict[str, StreamTracker] = {}
         self.counts = {
             "messages": 0,
@@ -140,30 +180,64 @@ class Receiver:
             "foreign": 0,
             "handler_errors": 0,
             "reconnects": 0,
+            "store_failures": 0,
+            "unstorable": 0,
+            "acked": 0,
         }
         self._conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._store_task: asyncio.Task[None] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[MqttConnection, Delivery]] = deque()
+        self._wake = asyncio.Event()
+        self._hold_until = 0.0
         self._subscribed = asyncio.Event()
         self._stopping = False
         self.last_error: BaseException | None = None
+        #: What the sink reports about gaps at stop (PostgreSQL: every receiver's batches), if it can.
+        self.stored_gaps: list[tuple[str, int, int]] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect and subscribe (raises on a TLS/auth failure or an unreachable broker), then keep
-        the subscription alive across connection losses in the background."""
-        if self._out_path is not None:
-            self._out_path.parent.mkdir(parents=True, exist_ok=True)
-            self._out = self._out_path.open("ab")
+        """Open the sink (raises :class:`SinkError`), connect and subscribe (raises on a TLS/auth
+        failure or an unreachable broker), then keep the subscription alive in the background."""
+        loop = asyncio.get_running_loop()
+        if self.sink is not None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="receiver-store")
+            try:
+                await loop.run_in_executor(self._executor, self.sink.open)
+            except BaseException as exc:
+                self._executor.shutdown(wait=False)
+                self._executor = None
+                if isinstance(exc, SinkError) and not isinstance(exc, SinkOpenError):
+                    raise SinkOpenError(str(exc)) from exc
+                raise
+            self._store_task = loop.create_task(self._store_loop(), name="receiver-store")
         try:
             conn = await self._connect()
         except BaseException:
-            self._close_out()
+            if self._store_task is not None:
+                self._store_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._store_task
+                self._store_task = None
+            await self._close_sink()
             raise
-        self._task = asyncio.get_running_loop().create_task(self._run(conn), name="receiver")
+        self._task = loop.create_task(self._run(conn), name="receiver")
 
     async def stop(self) -> None:
+        """Take no more messages, finish (store and acknowledge) the group being stored, disconnect.
+        Messages received but not yet stored stay unacknowledged: the broker delivers them again."""
         self._stopping = True
+        if self._conn is not None:
+            self._conn.pause_reading()
+        if self._store_task is not None:
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_task
+            self._store_task = None
+        self._pending.clear()
         if self._conn is not None:
             await self._conn.disconnect()
         if self._task is not None:
@@ -171,15 +245,26 @@ class Receiver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._close_out()
+        await self._close_sink()
 
-    def _close_out(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+    async def _close_sink(self) -> None:
+        if self.sink is None or self._executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        gaps = getattr(self.sink, "gaps", None)
+        if callable(gaps):
+            try:
+                self.stored_gaps = await loop.run_in_executor(self._executor, gaps)
+            except SinkError as exc:
+                log.warning("receiver: cannot read the stored gaps: %s", exc)
+        await loop.run_in_executor(self._executor, self.sink.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
 
     async def _connect(self) -> MqttConnection:
-        conn = MqttConnection(self._params, on_message=self._on_message)
+        box: list[MqttConnection] = []
+        conn = MqttConnection(self._params, on_delivery=lambda d: self._on_delivery(box[0], d))
+        box.append(conn)
         await conn.connect()
         try:
             for t in self.topics:
@@ -194,6 +279,9 @@ class Receiver:
     async def _run(self, conn: MqttConnection | None) -> None:
         while not self._stopping:
             if conn is None:
+                hold = self._hold_until - time.monotonic()
+                if hold > 0:  # the sink failed: give it time before taking the messages again
+                    await asyncio.sleep(hold)
                 try:
                     conn = await self._connect()
                 except TransportSecurityError as exc:
@@ -214,23 +302,163 @@ class Receiver:
 
     # -- messages ---------------------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_delivery(self, conn: MqttConnection, delivery: Delivery) -> None:
         self.counts["messages"] += 1
-        self.handle(topic, payload)
+        if self.sink is None:
+            self.handle(delivery.topic, delivery.payload)
+            if conn.ack(delivery):
+                self.counts["acked"] += 1
+            return
+        self._pending.append((conn, delivery))
+        self._wake.set()
 
-    def handle(self, topic: str, payload: bytes) -> DecodedBatch | None:
-        """Decode one message and pass it on; None if it was a duplicate, malformed or foreign."""
+    async def _store_loop(self) -> None:
+        """Stores what arrived, group by group, on the store thread; acknowledges what was stored."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending and not self._stopping:
+                self._wake.clear()
+                await self._wake.wait()
+            if self._stopping:
+                return
+            group = [self._pending.popleft() for _ in range(min(self._max_group, len(self._pending)))]
+            try:
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._store_group, [d for _, d in group]
+                )
+            except SinkError as exc:
+                await self._store_failed(exc, group)
+                continue
+            except Exception as exc:  # a bug in a sink must not stop storing: same as a failed store
+                log.exception("receiver: the sink %s raised", self.sink.name if self.sink else "")
+                await self._store_failed(SinkError(f"{type(exc).__name__}: {exc}"), group)
+                continue
+            self._store_backoff.reset()
+            for (conn, delivery), (kind, batch, why) in zip(group, outcomes, strict=True):
+                self._count(kind, batch, why, delivery.topic)
+                if conn.ack(delivery):
+                    self.counts["acked"] += 1
+
+    async def _store_failed(self, exc: SinkError, group: list[tuple[MqttConnection, Delivery]]) -> None:
+        self.counts["store_failures"] += 1
+        self.last_error = exc
+        delay = self._store_backoff.next_delay()
+        unacked = len(group) + len(self._pending)
+        log.error(
+            "receiver: %s; %d messages stay unacknowledged for the broker to deliver again; "
+            "reconnecting in %.1f s",
+            exc,
+            unacked,
+            delay,
+        )
+        self._hold_until = time.monotonic() + delay
+        conns = {id(c): c for c, _ in group}
+        conns.update({id(c): c for c, _ in self._pending})
+        self._pending.clear()
+        if self._conn is not None:
+            conns[id(self._conn)] = self._conn
+        for c in conns.values():
+            await c.disconnect()
+
+    def _store_group(self, deliveries: list[Delivery]) -> list[tuple[str, DecodedBatch | None, str]]:
+        """On the store thread: decode, drop what this receiver already stored, store the rest."""
+        assert self.sink is not None
+        outcomes: list[tuple[str, DecodedBatch | None, str]] = []
+        items: list[StoreItem] = []
+        where: list[int] = []
+        for d in deliveries:
+            kind, batch, why = self._classify(d.payload)
+            if kind == "new" and batch is not None:
+                t = self.streams.get(batch.stream_id)
+                if batch.seq >= 0 and t is not None and t.contains(batch.seq):
+                    kind = "duplicate"
+                else:
+                    where.append(len(outcomes))
+                    items.append((batch, d.topic))
+            outcomes.append((kind, batch, why))
+        if not items:
+            return outcomes
+        try:
+            results: list[bool | str] = list(self.sink.store(items))
+        except SinkError as exc:
+            if not exc.permanent:
+                raise
+            results = []  # one of them cannot be stored: find it, store the others
+            for item in items:
+                try:
+                    results += self.sink.store([item])
+                except SinkError as one:
+                    if not one.permanent:
+                        raise
+                    results.append(str(one))
+        for i, res in zip(where, results, strict=True):
+            if isinstance(res, str):
+                outcomes[i] = ("unstorable", outcomes[i][1], res)
+            elif not res:
+                outcomes[i] = ("stored_before", outcomes[i][1], "")
+        return outcomes
+
+    @staticmethod
+    def _classify(payload: bytes) -> tuple[str, DecodedBatch | None, str]:
         try:
             detect_encoding(payload)
         except CodecError as exc:
-            self.counts["foreign"] += 1
-            log.warning("receiver: skipped a foreign message on %s: %s", topic, exc)
-            return None
+            return "foreign", None, str(exc)
         try:
-            batch = decode(payload)
+            return "new", decode(payload), ""
         except CodecError as exc:
-            self.counts["malformed"] += 1
-            log.warning("receiver: skipped a malformed message on %s: %s", topic, exc)
+            return "malformed", None, str(exc)
+
+    def _count(self, kind: str, batch: DecodedBatch | None, why: str, topic: str) -> None:
+        """On the loop: the one owner of the counters and the stream trackers."""
+        if kind in ("foreign", "malformed"):
+            self.counts[kind] += 1
+            log.warning("receiver: skipped a %s message on %s: %s", kind, topic, why)
+            return
+        assert batch is not None
+        if kind == "unstorable":
+            self.counts[kind] += 1
+            log.error(
+                "receiver: the sink refused batch %s/%d from %s: %s", batch.stream_id, batch.seq, topic, why
+            )
+            return
+        tracker = None
+        if batch.seq >= 0:
+            tracker = self.streams.get(batch.stream_id)
+            if tracker is None:
+                tracker = self.streams[batch.stream_id] = StreamTracker(batch.stream_id)
+        if kind in ("duplicate", "stored_before"):
+            self.counts["duplicates"] += 1
+            if tracker is not None:
+                tracker.add(batch.seq, duplicate=True)
+            return
+        if tracker is not None:
+            tracker.add(batch.seq)
+        else:
+            self.counts["untracked"] += 1
+        self._accept(batch, topic)
+
+    def _accept(self, batch: DecodedBatch, topic: str) -> None:
+        self.counts["batches"] += 1
+        self.counts["readings"] += batch.readings
+        if self._keep:
+            # untracked messages keep their arrival order, ahead of any tracked sequence number
+            key = (batch.stream_id, batch.seq if batch.seq >= 0 else -(1 << 62) + self.counts["untracked"])
+            self._kept[key] = batch
+        if self._on_batch is not None:
+            try:
+                self._on_batch(batch, topic)
+            except Exception:
+                self.counts["handler_errors"] += 1
+                log.exception("receiver: batch handler failed on %s/%d", batch.stream_id, batch.seq)
+
+    def handle(self, topic: str, payload: bytes) -> DecodedBatch | None:
+        """Without a sink: decode one message and pass it on; None if it was a duplicate, malformed or
+        foreign. (With a sink, messages go through the store thread instead.)"""
+        kind, batch, why = self._classify(payload)
+        if batch is None:
+            self.counts[kind] += 1
+            log.warning("receiver: skipped a %s message on %s: %s", kind, topic, why)
             return None
         if batch.seq < 0:  # plain EdgeX, without edgeflow's stream tags: nothing to de-duplicate by
             self.counts["untracked"] += 1
@@ -241,21 +469,7 @@ class Receiver:
             if not tracker.add(batch.seq):
                 self.counts["duplicates"] += 1
                 return None
-        self.counts["batches"] += 1
-        self.counts["readings"] += batch.readings
-        if self._keep:
-            # untracked messages keep their arrival order, ahead of any tracked sequence number
-            key = (batch.stream_id, batch.seq if batch.seq >= 0 else -(1 << 62) + self.counts["untracked"])
-            self._kept[key] = batch
-        if self._out is not None:
-            self._out.write(_jsonl(batch, topic))
-            self._out.flush()
-        if self._on_batch is not None:
-            try:
-                self._on_batch(batch, topic)
-            except Exception:
-                self.counts["handler_errors"] += 1
-                log.exception("receiver: batch handler failed on %s/%d", batch.stream_id, batch.seq)
+        self._accept(batch, topic)
         return batch
 
     # -- results ----------------------------------------------------------------------------------
@@ -279,50 +493,11 @@ class Receiver:
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.counts)
+        out["sink"] = self.sink.name if self.sink is not None else None
         out["streams"] = {sid: t.summary() for sid, t in self.streams.items()}
         out["missing"] = sum(t.missing for t in self.streams.values())
+        if self.stored_gaps is not None:
+            out["stored_gaps"] = self.stored_gaps[:20]
+            out["stored_missing"] = sum(b - a + 1 for _s, a, b in self.stored_gaps)
         out["connected"] = self._conn is not None and not self._conn.closed.done()
         return out
-
-
-def _jsonl(batch: DecodedBatch, topic: str) -> bytes:
-    """One JSON line per reading: stream, seq, device, resource, origin, value (+ start for windows)."""
-    lines: list[bytes] = []
-    for s in batch.series:
-        base = {
-            "stream": batch.stream_id,
-            "seq": batch.seq,
-            "topic": topic,
-            "device": s.info.device,
-            "resource": s.info.resource,
-            "profile": s.info.profile,
-            "valueType": s.info.value_type.value,
-            "interpolation": s.interpolation,
-        }
-        origins = s.origins.tolist()
-        values = s.values.tolist()
-        vt = s.info.value_type
-        cast_value: Callable[[float], Any] = bool if vt is ValueType.BOOL else int if vt.is_integer else float
-        for i, origin in enumerate(origins):
-            rec = dict(base, origin=origin)
-            obj = s.objects[i] if s.objects is not None else None
-            v = values[i]
-            rec["value"] = obj if obj is not None else (None if np.isnan(v) else cast_value(v))
-            if s.starts is not None:
-                rec["start"] = int(s.starts[i])
-            if batch.alarm:
-                rec["alarm"] = True
-            lines.append(orjson.dumps(rec, default=_jsonable, option=orjson.OPT_APPEND_NEWLINE))
-    return b"".join(lines)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, bytes | bytearray):
-        import base64
-
-        return base64.b64encode(v).decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, Mapping):
-        return dict(v)
-    raise TypeError(f"{type(v).__name__} is not JSON serialisable")

@@ -40,6 +40,8 @@ __all__ = [
     "Backoff",
     "ClientTlsContext",
     "ConnectParams",
+    "Delivery",
+    "DeliveryHandler",
     "MqttConnection",
     "connect_params",
     "make_ssl_context",
@@ -53,7 +55,26 @@ _AUTH_CODES: Final = {0x86, 0x87, 0x8C}
 _READ_BURST: Final = 256
 
 MessageHandler = Callable[[str, bytes], None]
-"""``(topic, payload)``; the message is acknowledged to the broker when the handler returns."""
+"""``(topic, payload)``; the message is acknowledged to the broker when the handler returns (also when it
+raised: a subscriber that cannot take a message must not block the ones behind it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One received message whose acknowledgement the receiver owns (see ``on_delivery``)."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    #: The broker says it may have sent this message before (a redelivery after a lost connection).
+    dup: bool
+
+
+DeliveryHandler = Callable[[Delivery], None]
+"""Gets each message; nothing is acknowledged until :meth:`MqttConnection.ack` is called for it. A
+message never acknowledged is delivered again by the broker on the next connection of a persistent
+session (same client id, ``clean_start=False``)."""
 
 AckHandler = Callable[[int, bool, str], None]
 """``(mid, ok, reason)`` when the broker answers a QoS 1 publish (``reason``: the broker's reason code)."""
@@ -123,6 +144,10 @@ class ConnectParams:
     #: MQTT 5 session expiry interval (seconds) when ``clean_start`` is False.
     session_expiry: int = 0
     max_inflight: int = 100
+    #: MQTT 5 Receive Maximum: QoS 1/2 messages the broker may have unacknowledged at this client at
+    #: once (0: not sent, the broker's own limit applies). Bounds what a client that acknowledges late
+    #: (``on_delivery``) holds in memory.
+    receive_maximum: int = 0
 
     @property
     def where(self) -> str:
@@ -142,6 +167,7 @@ def connect_params(
     clean_start: bool = True,
     session_expiry: int = 0,
     max_inflight: int = 100,
+    receive_maximum: int = 0,
 ) -> ConnectParams:
     """Everything one connection needs, from the settings a user writes. TLS is on exactly when the URL
     is ``mqtts://`` (TLS settings with a plaintext URL are an error, never ignored)."""
@@ -173,6 +199,7 @@ def connect_params(
         clean_start=clean_start,
         session_expiry=session_expiry,
         max_inflight=max_inflight,
+        receive_maximum=receive_maximum,
     )
 
 
@@ -201,10 +228,16 @@ class MqttConnection:
         *,
         on_ack: AckHandler | None = None,
         on_message: MessageHandler | None = None,
+        on_delivery: DeliveryHandler | None = None,
     ) -> None:
+        if on_message is not None and on_delivery is not None:
+            raise ValueError(
+                "give on_message (acknowledged on return) or on_delivery (acknowledged by ack())"
+            )
         self.params = params
         self._on_ack = on_ack
         self._on_message = on_message
+        self._on_delivery = on_delivery
         self._loop = asyncio.get_running_loop()
         self._connack: asyncio.Future[None] = self._loop.create_future()
         self.closed: asyncio.Future[BaseException] = self._loop.create_future()
@@ -225,7 +258,7 @@ class MqttConnection:
             client_id=params.client_id,
             protocol=protocol,
             reconnect_on_failure=False,
-            manual_ack=on_message is not None,
+            manual_ack=on_message is not None or on_delivery is not None,
             **kwargs,
         )
         c.connect_timeout = params.connect_timeout
@@ -263,6 +296,9 @@ class MqttConnection:
             if not p.clean_start and p.session_expiry:
                 props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = p.session_expiry
+            if p.receive_maximum:
+                props = props or Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.ReceiveMaximum = min(p.receive_maximum, 65535)
         try:
             await asyncio.wait_for(
                 asyncio.to_thread(
@@ -510,10 +546,31 @@ class MqttConnection:
         if fut is not None and not fut.done():
             fut.set_result(list(codes))
 
+    def ack(self, delivery: Delivery) -> bool:
+        """Acknowledge a message given to ``on_delivery`` (QoS 0: nothing to do). False when this
+        connection is gone: the broker delivers the message again on the next one."""
+        if delivery.qos == 0:
+            return True
+        if self.closed.done():
+            return False
+        return self._client.ack(delivery.mid, delivery.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def pause_reading(self) -> None:
+        """Take no more messages from the socket (acknowledgements and DISCONNECT still go out)."""
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._sock)
+
     def _handle_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        """Hand the message over, then acknowledge it: a QoS 1 message is confirmed to the broker only
-        after the handler has dealt with it."""
+        """Hand the message over. With ``on_message``, acknowledge it when the handler returns: a QoS 1
+        message is confirmed to the broker only after the handler has dealt with it. With
+        ``on_delivery``, the handler acknowledges it (:meth:`ack`) once it has stored it."""
         self._packets_in += 1
+        if self._on_delivery is not None:
+            self._on_delivery(
+                Delivery(msg.topic, bytes(msg.payload), int(msg.mid), int(msg.qos), bool(msg.dup))
+            )
+            return
         if self._on_message is None:
             return
         try:

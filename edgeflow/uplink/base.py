@@ -170,7 +170,15 @@ class Uplink:
         self._final = self.stats()
         self._committer = None
         await self.commit_log.close()
-        log.info("uplink %s stopped: %s", self.service, self._final)
+        f = self._final
+        log.info(
+            "uplink %s stopped: %d readings committed, %d shipped (%d bytes), %d left in the outbox",
+            self.service,
+            int(f.get("readings_committed", 0)),
+            int(f.get("acked_readings", 0)),
+            int(f.get("bytes_shipped", 0)),
+            int(f.get("queued_readings", 0)),
+        )
 
     async def __aenter__(self) -> Uplink:
         await self.start()
