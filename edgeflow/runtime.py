@@ -212,6 +212,7 @@ class Runtime:
         self._unrouted_example = ""
         self._unrouted_logged_at = 0.0
         self._device_specs: dict[str, DeviceSpec] = {}
+        self._retired: list[_Route] = []  # pipelines a reload replaced: their counts stay in the ledger
         self.kubeedge: KubeEdgeMapper | None = None
         self._build()
 
@@ -562,8 +563,81 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    # -- reload -------------------------------------------------------------------------------------
+
+    #: Sections a reload cannot change while running: they need a restart.
+    RESTART_SECTIONS = ("service", "connectors", "scheduler", "bus", "uplink", "metrics", "state", "kubeedge")
+
+    async def reload(self, new: EdgeConfig) -> dict[str, list[str]]:
+        """Apply ``new`` to the running node, or refuse it whole (raising :class:`ConfigError`; the
+        running configuration keeps going). It is checked first exactly as ``validate`` checks it;
+        a change to a section in :attr:`RESTART_SECTIONS` is refused with the sections named. Devices
+        whose definition is unchanged keep their connections and schedules; pipelines whose name and
+        definition are unchanged keep their rule state; a changed or removed pipeline first ships what
+        it holds (as a clean stop does). Returns what changed, by kind."""
+        changed = [k for k in self.RESTART_SECTIONS if getattr(new, k) != getattr(self.config, k)]
+        if changed:
+            raise ConfigError(
+                "cannot reload: changing " + ", ".join(changed) + " needs a restart", source=new.source
+            )
+        Runtime(new, uplink=self.uplink, clock=self._clock)  # every check validate runs, nothing started
+        old_devices = {d.name: d for d in self.config.devices}
+        new_devices = {d.name: d for d in new.devices}
+        gone = [n for n in old_devices if n not in new_devices or new_devices[n] != old_devices[n]]
+        coming = [d for n, d in new_devices.items() if n not in old_devices or old_devices[n] != d]
+        old_routes = {r.spec.name: r for r in self.routes}
+        routes: list[_Route] = []
+        for pspec in new.pipelines:
+            kept = old_routes.get(pspec.name)
+            if kept is not None and kept.spec == pspec:
+                routes.append(kept)
+            else:
+                pipeline = build_pipeline(pspec.rules, self.table, name=pspec.name)
+                routes.append(_Route(pspec, SeriesMatcher(pspec.match), pipeline))
+        retired = [r for r in self.routes if all(r is not k for k in routes)]
+        # From here on nothing can fail for a configuration reason: apply.
+        await self.remove_devices(gone)
+        for route in retired:  # what a replaced or removed pipeline holds is shipped, not lost
+            if self._started:
+                self._ship(route, route.pipeline.flush())
+            self._retired.append(route)
+        self.routes = routes  # between two router steps: a batch sees the old routes or the new
+        self.config = new
+        await self.add_devices(coming)
+        summary = {
+            "devices_removed": [n for n in gone if n not in new_devices],
+            "devices_changed": [n for n in gone if n in new_devices],
+            "devices_added": [d.name for d in coming if d.name not in old_devices],
+            "pipelines_replaced": [r.spec.name for r in retired],
+        }
+        log.info(
+            "configuration reloaded from %s: %s",
+            new.source,
+            "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in summary.items() if v)
+            or "no change",
+        )
+        return summary
+
+    async def _reload_from_source(self) -> None:
+        """SIGHUP: read the configuration file again (off the event loop) and :meth:`reload` it; a
+        configuration that is not valid is logged with its error and the running one keeps going."""
+        source = self.config.source
+        if source.startswith("<"):
+            log.warning("SIGHUP: the configuration was not read from a file; nothing to reload")
+            return
+        from edgeflow.config import load_config
+
+        try:
+            new = await asyncio.to_thread(load_config, source)
+            await self.reload(new)
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration keeps going: %s", exc)
+        except Exception:
+            log.exception("reload failed; the running configuration keeps going")
+
     async def run(self, duration: float | None = None) -> None:
-        """Run until SIGINT/SIGTERM or ``duration`` seconds, then stop cleanly."""
+        """Run until SIGINT/SIGTERM or ``duration`` seconds, then stop cleanly. SIGHUP reloads the
+        configuration file (:meth:`reload`)."""
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         installed = []
@@ -571,6 +645,16 @@ class Runtime:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, done.set)
                 installed.append(sig)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def hup() -> None:
+            task = loop.create_task(self._reload_from_source(), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, hup)
+            installed.append(signal.SIGHUP)
         try:
             await self.start()
             if duration is None:
@@ -770,7 +854,7 @@ class Runtime:
                 "unrouted_dropped": c.unrouted_dropped,
             },
             "pipelines": {
-                r.spec.name: {
+                key: {
                     "in": r.readings_in,
                     "out": r.readings_out,
                     "late": r.late,
@@ -782,7 +866,7 @@ class Runtime:
                         for s in r.pipeline.stats()
                     ],
                 }
-                for r in self.routes
+                for key, r in self._ledger_routes()
             },
             "commit": {
                 "submitted": up.get("readings_in", 0),
@@ -798,6 +882,12 @@ class Runtime:
                 "queued": up.get("queued_readings", 0),
             },
         }
+
+    def _ledger_routes(self) -> list[tuple[str, _Route]]:
+        """The running pipelines by name, then those a reload replaced (``name (replaced 1)``)."""
+        out = [(r.spec.name, r) for r in self.routes]
+        out += [(f"{r.spec.name} (replaced {i})", r) for i, r in enumerate(self._retired, 1)]
+        return out
 
     def ledger_problems(self) -> list[str]:
         """The ledger's equations that do not hold (empty: every reading is accounted for)."""
@@ -870,7 +960,7 @@ class Runtime:
             1.0 - shipped / base if base else 0.0,
             help="1 - bytes shipped / EdgeX JSON bytes of the same readings (0.99: a hundredth of the bytes)",
         )
-        out_total = sum(r.readings_out for r in self.routes) + c.unrouted_shipped
+        out_total = sum(r.readings_out for r in [*self.routes, *self._retired]) + c.unrouted_shipped
         for route in self.routes:
             lab = (("pipeline", route.spec.name),)
             yield Sample(
