@@ -27,7 +27,15 @@ from typing import IO, Any, Literal
 import numpy as np
 import orjson
 
-from edgeflow.codec import DecodedBatch, DecodedSeries, decode, detect_encoding, merge_points
+from edgeflow.codec import (
+    DecodedBatch,
+    DecodedSeries,
+    MissingTable,
+    batch_table,
+    decode,
+    detect_encoding,
+    merge_points,
+)
 from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
 from edgeflow.model import ValueType
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
@@ -140,7 +148,13 @@ class Receiver:
             "foreign": 0,
             "handler_errors": 0,
             "reconnects": 0,
+            "awaiting_table": 0,
+            "table_never_came": 0,
         }
+        #: Compact messages held until their series table arrives, by table hash (at most ``max_held``).
+        self._held: dict[bytes, list[tuple[str, bytes]]] = {}
+        self._held_count = 0
+        self.max_held = 10_000
         self._conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -228,10 +242,36 @@ class Receiver:
             return None
         try:
             batch = decode(payload)
+        except MissingTable as exc:
+            self._hold(exc.table, topic, payload)
+            return None
         except CodecError as exc:
             self.counts["malformed"] += 1
             log.warning("receiver: skipped a malformed message on %s: %s", topic, exc)
             return None
+        carried = batch_table(payload) if self._held else None
+        held = self._held.pop(carried, None) if carried is not None else None
+        out = self._accept(batch, topic)
+        for t, p in held or ():
+            self._held_count -= 1
+            self.handle(t, p)
+        return out
+
+    def _hold(self, table: bytes, topic: str, payload: bytes) -> None:
+        """A compact message whose series table has not arrived (the outbox dropped the message that
+        carried it): keep it until the table comes round again (bounded; the oldest go, counted)."""
+        self._held.setdefault(table, []).append((topic, payload))
+        self._held_count += 1
+        self.counts["awaiting_table"] += 1
+        while self._held_count > self.max_held:
+            oldest = next(iter(self._held))
+            self._held[oldest].pop(0)
+            if not self._held[oldest]:
+                del self._held[oldest]
+            self._held_count -= 1
+            self.counts["table_never_came"] += 1
+
+    def _accept(self, batch: DecodedBatch, topic: str) -> DecodedBatch | None:
         if batch.seq < 0:  # plain EdgeX, without edgeflow's stream tags: nothing to de-duplicate by
             self.counts["untracked"] += 1
         else:
