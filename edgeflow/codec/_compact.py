@@ -72,6 +72,8 @@ VERSION: Final = 1
 VERSION_TABLE: Final = 2
 _F_TABLE: Final = 0x04
 _F_LOCAL: Final = 0x08
+#: A message whose series have fewer points than this on average refers to the stream's series table.
+_FEW_POINTS: Final = 4
 
 #: The series tables this process has decoded (version 2), by hash; :func:`decode_compact`'s default.
 TABLES: Final = SeriesTables()
@@ -141,6 +143,12 @@ class CompactEncoder(StreamEncoder):
             self.resend_table()
         self._seq = value
 
+    def prepare(self, batch: ReadingBatch) -> None:
+        """Put the series of ``batch`` in the stream's table before it is split into several messages,
+        so the table grows (and travels) once, not once per part."""
+        if self._tables is not None and len(batch):
+            self._tables.positions(batch, np.unique(batch.series).astype(np.int64))
+
     def resend_table(self) -> None:
         """Make the next message carry the series table (after a failed commit lost the one that did)."""
         if self._tables is not None:
@@ -171,7 +179,12 @@ class CompactEncoder(StreamEncoder):
         self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
     ) -> EncodedBatch:
         if encodable_v2(batch, self._quantum):
-            many = self._tables is not None and len(np.unique(batch.series)) >= self._table_min
+            # names dominate a message of many series, or of series with few points each (a per-device
+            # topic's message): those refer to the stream's table
+            n_series = len(np.unique(batch.series))
+            many = self._tables is not None and (
+                n_series >= self._table_min or len(batch) < _FEW_POINTS * n_series
+            )
             thash, body, has_table = encode_body_v2(batch, self._tables if many else None, interp)
             flags = (_F_TABLE if has_table else 0) if many else _F_LOCAL
             return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)

@@ -25,9 +25,10 @@ Wire layout (version 2)::
              values    zigzag varints, one per point of a decimal series: the first ``v · 10^k``, then
                        deltas; then 8 bytes per point of a raw series
 
-**Which table.** A message of fewer than ``table_min_series`` series names its own series (bit 3): it
-decodes on its own, like version 1, and costs a few names. A message of more series — a fleet's, where
-the names would cost more than the values — refers to the stream's table instead.
+**Which table.** A message of many series (at least ``table_min_series``, a fleet's) or of series with
+few points each (fewer than 4 on average: a per-device topic's message) refers to the stream's table,
+where the names would cost more than the values. Any other message names its own series (bit 3): it
+decodes on its own, like version 1.
 
 **The stream table.** The encoder keeps every series it has shipped; a message names its series by position in
 that table and carries the table's hash. The table itself travels inside a message (flag bit 2) when the
