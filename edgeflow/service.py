@@ -157,6 +157,8 @@ class _Source:
     mappings: dict[str, Mapping[str, str]] = field(default_factory=dict)
     #: every resource of the profile by name (pushed values name theirs)
     by_name: dict[str, DeviceResource] = field(default_factory=dict)
+    #: the readable resources, worked out on the first read (the profile does not change)
+    readable: list[DeviceResource] | None = None
 
 
 @dataclass(slots=True)
@@ -266,7 +268,9 @@ class DeviceService:
     async def read(self, device: str, source: str) -> ReadingBatch:
         """Read ``source`` of ``device`` now (a GET command) and return it as a batch, transformed."""
         dev, profile, src = self._source(device, source)
-        readable = [r for r in src.resources if r.properties.readable]
+        readable = src.readable
+        if readable is None:
+            readable = src.readable = [r for r in src.resources if r.properties.readable]
         if not readable:
             raise ConnectorError(f"{source!r} has nothing readable", device=device)
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races

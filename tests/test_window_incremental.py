@@ -126,6 +126,13 @@ def test_the_memory_bound_evicts_the_oldest_and_counts_them() -> None:
     assert counts.tolist() == [1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5]
     assert mins.tolist() == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]
     assert pipe.stats()[0].evicted == 7
+    # a large call goes vectorised: the same bound, the same count
+    more = pipe.process(
+        ReadingBatch.from_columns(table, list(range(12, 112)), list(range(12, 112)), [sid] * 100)
+    ).batch
+    assert more.values[more.series == table.lookup("d", "x.count")].tolist() == [5] * 100
+    assert more.values[more.series == table.lookup("d", "x.min")].tolist() == list(range(8, 108))
+    assert pipe.stats()[0].evicted == 107
 
 
 @settings(max_examples=100, deadline=None)
