@@ -125,6 +125,7 @@ class TableEncoder:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._infos: dict[tuple[str, str], SeriesInfo] = {}
+        self._where: dict[tuple[str, str], int] = {}  # table position of each series
         self._pos_of_sid = np.full(0, -1, dtype=np.int64)
         self._bytes = b""
         self._hash = b""
@@ -155,7 +156,7 @@ class TableEncoder:
                 self._bytes = table_bytes([self._infos[k] for k in ordered])
                 self._hash = table_hash(self._bytes)
                 self._sent_at = None
-                where = {k: i for i, k in enumerate(ordered)}
+                where = self._where = {k: i for i, k in enumerate(ordered)}
                 lut[:] = -1
                 for sid in range(len(lut)):
                     if sid < len(table):
@@ -164,7 +165,7 @@ class TableEncoder:
                             lut[sid] = i
             else:
                 for sid in missing.tolist():
-                    lut[sid] = sorted(self._infos).index(_key(table.info(sid)))
+                    lut[sid] = self._where[_key(table.info(sid))]
             pos = lut[sids]
         return pos
 
