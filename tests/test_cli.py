@@ -51,10 +51,7 @@ def test_run_with_duration_stops_cleanly_and_writes_events(tmp_path: Path) -> No
     stats = orjson.loads(res.stdout)
     lines = (tmp_path / "out" / "events.jsonl").read_bytes().splitlines()
     assert lines
-    assert (
-        sum(len(orjson.loads(line)["event"]["readings"]) for line in lines)
-        == stats["uplink"]["acked_readings"]
-    )
+    assert sum(len(orjson.loads(line)["event"]["readings"]) for line in lines) == stats["uplink"]["acked_readings"]
     assert stats["ledger_problems"] == []
 
 
@@ -79,10 +76,7 @@ def test_run_stops_on_signal_and_flushes(tmp_path: Path, sig: str) -> None:
     assert proc.returncode == 0, stderr
     stats = orjson.loads(stdout)
     lines = out.read_bytes().splitlines()
-    assert (
-        sum(len(orjson.loads(line)["event"]["readings"]) for line in lines)
-        == stats["uplink"]["acked_readings"]
-    )
+    assert sum(len(orjson.loads(line)["event"]["readings"]) for line in lines) == stats["uplink"]["acked_readings"]
     # every reading read is accounted for; what the rules let out (and what no pipeline took) was written
     led = stats["ledger"]
     assert stats["ledger_problems"] == []

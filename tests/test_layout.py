@@ -140,10 +140,7 @@ def _defined(path: Path) -> set[str]:
 )
 def test_one_definition_each(name: str, home: str) -> None:
     homes = [
-        str(p.relative_to(ROOT))
-        for pkg in ("edgeflow", "connectors")
-        for p in modules(pkg)
-        if name in _defined(p)
+        str(p.relative_to(ROOT)) for pkg in ("edgeflow", "connectors") for p in modules(pkg) if name in _defined(p)
     ]
     assert homes == [home]
 

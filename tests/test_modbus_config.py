@@ -39,14 +39,7 @@ def test_edgex_tcp_device_loads_as_published() -> None:
 
 def test_durations() -> None:
     base = {"Address": "h", "Port": 502, "UnitID": 0}
-    for raw, seconds in (
-        (2, 2.0),
-        ("500ms", 0.5),
-        ("1.5m", 90.0),
-        ("2s", 2.0),
-        (0.25, 0.25),
-        ("1m30s", 90.0),
-    ):
+    for raw, seconds in ((2, 2.0), ("500ms", 0.5), ("1.5m", 90.0), ("2s", 2.0), (0.25, 0.25), ("1m30s", 90.0)):
         assert parse_link(_device({"modbus-tcp": {**base, "Timeout": raw}})).timeout == seconds
     spec = parse_link(_device({"modbus-tcp": {**base, "IdleTimeout": "-1", "ConnectDelay": "100ms"}}))
     assert spec.idle_timeout == -1.0

@@ -90,9 +90,7 @@ async def test_server_stopped_for_ten_seconds_then_back(opcua_server: Any, tmp_p
     tap = Tap(rt)
     conn = rt.services["opcua"].connector
     async with rt:
-        await until(
-            lambda: conn.device_stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level")
-        )
+        await until(lambda: conn.device_stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level"))
         assert metric(rt, "device_up") == 1.0
 
         await sim.stop()
@@ -132,9 +130,7 @@ async def test_a_silent_network_cut_is_detected_and_survived(
     tap = Tap(rt)
     conn = rt.services["opcua"].connector
     async with rt:
-        await until(
-            lambda: conn.device_stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level")
-        )
+        await until(lambda: conn.device_stats("boiler")["subscribed"] == ["Level"] and 1.0 in tap.values("Level"))
         proxy.cut()  # no FIN, no RST: only silence
         await until(lambda: rt.device_states()["boiler"]["health"] == "DOWN")
         await sim.set("Boiler.Level", 5.0)

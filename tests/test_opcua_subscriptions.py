@@ -171,9 +171,7 @@ async def test_the_deadband_drops_small_changes_at_the_server(sim: Any) -> None:
         assert sim.writes - writes == 2 * len(changes)  # the server saw every change of both nodes
         assert out.values("Temperature")[-len(changes) :] == changes  # no deadband: all of them
         assert out.values("Level")[-3:] == [20.0, 25.0, 30.0]  # deadband 0.5: only the big ones left it
-        assert (
-            conn.device_stats("boiler")["notifications"] - before == len(changes) + 2
-        )  # counted at the client
+        assert conn.device_stats("boiler")["notifications"] - before == len(changes) + 2  # counted at the client
     finally:
         await svc.stop()
 

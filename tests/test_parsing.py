@@ -72,22 +72,7 @@ def test_go_syntax_days_and_bare_seconds(text: object, ns: int) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [
-        "",
-        "s",
-        "m",
-        "1x",
-        "1 s",
-        "1s2",
-        "1S",
-        "ten seconds",
-        "5 minutes",
-        "--1s",
-        "1.5.5s",
-        ".s",
-        "+",
-        "1h-5m",
-    ],
+    ["", "s", "m", "1x", "1 s", "1s2", "1S", "ten seconds", "5 minutes", "--1s", "1.5.5s", ".s", "+", "1h-5m"],
 )
 def test_what_is_not_a_duration_is_refused_naming_the_value(bad: str) -> None:
     with pytest.raises(ValueFormatError, match="is not a duration; write seconds") as exc:
@@ -136,9 +121,7 @@ def test_annotated_types_convert_and_refuse_at_the_key_path() -> None:
     assert (f.interval, f.delay, f.size, f.lateness, f.text) == (90.0, 0.0, 86400 * S, 250_000_000, "1m30s")
     assert _Fields.model_validate({"text": 5}).text == "5"
     with pytest.raises(ValidationError) as exc:
-        _Fields.model_validate(
-            {"interval": 0, "delay": "-1s", "size": "0ms", "lateness": "soon", "text": "0"}
-        )
+        _Fields.model_validate({"interval": 0, "delay": "-1s", "size": "0ms", "lateness": "soon", "text": "0"})
     found = dict(validation_problems(exc.value))
     assert found == {
         "interval": "must be longer than 0, got 0",
@@ -249,11 +232,7 @@ RULES_REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"type": "deadband", "absolute": 1, "min_interval": "-1s"}, "min_interval", "negative"),
     ({"type": "window", "kind": "tumbling", "size": 0}, "size", "longer than 0"),
     ({"type": "window", "kind": "hopping", "size": 10, "hop": "0s"}, "hop", "longer than 0"),
-    (
-        {"type": "window", "kind": "tumbling", "size": 10, "allowed_lateness": -1},
-        "allowed_lateness",
-        "negative",
-    ),
+    ({"type": "window", "kind": "tumbling", "size": 10, "allowed_lateness": -1}, "allowed_lateness", "negative"),
     ({"type": "sdt", "comp_dev": 1, "comp_min": "-1s"}, "comp_min", "negative"),
     ({"type": "sdt", "comp_dev": 1, "comp_max": 0}, "comp_max", "longer than 0"),
 ]

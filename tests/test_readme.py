@@ -67,9 +67,7 @@ def test_readme_configs_are_valid(
     text = text.replace("/etc/edgeflow/opcua/", f"{certs}/")
     path = tmp_path / "edgeflow.yaml"
     path.write_text(text, encoding="utf-8")
-    environ = (
-        {"EDGEFLOW__DEVICES__0__PROTOCOLS__OPCUA__PASSWORD": "secret"} if "Username: operator" in text else {}
-    )
+    environ = {"EDGEFLOW__DEVICES__0__PROTOCOLS__OPCUA__PASSWORD": "secret"} if "Username: operator" in text else {}
     cfg = load_config(path, environ=environ)
     assert cfg.devices
     # the connectors' own options and the devices' protocols are checked as at start-up (no connecting)

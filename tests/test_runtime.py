@@ -130,11 +130,7 @@ def test_two_pipelines_that_would_write_one_series_are_a_config_error(tmp_path: 
         tmp_path,
         [
             {"name": "raw", "match": {"device": "Device1"}},
-            {
-                "name": "reduced",
-                "match": {"resource": "Temp"},
-                "rules": [{"type": "deadband", "absolute": 1}],
-            },
+            {"name": "reduced", "match": {"resource": "Temp"}, "rules": [{"type": "deadband", "absolute": 1}]},
         ],
     )
     assert "pipelines[1]: pipeline 'raw' (input) and pipeline 'reduced' (input)" in text

@@ -23,7 +23,6 @@ from edgeflow.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
 def _config(tmp_path: Path, url: str, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "service": "faults",
@@ -59,9 +58,7 @@ async def wait_ready(rt: Runtime, status: int, seconds: float, *, reason: str = 
         if got == status and all(reason in p for p in body["problems"][:1]):
             return body
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"/readyz is {got} {body['problems']}, waited {seconds} s for {status} {reason!r}"
-            )
+            raise AssertionError(f"/readyz is {got} {body['problems']}, waited {seconds} s for {status} {reason!r}")
         await asyncio.sleep(0.1)
 
 

@@ -217,7 +217,9 @@ async def test_batching_by_count_and_delay(mosquitto: MosquittoBroker, tmp_path:
         mosquitto.url, ["edgeflow/+/batches"], on_batch=lambda b, tp: sizes.append(b.readings), keep=True
     )
     await rx.start()
-    spec = uplink_spec(mosquitto.url, tmp_path / "ob.sqlite", batching={"max_readings": 300, "max_delay": 30})
+    spec = uplink_spec(
+        mosquitto.url, tmp_path / "ob.sqlite", batching={"max_readings": 300, "max_delay": 30}
+    )
     up = MqttUplink(spec, service="s")
     await up.start()
     t = table()
