@@ -304,9 +304,10 @@ def encode_body_v2(
 
 
 class SeriesTables:
-    """Series tables a decoder has seen, by hash (most recently used kept; ``max_tables`` at most)."""
+    """Series tables a decoder has seen, by hash (the ``max_tables`` most recently used: one or a few per
+    edge node, so a receiver of many nodes keeps each node's)."""
 
-    def __init__(self, max_tables: int = 64) -> None:
+    def __init__(self, max_tables: int = 1024) -> None:
         self.max_tables = max_tables
         self._tables: OrderedDict[bytes, list[SeriesInfo]] = OrderedDict()
         self._lock = threading.Lock()
