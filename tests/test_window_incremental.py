@@ -186,3 +186,18 @@ def test_sketched_percentiles_in_a_window() -> None:
     last = vs[-1000:]
     want = np.sort(last)[int(0.95 * 999)]
     assert abs(out.values[-1] - want) <= 0.01 * want
+
+
+def test_an_open_tumbling_window_is_bounded_too() -> None:
+    table = SeriesTable()
+    sid = table.intern("d", "x")
+    pipe = build_pipeline(
+        [{"type": "window", "kind": "tumbling", "size": 3600, "max_readings": 4, "aggregates": ["count", "min"]}],
+        table,
+    )
+    ts = [i * 10**9 for i in range(10)]
+    pipe.process(ReadingBatch.from_columns(table, ts, [float(i) for i in range(10)], [sid] * 10))
+    out = pipe.flush().batch
+    assert out.values[out.series == table.lookup("d", "x.count")].tolist() == [4]
+    assert out.values[out.series == table.lookup("d", "x.min")].tolist() == [6]
+    assert pipe.stats()[0].evicted == 6

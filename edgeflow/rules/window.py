@@ -15,7 +15,8 @@ Count windows emit every ``count`` readings of a series (arrival order), steppin
 Sliding windows are incremental (:mod:`edgeflow.rules.incremental`): O(1) amortised per reading for
 count, sum, mean, min, max, stddev, first and last; percentiles are exact (O(window) per reading) unless
 ``percentile_accuracy`` is set, then they come from a relative-error sketch. A sliding window holds at most
-``max_readings`` readings per series; beyond that the oldest leave early, counted (``evicted``).
+``max_readings`` readings per series, and an open tumbling or hopping window as many; beyond that the
+oldest leave early, counted (``evicted``).
 NaN and ±inf (``nan``, dropped by default) and non-numeric readings, Bools included (``non_numeric``,
 passed on by default), go by the shared frame's policies (:mod:`edgeflow.rules.frame`).
 :meth:`flush` emits the open windows as they are (partial). Averages are a bandwidth knob, not an error
@@ -287,6 +288,10 @@ class WindowRule(Rule):
                     w = st.open[s] = ([], [])
                 w[0].append(t)
                 w[1].append(v)
+                if len(w[0]) > self.max_readings:  # the bound: the oldest reading leaves, counted
+                    del w[0][0]
+                    del w[1][0]
+                    self.stats.evicted += 1
             s -= hop
         if st.max_t is None or t > st.max_t:
             st.max_t = t
