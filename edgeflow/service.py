@@ -51,6 +51,7 @@ from edgeflow.connector import (
     DeviceHealth,
     Quality,
     QualityAction,
+    SystemClock,
     as_clock,
 )
 from edgeflow.errors import ConnectorError, DeviceOfflineError, ValueFormatError, WriteRejectedError
@@ -157,6 +158,8 @@ class _Source:
     mappings: dict[str, Mapping[str, str]] = field(default_factory=dict)
     #: every resource of the profile by name (pushed values name theirs)
     by_name: dict[str, DeviceResource] = field(default_factory=dict)
+    #: the readable resources, worked out on the first read (the profile does not change)
+    readable: list[DeviceResource] | None = None
 
 
 @dataclass(slots=True)
@@ -224,7 +227,7 @@ class DeviceService:
         self._push_task: asyncio.Task[None] | None = None
         self._push_full = False
         # per device: set (and replaced) when the connector says its push or health state changed
-        self._wakers: dict[str, asyncio.Event] = {}
+        self._wakers: dict[str, _Waker] = {}
         connector.add_state_listener(self._connector_state_changed)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -304,7 +307,9 @@ class DeviceService:
     async def read(self, device: str, source: str) -> ReadingBatch:
         """Read ``source`` of ``device`` now (a GET command) and return it as a batch, transformed."""
         dev, profile, src = self._source(device, source)
-        readable = [r for r in src.resources if r.properties.readable]
+        readable = src.readable
+        if readable is None:
+            readable = src.readable = [r for r in src.resources if r.properties.readable]
         if not readable:
             raise ConnectorError(f"{source!r} has nothing readable", device=device)
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
@@ -589,16 +594,30 @@ class DeviceService:
         if waker is not None:
             waker.set()
 
-    def _waker(self, device: str) -> asyncio.Event:
+    def _waker(self, device: str) -> _Waker:
         waker = self._wakers.get(device)
         if waker is None:
-            waker = self._wakers[device] = asyncio.Event()
+            waker = self._wakers[device] = _Waker()
         return waker
 
     async def _sleep_until(self, device: str, deadline_ns: int) -> bool:
         """Sleep until ``deadline_ns`` on the clock, or less if the connector's state for ``device``
         changes (returns True then)."""
         waker = self._waker(device)
+        if type(self.clock) is SystemClock:
+            # the real clock: one future, woken by a timer or by the waker (no tasks, no asyncio.wait)
+            if waker.is_set():
+                return True
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[bool] = loop.create_future()
+            delay = max(0, deadline_ns - self.clock.monotonic_ns()) / 1e9
+            timer = loop.call_later(delay, _resolve, fut, False)
+            waker.add(fut)
+            try:
+                return await fut
+            finally:
+                timer.cancel()
+                waker.discard(fut)
         sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline_ns))
         woken = asyncio.ensure_future(waker.wait())
         try:
@@ -723,6 +742,48 @@ class DeviceService:
             out.append((res, raw_out))
         async with self.clock.timeout(self.settings.read_timeout):
             await self.connector.write(device, out)
+
+
+def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class _Waker:
+    """What :class:`asyncio.Event` does for a device's loops, plus futures of their own to wake (the
+    real-clock sleep waits on one future, not on two tasks)."""
+
+    __slots__ = ("_futs", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._futs: list[asyncio.Future[bool]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        futs, self._futs = self._futs, []
+        for f in futs:
+            _resolve(f, True)
+
+    def add(self, fut: asyncio.Future[bool]) -> None:
+        self._futs.append(fut)
+
+    def discard(self, fut: asyncio.Future[bool]) -> None:
+        with contextlib.suppress(ValueError):
+            self._futs.remove(fut)
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._futs.append(fut)
+        try:
+            return await fut
+        finally:
+            self.discard(fut)
 
 
 def _assertion_error(device: str, res: DeviceResource, vt: ValueType, value: Any) -> ConnectorError:

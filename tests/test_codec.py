@@ -210,7 +210,7 @@ def test_compact_message_metadata() -> None:
     (m,) = enc.encode(batch, alarm=True)
     assert (m.first_origin, m.last_origin, m.readings, m.alarm) == (10, 30, 3, True)
     assert dict(m.topic_fields) == {"device": "pump", "profile": "p1", "source": "flow"}
-    assert m.payload[:4] == b"EFC\x01"
+    assert m.payload[:4] == b"EFC\x02"  # version 2: columns for the whole message; names inline (few series)
     d = decode(m.payload)
     assert d.alarm
     assert d.stream_id == "edge-7"

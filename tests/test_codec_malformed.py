@@ -104,7 +104,7 @@ def test_random_compressed_bodies_raise_codec_error(body: bytes) -> None:
     [
         (b"", "unknown encoding"),
         (b"\x00\x01\x02", "unknown encoding"),
-        (b"EFC\x02\x00\x01s\x00", "version 2 is not supported"),
+        (b"EFC\x03\x00\x01s\x00", "version 3 is not supported"),
         (b"EFC\x01\x80\x01s\x00", "unknown compact flags"),
         (b"{not json", "not an EdgeX event"),
         (b'{"hello": "world"}', "not an EdgeX event"),

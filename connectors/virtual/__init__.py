@@ -94,6 +94,10 @@ class _Resource:
     current: float | None = None
     pinned: bool = False
     pinned_value: Any = None
+    integer: bool = False  # the value type is an integer (walks and replays are rounded)
+
+    def __post_init__(self) -> None:
+        self.integer = self.resource.properties.value_type.is_integer
 
 
 @dataclass
@@ -212,17 +216,25 @@ class VirtualConnector(Connector):
             raise DeviceTimeoutError("simulated failure (failEvery)", device=device)
         now = self.clock.time_ns()
         out = []
+        rng = state.rng
+        by_name = state.resources
+        nxt = self._next
         for res in resources:
-            r = state.resources.get(res.name)
+            r = by_name.get(res.name)
             if r is None:
                 raise ConnectorError("unknown resource", device=device, resource=res.name)
             # origin 0: the device service stamps the read with its (injectable) clock
-            out.append(CommandValue(res.name, self._next(state.rng, r, now)))
+            out.append(CommandValue(res.name, nxt(rng, r, now)))
         return out
 
     def _next(self, rng: random.Random, r: _Resource, now_ns: int) -> Any:
         if r.pinned:
             return r.pinned_value
+        if r.generator == "walk":  # the common case first, without the lookups below
+            assert r.current is not None
+            cur = min(r.hi, max(r.lo, r.current + rng.uniform(-r.step, r.step)))
+            r.current = cur
+            return round(cur) if r.integer else float(cur)
         vt = r.resource.properties.value_type
         if r.generator == "constant":
             return r.constant

@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeflow.cloud.sinks import JsonLinesSink, Sink, SinkError, SinkOpenError, StoreItem
-from edgeflow.codec import DecodedBatch, DecodedSeries, decode, detect_encoding, merge_points
+from edgeflow.codec import (
+    DecodedBatch,
+    DecodedSeries,
+    MissingTable,
+    batch_table,
+    decode,
+    detect_encoding,
+    merge_points,
+)
 from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
 from edgeflow.mqtt.connection import Backoff, Delivery, MqttConnection, connect_params
@@ -183,7 +191,15 @@ class Receiver:
             "store_failures": 0,
             "unstorable": 0,
             "acked": 0,
+            "awaiting_table": 0,
+            "table_never_came": 0,
         }
+        #: Compact messages whose stream series table has not arrived yet, by table hash: without a
+        #: sink the payloads, with a sink the deliveries themselves (unacknowledged). At most ``max_held``.
+        self._held: dict[bytes, list[tuple[str, bytes]]] = {}
+        self._held_count = 0
+        self._held_deliveries: dict[bytes, list[tuple[MqttConnection, Delivery]]] = {}
+        self.max_held = 10_000
         self._conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._store_task: asyncio.Task[None] | None = None
@@ -335,9 +351,45 @@ class Receiver:
                 continue
             self._store_backoff.reset()
             for (conn, delivery), (kind, batch, why) in zip(group, outcomes, strict=True):
+                if kind == "awaiting_table":  # not stored, so not acknowledged: held until its table
+                    self._hold_delivery(bytes.fromhex(why), conn, delivery)
+                    continue
                 self._count(kind, batch, why, delivery.topic)
                 if conn.ack(delivery):
                     self.counts["acked"] += 1
+                if batch is not None and self._held_deliveries:
+                    carried = batch_table(delivery.payload)
+                    again = self._held_deliveries.pop(carried, None) if carried is not None else None
+                    if again:  # their table has come: store them next (the decoder now knows it)
+                        self._held_count -= len(again)
+                        self._pending.extendleft(reversed(again))
+                        self._wake.set()
+            if self._held_count > self.max_held:
+                await self._too_many_held()
+
+    def _hold_delivery(self, table: bytes, conn: MqttConnection, delivery: Delivery) -> None:
+        """With a sink: a message whose series table this receiver has not seen (it started after the
+        message that carried it, or that message was dropped at the edge). It stays unacknowledged
+        until a message carrying the table has been stored here; the edge re-sends the table every
+        ``table_interval``."""
+        self._held_deliveries.setdefault(table, []).append((conn, delivery))
+        self._held_count += 1
+        self.counts["awaiting_table"] += 1
+
+    async def _too_many_held(self) -> None:
+        """More messages wait for a table than ``max_held``: let the broker have them all back (nothing
+        acknowledged is lost) and take them again after a pause."""
+        n = self._held_count
+        self.counts["table_never_came"] += n
+        conns = {id(c): c for held in self._held_deliveries.values() for c, _ in held}
+        self._held_deliveries.clear()
+        self._held_count = 0
+        log.error(
+            "receiver: %d messages wait for a series table that has not come; the broker gets them back", n
+        )
+        self._hold_until = time.monotonic() + self._store_backoff.next_delay()
+        for c in conns.values():
+            await c.disconnect()
 
     async def _store_failed(self, exc: SinkError, group: list[tuple[MqttConnection, Delivery]]) -> None:
         self.counts["store_failures"] += 1
@@ -406,6 +458,8 @@ class Receiver:
             return "foreign", None, str(exc)
         try:
             return "new", decode(payload), ""
+        except MissingTable as exc:
+            return "awaiting_table", None, exc.table.hex()
         except CodecError as exc:
             return "malformed", None, str(exc)
 
@@ -456,10 +510,37 @@ class Receiver:
         """Without a sink: decode one message and pass it on; None if it was a duplicate, malformed or
         foreign. (With a sink, messages go through the store thread instead.)"""
         kind, batch, why = self._classify(payload)
+        if kind == "awaiting_table":
+            self._hold(bytes.fromhex(why), topic, payload)
+            return None
         if batch is None:
             self.counts[kind] += 1
             log.warning("receiver: skipped a %s message on %s: %s", kind, topic, why)
             return None
+        out = self._handle_decoded(batch, topic)
+        carried = batch_table(payload) if self._held else None
+        held = self._held.pop(carried, None) if carried is not None else None
+        for t, p in held or ():
+            self._held_count -= 1
+            self.handle(t, p)
+        return out
+
+    def _hold(self, table: bytes, topic: str, payload: bytes) -> None:
+        """Without a sink: a compact message whose series table has not arrived (the outbox dropped the
+        message that carried it): kept until the table comes round again (bounded; the oldest go,
+        counted as ``table_never_came``)."""
+        self._held.setdefault(table, []).append((topic, payload))
+        self._held_count += 1
+        self.counts["awaiting_table"] += 1
+        while self._held_count > self.max_held:
+            oldest = next(iter(self._held))
+            self._held[oldest].pop(0)
+            if not self._held[oldest]:
+                del self._held[oldest]
+            self._held_count -= 1
+            self.counts["table_never_came"] += 1
+
+    def _handle_decoded(self, batch: DecodedBatch, topic: str) -> DecodedBatch | None:
         if batch.seq < 0:  # plain EdgeX, without edgeflow's stream tags: nothing to de-duplicate by
             self.counts["untracked"] += 1
         else:

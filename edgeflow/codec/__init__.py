@@ -4,8 +4,11 @@ Two encodings (see ``README``, "Encodings"):
 
 * ``edgex-json`` — one EdgeX v3 ``AddEventRequest`` per event, exactly as EdgeX writes it, with
   edgeflow's stream id and sequence number in event ``tags`` (:mod:`edgeflow.codec._edgex_json`).
-* ``compact`` — batched, columnar, delta-coded, zstd-compressed, self-describing per message
-  (:mod:`edgeflow.codec._compact`).
+* ``compact`` — batched, columnar, delta-coded, zstd-compressed (:mod:`edgeflow.codec._compact`);
+  version 2 (:mod:`edgeflow.codec._fleet`) codes each column for the whole message at once, and a
+  message of many series refers to the stream's series table by hash instead of naming them (a
+  message whose table has not been seen raises :class:`MissingTable`; the receiver holds it until
+  the table comes round). Version 1 messages still decode.
 
 The path of a batch::
 
@@ -30,7 +33,15 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from edgeflow.codec._compact import MAGIC, CompactEncoder, decode_compact
+from edgeflow.codec._compact import (
+    MAGIC,
+    TABLES,
+    CompactEncoder,
+    MissingTable,
+    SeriesTables,
+    batch_table,
+    decode_compact,
+)
 from edgeflow.codec._edgex_json import EdgexJsonEncoder, decode_edgex_json
 from edgeflow.codec._types import (
     DecodedBatch,
@@ -46,6 +57,7 @@ from edgeflow.rules.reconstruct import reconstruct as _rules_reconstruct
 
 __all__ = [
     "ENCODINGS",
+    "TABLES",
     "DecodedBatch",
     "DecodedSeries",
     "EncodedBatch",
@@ -53,6 +65,9 @@ __all__ = [
     "EncoderStats",
     "EncodingName",
     "Interpolation",
+    "MissingTable",
+    "SeriesTables",
+    "batch_table",
     "decode",
     "detect_encoding",
     "make_encoder",
@@ -86,7 +101,11 @@ def make_encoder(name: str, *, stream_id: str | None = None, first_seq: int = 0,
 
     ``stream_id`` defaults to :func:`new_stream_id`; ``first_seq`` resumes a stream after a restart.
     Options of ``compact``: ``level`` (zstd level, default 9), ``max_readings`` (per message, default
-    100,000). ``edgex-json`` takes none.
+    100,000), ``series_table`` (default False; True: messages of at least ``table_min_series`` series, default
+    32, or of few points per series, refer to the stream's series table by hash instead of naming every
+    series, re-sent every ``table_interval`` seconds, default 30 — for a receiver that sees every message
+    of the stream, see the README).
+    ``edgex-json`` takes none.
     """
     sid = stream_id or new_stream_id()
     try:
@@ -109,7 +128,9 @@ def detect_encoding(payload: bytes) -> EncodingName:
 
 
 def decode(payload: bytes) -> DecodedBatch:
-    """Decode one message of either encoding. Raises :class:`CodecError` on anything malformed."""
+    """Decode one message of either encoding. Raises :class:`CodecError` on anything malformed, and
+    :class:`MissingTable` (a ``CodecError``) for a compact message whose series table this process has
+    not decoded yet."""
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise CodecError(f"payload must be bytes, not {type(payload).__name__}")
     data = bytes(payload)

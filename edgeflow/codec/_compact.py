@@ -36,6 +36,14 @@ import numpy.typing as npt
 import zstandard
 
 from edgeflow.codec._columns import read_times, read_values, write_times, write_values
+from edgeflow.codec._fleet import (
+    MissingTable,
+    SeriesTables,
+    TableEncoder,
+    decode_body_v2,
+    encodable_v2,
+    encode_body_v2,
+)
 from edgeflow.codec._types import (
     DecodedBatch,
     DecodedSeries,
@@ -49,10 +57,26 @@ from edgeflow.codec._varint import Reader, Writer
 from edgeflow.errors import CodecError
 from edgeflow.model import ReadingBatch, SeriesInfo, ValueType
 
-__all__ = ["MAGIC", "CompactEncoder", "decode_compact"]
+__all__ = [
+    "MAGIC",
+    "TABLES",
+    "CompactEncoder",
+    "MissingTable",
+    "SeriesTables",
+    "batch_table",
+    "decode_compact",
+]
 
 MAGIC: Final = b"EFC"
 VERSION: Final = 1
+VERSION_TABLE: Final = 2
+_F_TABLE: Final = 0x04
+_F_LOCAL: Final = 0x08
+#: A message whose series have fewer points than this on average refers to the stream's series table.
+_FEW_POINTS: Final = 4
+
+#: The series tables this process has decoded (version 2), by hash; :func:`decode_compact`'s default.
+TABLES: Final = SeriesTables()
 
 _F_ALARM: Final = 0x01
 _F_ZSTD: Final = 0x02
@@ -87,6 +111,9 @@ class CompactEncoder(StreamEncoder):
         level: int = 9,
         max_readings: int = 100_000,
         quantum: float | Mapping[int, float] | None = None,
+        series_table: bool = False,
+        table_interval: float = 30.0,
+        table_min_series: int = 32,
     ) -> None:
         super().__init__(stream_id, first_seq=first_seq)
         if max_readings < 1:
@@ -97,6 +124,35 @@ class CompactEncoder(StreamEncoder):
                 raise CodecError(f"quantum must be a positive finite number, not {q!r}")
         self._quantum = quantum
         self._zstd = zstandard.ZstdCompressor(level=level)
+        if not (math.isfinite(table_interval) and table_interval >= 0):
+            raise CodecError(
+                f"table_interval must be a non-negative number of seconds, not {table_interval!r}"
+            )
+        self._tables = TableEncoder(table_interval) if series_table else None
+        self._table_min = table_min_series
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    @next_seq.setter
+    def next_seq(self, value: int) -> None:
+        if value < 0:
+            raise CodecError("next_seq must be >= 0")
+        if value < self._seq:  # messages were thrown away; one of them may have carried the table
+            self.resend_table()
+        self._seq = value
+
+    def prepare(self, batch: ReadingBatch) -> None:
+        """Put the series of ``batch`` in the stream's table before it is split into several messages,
+        so the table grows (and travels) once, not once per part."""
+        if self._tables is not None and len(batch):
+            self._tables.positions(batch, np.unique(batch.series).astype(np.int64))
+
+    def resend_table(self) -> None:
+        """Make the next message carry the series table (after a failed commit lost the one that did)."""
+        if self._tables is not None:
+            self._tables.resend()
 
     @property
     def name(self) -> EncodingName:
@@ -120,6 +176,21 @@ class CompactEncoder(StreamEncoder):
         return out
 
     def _encode_one(
+        self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
+    ) -> EncodedBatch:
+        if encodable_v2(batch, self._quantum):
+            # names dominate a message of many series, or of series with few points each (a per-device
+            # topic's message): those refer to the stream's table
+            n_series = len(np.unique(batch.series))
+            many = self._tables is not None and (
+                n_series >= self._table_min or len(batch) < _FEW_POINTS * n_series
+            )
+            thash, body, has_table = encode_body_v2(batch, self._tables if many else None, interp)
+            flags = (_F_TABLE if has_table else 0) if many else _F_LOCAL
+            return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)
+        return self._encode_v1(batch, interp, alarm)
+
+    def _encode_v1(
         self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
     ) -> EncodedBatch:
         order = np.argsort(batch.series, kind="stable")
@@ -179,18 +250,27 @@ class CompactEncoder(StreamEncoder):
         for s in strings:
             head.text(s)
         body = head.getvalue() + meta.getvalue() + cols.getvalue()
+        return self._finish(batch, body, alarm, VERSION, b"", 0)
+
+    def _finish(
+        self, batch: ReadingBatch, body: bytes, alarm: bool, version: int, thash: bytes, flags: int
+    ) -> EncodedBatch:
         packed = self._zstd.compress(body)
-        flags = _F_ALARM if alarm else 0
+        if alarm:
+            flags |= _F_ALARM
         if len(packed) < len(body):
             body = packed
             flags |= _F_ZSTD
 
         hdr = Writer()
-        hdr.raw(MAGIC + bytes((VERSION, flags)))
+        hdr.raw(MAGIC + bytes((version, flags)))
         hdr.text(self._stream_id)
         hdr.uint(self._seq)
+        hdr.raw(thash)
         payload = hdr.getvalue() + body
 
+        info = batch.table.info
+        infos = [info(s) for s in np.unique(batch.series).tolist()]
         devices = {i.device for i in infos}
         profiles = {i.profile for i in infos}
         sources = {i.source for i in infos}
@@ -217,21 +297,51 @@ class CompactEncoder(StreamEncoder):
         return eb
 
 
-def decode_compact(payload: bytes) -> DecodedBatch:
-    """Decode one ``compact`` message. Raises :class:`CodecError` on anything malformed."""
+def batch_table(payload: bytes) -> bytes | None:
+    """The hash of the series table a ``compact`` message carries, or None (it carries none)."""
+    if len(payload) < 5 or payload[:3] != MAGIC or payload[3] != VERSION_TABLE or not payload[4] & _F_TABLE:
+        return None
+    try:
+        r = Reader(payload[5:])
+        r.text()
+        r.uint()
+        return r.take(8)
+    except CodecError:
+        return None
+
+
+def decode_compact(payload: bytes, tables: SeriesTables | None = None) -> DecodedBatch:
+    """Decode one ``compact`` message (version 1 or 2). Raises :class:`CodecError` on anything malformed,
+    and :class:`MissingTable` (a ``CodecError``) for a version-2 message whose series table ``tables``
+    (default: :data:`TABLES`, every table this process decoded) has not seen."""
     if len(payload) < 5 or payload[:3] != MAGIC:
         raise CodecError("not a compact payload (bad magic)")
     version, flags = payload[3], payload[4]
-    if version != VERSION:
-        raise CodecError(f"compact version {version} is not supported (this decoder reads {VERSION})")
-    if flags & ~(_F_ALARM | _F_ZSTD):
+    if version not in (VERSION, VERSION_TABLE):
+        raise CodecError(
+            f"compact version {version} is not supported (this decoder reads {VERSION} and {VERSION_TABLE})"
+        )
+    known = _F_ALARM | _F_ZSTD | (_F_TABLE | _F_LOCAL if version == VERSION_TABLE else 0)
+    if flags & ~known or (flags & _F_TABLE and flags & _F_LOCAL):
         raise CodecError(f"unknown compact flags {flags:#x}")
     r = Reader(payload[5:])
     stream_id = r.text()
     seq = r.uint()
+    thash = r.take(8) if version == VERSION_TABLE and not flags & _F_LOCAL else b""
     body = r.take(r.remaining)
     if flags & _F_ZSTD:
         body = _decompress(body)
+    if version == VERSION_TABLE:
+        return decode_body_v2(
+            Reader(body),
+            stream_id,
+            seq,
+            bool(flags & _F_ALARM),
+            thash,
+            bool(flags & _F_TABLE),
+            TABLES if tables is None else tables,
+            local=bool(flags & _F_LOCAL),
+        )
     return _decode_body(Reader(body), stream_id, seq, bool(flags & _F_ALARM))
 
 

@@ -165,6 +165,14 @@ class Reader:
     def remaining(self) -> int:
         return len(self._buf) - self._pos
 
+    @property
+    def pos(self) -> int:
+        return self._pos
+
+    def span(self, start: int, end: int) -> bytes:
+        """The bytes between two positions already read."""
+        return self._buf[start:end]
+
     def at_end(self) -> bool:
         return self._pos == len(self._buf)
 

@@ -58,6 +58,8 @@ class RuleStats:
     heartbeats: int = 0
     alarms: int = 0
     errors: int = 0
+    #: Readings a window let go of early because it held its ``max_readings``.
+    evicted: int = 0
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeflow.errors import RuleError
 from edgeflow.model import ReadingBatch, SeriesTable
-from edgeflow.rules.base import Rule, RuleOutput, restore_series, snapshot_series
+from edgeflow.rules.base import Rule, RuleOutput, restore_series, series_key
 from edgeflow.rules.frame import SeriesFrame, policies
 
 __all__ = ["Emit", "PointRule"]
@@ -48,6 +48,11 @@ class PointRule(Rule):
             raise RuleError(f"{self.kind}: backwards policy {backwards!r} is not late, drop or reset")
         self.frame = SeriesFrame(self.stats, nan=nan, non_numeric=non_numeric, backwards=backwards)
         self._states: dict[int, Any] = {}
+        # Snapshots are taken at every commit: only the series touched since the last one are
+        # serialised again (a fleet of 10,000 series changes a few hundred between two commits).
+        self._snap_entries: dict[int, list[Any]] = {}
+        self._snap_keys: dict[int, list[str]] = {}
+        self._touched: set[int] = set()
 
     # -- what a subclass provides -------------------------------------------------------------------
 
@@ -77,6 +82,7 @@ class PointRule(Rule):
         emitted: Emit = []
         emitted_sid: list[int] = []
         states = self._states
+        self._touched.update(np.unique(batch.series).tolist())
 
         def feed(sid: int, ts: list[int], vs: list[float], pos: list[int]) -> None:
             st = states.get(sid)
@@ -114,6 +120,7 @@ class PointRule(Rule):
     def _flush(self) -> RuleOutput:
         emitted: Emit = []
         sids: list[int] = []
+        self._touched.update(self._states)
         for sid, st in self._states.items():
             before = len(emitted)
             self._close(st, emitted, 0)
@@ -124,11 +131,19 @@ class PointRule(Rule):
 
     def snapshot(self) -> dict[str, Any]:
         last = self.frame.last_t
-        states = {
-            sid: {"last_t": last.get(sid), "algo": self._state_to_json(st)}
-            for sid, st in self._states.items()
-        }
-        return {"series": snapshot_series(self.table, states)}
+        entries = self._snap_entries
+        keys = self._snap_keys
+        for sid in self._touched:
+            st = self._states.get(sid)
+            if st is None:
+                entries.pop(sid, None)
+                continue
+            key = keys.get(sid)
+            if key is None:
+                key = keys[sid] = series_key(self.table, sid)
+            entries[sid] = [key, {"last_t": last.get(sid), "algo": self._state_to_json(st)}]
+        self._touched.clear()
+        return {"series": list(entries.values())}
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         states: dict[int, Any] = {}
@@ -141,6 +156,8 @@ class PointRule(Rule):
                 last[sid] = int(d["last_t"])
         self._states = states
         self.frame.last_t = last
+        self._snap_entries.clear()
+        self._touched = set(states)
 
 
 class ErrorBoundedRule(PointRule):

@@ -245,6 +245,11 @@ class WindowSpec(_Spec):
     keep_input: bool = False
     nan: NanPolicy = "drop"
     non_numeric: NonNumericPolicy = "pass"
+    #: At most this many readings held per series (sliding) or per open window (tumbling, hopping); the
+    #: oldest leave early, counted as ``evicted``.
+    max_readings: int = Field(default=1_000_000, gt=0)
+    #: Sliding windows: percentiles from a sketch within this relative error (e.g. 0.01) instead of exact.
+    percentile_accuracy: float | None = Field(default=None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> WindowSpec:

@@ -12,6 +12,11 @@ is emitted, once the watermark reaches its end. A reading whose every window has
 and routed to the ``late`` output, never silently dropped. Sliding windows emit one result per reading,
 over the ``size`` before it (``(t - size, t]``); a reading older than the newest of its series is late.
 Count windows emit every ``count`` readings of a series (arrival order), stepping by ``hop_count``.
+Sliding windows are incremental (:mod:`edgeflow.rules.incremental`): O(1) amortised per reading for
+count, sum, mean, min, max, stddev, first and last; percentiles are exact (O(window) per reading) unless
+``percentile_accuracy`` is set, then they come from a relative-error sketch. A sliding window holds at most
+``max_readings`` readings per series, and an open tumbling or hopping window as many; beyond that the
+oldest leave early, counted (``evicted``).
 NaN and ±inf (``nan``, dropped by default) and non-numeric readings, Bools included (``non_numeric``,
 passed on by default), go by the shared frame's policies (:mod:`edgeflow.rules.frame`).
 :meth:`flush` emits the open windows as they are (partial). Averages are a bandwidth knob, not an error
@@ -30,9 +35,13 @@ from edgeflow.errors import RuleError
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 from edgeflow.rules.base import Interpolation, Rule, RuleOutput, restore_series, snapshot_series
 from edgeflow.rules.frame import SeriesFrame
+from edgeflow.rules.incremental import SlidingAggregate, slide_many
 from edgeflow.rules.spec import WindowSpec
 
 __all__ = ["WindowRule", "aggregate"]
+
+#: Readings of one series in one call from which a sliding window goes vectorised.
+_VECTOR_MIN = 32
 
 
 def aggregate(name: str, ts: npt.NDArray[np.int64], vs: npt.NDArray[np.float64]) -> float:
@@ -59,14 +68,15 @@ def aggregate(name: str, ts: npt.NDArray[np.int64], vs: npt.NDArray[np.float64])
 
 
 class _Series:
-    __slots__ = ("buf_t", "buf_v", "max_t", "open", "wm")
+    __slots__ = ("buf_t", "buf_v", "max_t", "open", "slide", "wm")
 
     def __init__(self) -> None:
         self.wm: int | None = None  # watermark: windows ending at or before it are closed
         self.max_t: int | None = None
         self.open: dict[int, tuple[list[int], list[float]]] = {}  # time windows by start
-        self.buf_t: list[int] = []  # sliding and count windows
+        self.buf_t: list[int] = []  # count windows
         self.buf_v: list[float] = []
+        self.slide: SlidingAggregate | None = None  # sliding windows
 
 
 class WindowRule(Rule):
@@ -85,6 +95,11 @@ class WindowRule(Rule):
         self.hop_count = spec.hop_count or self.count
         self.lateness = spec.allowed_lateness
         self.aggs = list(spec.aggregates)
+        self.max_readings = spec.max_readings
+        self.sketch_alpha = spec.percentile_accuracy
+        self._pcts = {a: float(a[1:]) / 100 for a in self.aggs if a.startswith("p")}
+        # many readings of a series in one call go through numpy at once (percentiles excepted)
+        self._vector = self.window_kind == "sliding" and not self._pcts
         # windows judge time themselves (event time, allowed lateness): the frame applies nan/non_numeric
         self.frame = SeriesFrame(self.stats, nan=spec.nan, non_numeric=spec.non_numeric, backwards=None)
         self._states: dict[int, _Series] = {}
@@ -94,6 +109,9 @@ class WindowRule(Rule):
         self._r_start: list[int] = []
         self._r_val: list[float] = []
         self._r_sid: list[int] = []
+        self._r_chunks: list[
+            tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], int]
+        ] = []
 
     @classmethod
     def from_spec(
@@ -123,12 +141,76 @@ class WindowRule(Rule):
             self._r_val.append(aggregate(agg, ta, va))
             self._r_sid.append(self.derived_series(sid, agg))
 
+    def _slide_vector(
+        self,
+        sid: int,
+        st: _Series,
+        ts: list[int],
+        vs: list[float],
+        pos: list[int],
+        kept: list[int] | None,
+        late: list[int],
+    ) -> None:
+        """Many readings of one series into a sliding window at once (:func:`slide_many`)."""
+        ta = np.asarray(ts, dtype=np.int64)
+        va = np.asarray(vs, dtype=np.float64)
+        run = np.maximum.accumulate(ta)
+        before = np.empty(len(ta), dtype=np.int64)
+        before[0] = st.max_t if st.max_t is not None else ta[0]
+        before[1:] = np.maximum(run[:-1], before[0])
+        ok = ta >= before
+        pa = np.asarray(pos, dtype=np.int64)
+        if not ok.all():
+            late.extend(pa[~ok].tolist())
+            ta, va, pa = ta[ok], va[ok], pa[ok]
+        if len(ta) == 0:
+            return
+        st.max_t = int(ta[-1])
+        if kept is not None:
+            kept.extend(pa.tolist())
+        sl = st.slide
+        if sl is None:
+            sl = st.slide = SlidingAggregate()
+        results, evicted = slide_many(sl, ta, va, self.size, self.max_readings, self.aggs)
+        self.stats.evicted += evicted
+        starts = ta - self.size
+        for agg in self.aggs:
+            self._r_chunks.append((ta, starts, results[agg], self.derived_series(sid, agg)))
+
+    def _emit_sliding(self, sid: int, start: int, end: int, sl: SlidingAggregate) -> None:
+        """One result per aggregate from the incremental state: O(1) but for exact percentiles."""
+        r_end, r_start, r_val, r_sid = self._r_end, self._r_start, self._r_val, self._r_sid
+        derived = self._derived
+        for agg in self.aggs:
+            q = self._pcts.get(agg)
+            if q is None:
+                val = sl.value(agg)
+            elif sl.sketch is not None:
+                val = sl.sketch.quantile(q)
+            else:
+                val = float(np.percentile(np.fromiter(sl.vs, np.float64, len(sl)), 100 * q))
+            r_end.append(end)
+            r_start.append(start)
+            r_val.append(val)
+            d = derived.get((sid, agg))
+            r_sid.append(d if d is not None else self.derived_series(sid, agg))
+
     def _results(self) -> ReadingBatch:
         out = ReadingBatch.from_columns(
             self.table, self._r_end, self._r_val, self._r_sid, starts=self._r_start
         )
         self._r_end, self._r_start, self._r_val, self._r_sid = [], [], [], []
-        return out
+        if not self._r_chunks:
+            return out
+        chunks, self._r_chunks = self._r_chunks, []
+        vec = ReadingBatch(
+            self.table,
+            np.concatenate([c[0] for c in chunks]),
+            np.concatenate([c[2] for c in chunks]),
+            np.concatenate([np.full(len(c[0]), c[3], dtype=np.int32) for c in chunks]),
+            starts=np.concatenate([c[1] for c in chunks]),
+        )
+        return vec if len(out) == 0 else ReadingBatch.concat(self.table, [out, vec])
 
     # -- processing ---------------------------------------------------------------------------------
 
@@ -144,6 +226,9 @@ class WindowRule(Rule):
             st = states.get(sid)
             if st is None:
                 st = states[sid] = _Series()
+            if self._vector and len(ts) >= _VECTOR_MIN:
+                self._slide_vector(sid, st, ts, vs, pos, kept if keep_input else None, late)
+                return
             for t, v, i in zip(ts, vs, pos, strict=True):
                 if self._add(sid, st, t, v):
                     if keep_input:
@@ -177,16 +262,18 @@ class WindowRule(Rule):
             if st.max_t is not None and t < st.max_t:
                 return False
             st.max_t = t
-            st.buf_t.append(t)
-            st.buf_v.append(v)
+            sl = st.slide
+            if sl is None:
+                sl = st.slide = SlidingAggregate(self.sketch_alpha if self._pcts else None)
+            sl.add(t, v)
             cut = t - self.size
-            drop = 0
-            while st.buf_t[drop] <= cut:
-                drop += 1
-            if drop:
-                del st.buf_t[:drop]
-                del st.buf_v[:drop]
-            self._emit(sid, cut, t, st.buf_t, st.buf_v)
+            ts = sl.ts
+            while ts[0] <= cut:
+                sl.pop()
+            while len(sl) > self.max_readings:
+                sl.pop()
+                self.stats.evicted += 1
+            self._emit_sliding(sid, cut, t, sl)
             return True
         size, hop = self.size, self.hop
         last_start = (t // hop) * hop
@@ -201,6 +288,10 @@ class WindowRule(Rule):
                     w = st.open[s] = ([], [])
                 w[0].append(t)
                 w[1].append(v)
+                if len(w[0]) > self.max_readings:  # the bound: the oldest reading leaves, counted
+                    del w[0][0]
+                    del w[1][0]
+                    self.stats.evicted += 1
             s -= hop
         if st.max_t is None or t > st.max_t:
             st.max_t = t
@@ -247,7 +338,9 @@ class WindowRule(Rule):
                 "wm": st.wm,
                 "max_t": st.max_t,
                 "open": [[s, w[0], w[1]] for s, w in sorted(st.open.items())],
-                "buf": [st.buf_t, st.buf_v],
+                "buf": [a.tolist() for a in st.slide.arrays()]
+                if st.slide is not None
+                else [st.buf_t, st.buf_v],
             }
             for sid, st in self._states.items()
         }
@@ -261,8 +354,14 @@ class WindowRule(Rule):
                 st.wm = None if d["wm"] is None else int(d["wm"])
                 st.max_t = None if d["max_t"] is None else int(d["max_t"])
                 st.open = {int(s): ([int(x) for x in ts], [float(x) for x in vs]) for s, ts, vs in d["open"]}
-                st.buf_t = [int(x) for x in d["buf"][0]]
-                st.buf_v = [float(x) for x in d["buf"][1]]
+                buf_t = [int(x) for x in d["buf"][0]]
+                buf_v = [float(x) for x in d["buf"][1]]
+                if self.window_kind == "sliding":
+                    st.slide = SlidingAggregate(self.sketch_alpha if self._pcts else None)
+                    for t, v in zip(buf_t, buf_v, strict=True):
+                        st.slide.add(t, v)
+                else:
+                    st.buf_t, st.buf_v = buf_t, buf_v
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 raise RuleError(f"window snapshot state {d!r} is malformed: {exc}") from exc
             states[sid] = st

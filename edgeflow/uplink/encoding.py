@@ -100,6 +100,9 @@ class UplinkEncoder:
         interp = check_interpolation(interpolation)
         items: list[OutboxItem] = []
         encoding = self.codec.name
+        prepare = getattr(self.codec, "prepare", None)
+        if prepare is not None and self._fields:  # split per device: the series table grows once
+            prepare(batch)
         for fields, part in self._split(batch):
             for chunk in self._chunks(part):
                 encoded = self.codec.encode(chunk, interp, alarm=alarm)

@@ -26,6 +26,7 @@ import os
 from typing import Protocol
 
 from edgeflow.backoff import Backoff
+from edgeflow.codec import Encoder, make_encoder
 from edgeflow.commitlog import CommitLog, OutboxRecord
 from edgeflow.errors import OutboxError, TransportSecurityError, UplinkError
 from edgeflow.mqtt.connection import MqttConnection, connect_params
@@ -307,6 +308,12 @@ class MqttTransport:
         return out
 
 
+def _with_series_table(name: str, *, stream_id: str, first_seq: int = 0) -> Encoder:
+    if name == "compact":
+        return make_encoder(name, stream_id=stream_id, first_seq=first_seq, series_table=True)
+    return make_encoder(name, stream_id=stream_id, first_seq=first_seq)
+
+
 class MqttUplink(Uplink):
     """An :class:`~edgeflow.uplink.base.Uplink` to an MQTT broker, from an ``uplink: {type: mqtt}`` spec."""
 
@@ -331,7 +338,7 @@ class MqttUplink(Uplink):
             max_readings=b.max_readings,
             max_bytes=int(b.max_bytes),
             max_delay=b.max_delay,
-            encoder_factory=encoder_factory,
+            encoder_factory=encoder_factory or (_with_series_table if spec.series_table else None),
         )
 
     @property

@@ -88,10 +88,17 @@ def template_fields(template: str) -> frozenset[str]:
     return frozenset(used)
 
 
+#: The default ``batching.max_delay`` when the topic has ``{device}`` (one message per device otherwise
+#: carries one poll: 44 bytes per reading for 1,000 devices x 10 resources, against 5 with 1 s).
+PER_DEVICE_MAX_DELAY = 1.0
+
+
 class BatchingSpec(_Spec):
     """How readings are gathered into one MQTT message. With ``max_delay: 0`` (the default) each
     :meth:`send` is encoded and committed to the outbox at once (split at ``max_readings``); with a
-    delay, readings wait in memory up to that long (a crash loses at most that window)."""
+    delay, readings wait in memory up to that long (a crash loses at most that window). With a
+    per-device topic (``{device}`` in ``topic``) and the ``compact`` encoding the default is ``1s`` (:data:`PER_DEVICE_MAX_DELAY`),
+    so each device's message carries a second of its readings instead of one poll's."""
 
     max_readings: int = Field(default=5000, ge=1)
     max_bytes: ByteSize = Field(default=ByteSize(256 * 1024), ge=1024)
@@ -117,6 +124,11 @@ class MqttUplinkSpec(_Spec):
     #: the bus — ``edgex-v3`` (``payload`` base64 of the AddEventRequest) or ``edgex-v4`` (``payload``
     #: the object). ``none`` publishes the bare AddEventRequest (eKuiper's MQTT source, external-mqtt triggers).
     envelope: Literal["none", "edgex-v3", "edgex-v4"] = "none"
+    #: ``compact`` only: messages of many series (or few points per series) refer to the stream's series
+    #: table by an 8-byte hash instead of naming every series; the table travels at stream start, when
+    #: it grows, after a rewind and every 30 s. Fewer bytes for fleets; only for receivers that see every
+    #: message of the stream (not ``receive --group``): a receiver holds a message until its table comes.
+    series_table: bool = False
     #: Unacknowledged QoS 1 publishes in flight at once.
     max_inflight: int = Field(default=100, ge=1, le=65535)
     batching: BatchingSpec = BatchingSpec()
@@ -150,6 +162,14 @@ class MqttUplinkSpec(_Spec):
             raise ValueError("tls is set but url is not mqtts://; use mqtts:// for TLS")
         if self.envelope != "none" and self.encoding != "edgex-json":
             raise ValueError(f"envelope {self.envelope} needs encoding edgex-json, not {self.encoding}")
+        if (
+            self.encoding == "compact"
+            and "max_delay" not in self.batching.model_fields_set
+            and "device" in template_fields(self.topic_template)
+        ):
+            object.__setattr__(
+                self, "batching", self.batching.model_copy(update={"max_delay": PER_DEVICE_MAX_DELAY})
+            )
         return self
 
     @property
