@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from conftest import MosquittoBroker
@@ -265,3 +266,45 @@ async def test_a_slow_sink_bounds_what_waits_unacknowledged(mosquitto: Mosquitto
     assert sorted(sink.stored) == list(range(40))
     await rx.stop()
     await pub.disconnect()
+
+
+@pytest.mark.server
+async def test_with_a_sink_a_message_awaiting_its_series_table_is_stored_once_the_table_comes(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """``series_table: true``: a receiver that missed the message carrying the table (it was dropped at
+    the edge, or the receiver started later) holds the messages that refer to it unacknowledged, and
+    stores them once a message carrying the table has been stored: nothing is acknowledged unstored."""
+    import uuid
+
+    from edgeflow.cloud import JsonLinesSink
+    from edgeflow.codec import batch_table
+    from edgeflow.model import ReadingBatch, SeriesTable
+
+    t = SeriesTable()
+    tag = uuid.uuid4().hex[:8]  # a table this process has not decoded before
+    sids = np.asarray([t.intern(f"d-{tag}-{i}", "R", "P") for i in range(40)], dtype=np.int32)
+
+    def batch(k: int) -> ReadingBatch:
+        return ReadingBatch(t, np.full(40, 10**18 + k, dtype=np.int64), np.arange(40.0) + k, sids)
+
+    enc = make_encoder("compact", stream_id="tables", series_table=True)
+    (first,) = enc.encode(batch(0))  # carries the table; "dropped by the outbox": never published
+    held = [enc.encode(batch(k))[0] for k in (1, 2)]
+    assert batch_table(first.payload) is not None and all(batch_table(m.payload) is None for m in held)
+    enc.resend_table()
+    (carrier,) = enc.encode(batch(3))
+    out = tmp_path / "r.jsonl"
+    rx = Receiver(mosquitto.url, ["edgeflow/+/batches"], sink=JsonLinesSink(out), client_id="rx-tables")
+    await rx.start()
+    pub = await _publisher(mosquitto)
+    for m in held:
+        pub.publish("edgeflow/x/batches", m.payload)
+    await wait_for(lambda: rx.counts["awaiting_table"] == 2, 20, "both held")
+    assert (rx.counts["acked"] == 0 and not out.exists()) or out.read_bytes() == b""
+    pub.publish("edgeflow/x/batches", carrier.payload)
+    await wait_for(lambda: rx.counts["acked"] == 3, 20, "all three stored and acknowledged")
+    await rx.stop()
+    await pub.disconnect()
+    assert rx.counts["batches"] == 3 and rx.counts["malformed"] == 0
+    assert len(out.read_bytes().splitlines()) == 3 * 40
