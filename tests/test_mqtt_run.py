@@ -84,7 +84,9 @@ async def test_edgeflow_run_ships_what_an_mqtt_device_publishes(
             20,
             "edgeflow to acknowledge every data message",
         )
-        await wait_for(lambda: len(sim.commands) >= 2, 20, "two AutoEvent gets")
+        # an AutoEvent sends its next get only after the last one's answer came back: three gets sent
+        # means two reads finished (the sim records a get when it arrives, before edgeflow has the answer)
+        await wait_for(lambda: len(sim.commands) >= 3, 20, "three AutoEvent gets")
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             stdout, stderr = await proc.communicate()
