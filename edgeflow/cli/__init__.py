@@ -93,10 +93,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Commands whose output is their result (a table, JSON, a verdict): their start-up log lines are
+#: left out unless asked for (``-v`` or ``--log-level info``). ``run`` and ``receive`` log at info.
+QUIET_COMMANDS = frozenset({"validate", "inspect", "schema", "replay", "demo"})
+
+
 def _level(args: argparse.Namespace) -> str:
     if args.log_level:
         return str(args.log_level)
-    return "debug" if args.verbose >= 2 else "info"
+    if args.verbose >= 2:
+        return "debug"
+    if args.verbose == 1 or args.command not in QUIET_COMMANDS:
+        return "info"
+    return "warning"
 
 
 def error_line(command: str, exc: BaseException) -> str:
