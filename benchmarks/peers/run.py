@@ -27,6 +27,8 @@ Settings (same bound for all: 1 % of the series' range, in register units):
 setting       edgeflow                 ThingsBoard IoT Gateway          Node-RED
 ============  =======================  ===============================  ==================================
 none          no rule (defaults)       reportStrategy ON_RECEIVED       no filter
+batched       no rule, batching        ON_RECEIVED                      no filter
+              ``max_delay: 1s``
 on_change     ``on_change``            ON_CHANGE                        filter (rbe) "block unless changed"
 deadband      ``deadband`` absolute E  ON_CHANGE (it has no deadband)   filter "deadband" E, vs last output
 bounded       ``swing`` max_error E    ON_CHANGE (nothing bounded)      filter "deadband" E (nothing else)
@@ -86,7 +88,7 @@ from replay_server import load_series, source_value  # noqa: E402
 from edgeflow.codec import decode, merge_points, reconstruct  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-SETTINGS = ("none", "on_change", "deadband", "bounded")
+SETTINGS = ("none", "batched", "on_change", "deadband", "bounded")
 PEERS = ("edgeflow", "thingsboard", "nodered")
 TB_VERSION = "3.8.5"
 TB_PYMODBUS = "3.9.2"
@@ -320,6 +322,7 @@ class Edgeflow(Peer):
     name = "edgeflow"
     telemetry_prefix = "edgeflow/"
     mqtt5 = True
+    profile = False
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         s = self.setup
@@ -343,6 +346,7 @@ class Edgeflow(Peer):
         }
         rules: list[dict[str, Any]] = {
             "none": [],
+            "batched": [],
             "on_change": [{"type": "on_change"}],
             "deadband": [{"type": "deadband", "absolute": s.bound}],
             "bounded": [{"type": "swing", "max_error": s.bound}],
@@ -371,12 +375,17 @@ class Edgeflow(Peer):
                 "type": "mqtt",
                 "url": f"mqtt://127.0.0.1:{s.broker_port}",
                 "outbox": {"path": str(self.rundir / "outbox.sqlite")},
+                **({"batching": {"max_delay": "1s"}} if self.setting == "batched" else {}),
             },
         }
         path = self.rundir / "edgeflow.json"
         path.write_text(json.dumps(cfg, indent=1))
         py = ROOT / ".venv" / "bin" / "python"
-        return [str(py if py.exists() else sys.executable), "-m", "edgeflow", "run", str(path)], {}
+        exe = str(py if py.exists() else sys.executable)
+        if self.profile:
+            prof = str(self.rundir / "edgeflow.prof")
+            return [exe, "-m", "cProfile", "-o", prof, "-m", "edgeflow", "run", str(path)], {}
+        return [exe, "-m", "edgeflow", "run", str(path)], {}
 
     def _decoded(self, messages: list[tuple[float, str, bytes]]) -> list[Any]:
         seen: set[tuple[str, int]] = set()
@@ -420,7 +429,7 @@ class ThingsBoard(Peer):
     def command(self) -> tuple[list[str], dict[str, str]]:
         s = self.setup
         assert self.python is not None
-        strategy = {"none": "ON_RECEIVED"}.get(self.setting, "ON_CHANGE")
+        strategy = {"none": "ON_RECEIVED", "batched": "ON_RECEIVED"}.get(self.setting, "ON_CHANGE")
         conf = self.rundir / "config"
         conf.mkdir(exist_ok=True)
         pkg_conf = next(
@@ -539,7 +548,7 @@ class NodeRed(Peer):
                 "cleansession": True,
             },
         ]
-        func = {"none": None, "on_change": "rbe"}.get(self.setting, "deadband")
+        func = {"none": None, "batched": None, "on_change": "rbe"}.get(self.setting, "deadband")
         tail = "fmt"
         if func is not None:
             nodes.append(
@@ -923,7 +932,7 @@ def one_run(env: Env, cls: type[Peer], setting: str, seconds: float, rundir: Pat
             "series_delivered": nseries,
             "hung_on_sigint": hung,
             "stop_seconds": round(stop_s, 2),
-            "lost_on_sigint": (served - c["readings_all"]) if setting == "none" else None,
+            "lost_on_sigint": (served - c["readings_all"]) if setting in ("none", "batched") else None,
             "load_before": [round(x, 2) for x in load0],
             "load_after": [round(x, 2) for x in load1],
         }
@@ -991,7 +1000,7 @@ def summarize(
     for peer in PEERS:
         for setting in SETTINGS:
             rs = [r for r in rows if r["peer"] == peer and r["setting"] == setting]
-            if not rs and peer not in unavailable:
+            if not rs and (peer not in unavailable or setting == "batched"):
                 continue
             ok = [r for r in rs if "error" not in r]
             ks = [k for k in kills if k["peer"] == peer and "error" not in k]
@@ -1030,6 +1039,10 @@ def summarize(
         e = ef[s["setting"]]
         s["ratio_bytes"] = e["bytes"] / s["bytes"] if s.get("bytes") else None
         s["ratio_cpu"] = e["cpu_s"] / s["cpu_s"] if s.get("cpu_s") else None
+        if s["setting"] == "none" and "batched" in ef:
+            b = ef["batched"]
+            s["ratio_bytes_batched"] = b["bytes"] / s["bytes"] if s.get("bytes") else None
+            s["ratio_cpu_batched"] = b["cpu_s"] / s["cpu_s"] if s.get("cpu_s") else None
     return out
 
 
@@ -1055,6 +1068,12 @@ def print_table(summary: list[dict[str, Any]]) -> None:
             f"{f(s['max_error_over_e'], '.3f'):>9}{f(s['lost_on_sigint'], '.0f'):>8}{f(s['lost_on_sigkill'], '.0f'):>9}"
             f"{s['hung_on_sigint']:>5}{f(s.get('ratio_bytes'), '.3f'):>10}{f(s.get('ratio_cpu'), '.3f'):>12}"
         )
+    for s in summary:
+        if s.get("ratio_bytes_batched") is not None:
+            print(
+                f"edgeflow batched (max_delay 1s) / {s['peer']} none: bytes {s['ratio_bytes_batched']:.3f}, "
+                f"CPU {s['ratio_cpu_batched']:.3f}"
+            )
     print(
         "err/E: max |error| of the receiver's reconstruction over E (E = 1 % of range); "
         "spreads (min..max over reps) are in the JSON."
@@ -1077,6 +1096,11 @@ def main() -> None:
     p.add_argument("--registers", type=int, default=10)
     p.add_argument("--interval", type=float, default=0.1, help="poll period, seconds")
     p.add_argument("--data", type=Path, default=shared_data())
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="run edgeflow under cProfile (edgeflow.prof in each run folder)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
     peers = [x for x in args.peers.split(",") if x]
@@ -1092,6 +1116,7 @@ def main() -> None:
         raise SystemExit(f"{csv_path} is absent: the replay needs the shared NAB series")
     WORK.mkdir(parents=True, exist_ok=True)
 
+    Edgeflow.profile = args.profile
     unavailable: dict[str, str] = {}
     classes: dict[str, type[Peer]] = {"edgeflow": Edgeflow, "thingsboard": ThingsBoard, "nodered": NodeRed}
     if "thingsboard" in peers:
@@ -1133,6 +1158,8 @@ def main() -> None:
                 if name in unavailable:
                     continue
                 for setting in settings:
+                    if setting == "batched" and name != "edgeflow":
+                        continue  # the peers have no batching setting: edgeflow's is compared with their "none"
                     rundir = runs / f"{name}-{setting}-{rep}"
                     row = one_run(env, classes[name], setting, args.seconds, rundir)
                     row["rep"] = rep
