@@ -279,6 +279,10 @@ class Setup:
     bound: float  # 1 % of the range, register units
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _unit_name(u: int) -> str:
     return f"dev{u:02d}"
 
@@ -301,6 +305,7 @@ class Peer:
         log = (self.rundir / "peer.log").open("ab")
         self.proc = subprocess.Popen(
             cmd,
+            preexec_fn=_default_sigint,  # a background shell starts us with SIGINT ignored: not the peer
             cwd=self.rundir,
             env={**os.environ, **env},
             stdout=log,
@@ -1103,6 +1108,9 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
+    signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # interruptible even when started in the background
     peers = [x for x in args.peers.split(",") if x]
     settings = [x for x in args.settings.split(",") if x]
     for x in peers:
