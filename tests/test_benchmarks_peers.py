@@ -186,3 +186,34 @@ def test_replay_values_follow_the_series() -> None:
     # each register sits at its own place in the series
     assert int(source_value(series, 100.0, 1, 1, 10, 0)) == 370
     assert int(source_value(series, 100.0, 2, 0, 10, 0)) == round(series[370 % 100] * 100)
+
+
+@pytest.mark.data
+def test_bandwidth_strategies_keep_their_bounds_on_a_real_series(shared_data: Path) -> None:
+    import bandwidth
+
+    nab = next(g for g in bandwidth.real_groups(shared_data) if g.dataset.startswith("nab"))
+    short = bandwidth.Group(
+        nab.dataset, nab.device, nab.columns, nab.times[:3000], nab.values[:3000], nab.span, nab.peak
+    )
+    rows = {r["strategy"]: r for r in bandwidth.run_group(short, [1.0], 500, bandwidth.rule_types())}
+    for name in ("edgex-json", "json+zlib", "compact", "on_change"):
+        assert rows[name]["max_error"] == 0.0, name  # lossless through encode, decode, reconstruct
+        assert rows[name]["kept"] == 3000 or name == "on_change"
+    for name in ("deadband", "fledge_delta", "edgex_threshold", "sdt", "pmc_mr", "swing"):
+        r = rows[name]
+        assert r["unreconstructed"] == 0, name
+        assert r["max_error_over_bound"] <= 1.0 + 1e-9, (name, r["max_error_over_bound"])
+        assert r["kept"] < 3000, name  # a bound of 1 % drops something on this series
+    assert rows["compact"]["bytes"] < rows["json+zlib"]["bytes"] < rows["edgex-json"]["bytes"]
+    assert rows["swing"]["bytes"] < rows["compact"]["bytes"]
+    assert rows["edgex_threshold"]["kept"] == rows["deadband"]["kept"]  # one semantics, two wires
+    assert 250 <= rows["window"]["kept"] <= 301  # one mean per 10 samples' time (windows on the clock)
+
+
+def test_bandwidth_plant_is_deterministic() -> None:
+    import bandwidth
+
+    a, b = bandwidth.plant(5, n=500), bandwidth.plant(5, n=500)
+    assert np.array_equal(a.values, b.values)
+    assert a.values.min() >= 0.0 and a.values.max() <= 100.0
