@@ -1,7 +1,7 @@
 """A thin backhaul: the highest reading rate a 16/64/256 kbit/s link carries, latency, and outages.
 
     python benchmarks/backhaul.py [--links 16,64,256] [--strategies edgex,compact,swing]
-                                  [--trial 12] [--outage 60] [--outage-link 64] [--long]
+                                  [--trial 12] [--outage 60] [--outage-link 64] [--long] [--link proxy|tc]
 
 Between edgeflow's MQTT uplink (``edgeflow.uplink.mqtt.MqttUplink``, its commit log/outbox, in this
 process) and a Mosquitto of its own sits ``benchmarks/linkproxy.py``: a token-bucket TCP proxy at the
@@ -32,7 +32,12 @@ strategy's sustained rate: the link goes down (blackhole: connections stall, as 
 then up; reported: backlog (readings, bytes) and outbox file bytes on disk at the end of the outage,
 time from link up to an empty outbox, readings lost (committed but never received).
 
-Results: a table on stdout, ``benchmarks/results/backhaul.json`` and ``backhaul.csv``, machine and load.
+``--link tc`` (root): the same runs through the kernel's shaper instead — Mosquitto in a network namespace
+behind a veth pair with a ``tc tbf`` qdisc on the edge's side (whole IP packets counted), link down = the
+far end of the pair down; the namespace is removed at the end.
+
+Results: a table on stdout, ``benchmarks/results/backhaul.json`` and ``backhaul.csv`` (``backhaul-tc.*``
+with ``--link tc``), machine and load.
 """
 
 from __future__ import annotations
@@ -94,15 +99,15 @@ def load_series(csv_path: Path) -> np.ndarray:
 class Receiver:
     """The cloud side: subscribed at the broker, decodes, de-duplicates, counts, keeps latencies."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, host: str, port: int, qos: int = 1) -> None:
         import paho.mqtt.client as mqtt
 
         self.lock = threading.Lock()
         self.reset()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bh-rx-{os.getpid()}")
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, *a: c.subscribe([("edgeflow/#", 1), ("edgex/#", 1)])
-        self.client.connect("127.0.0.1", port)
+        self.client.on_connect = lambda c, *a: c.subscribe([("edgeflow/#", qos), ("edgex/#", qos)])
+        self.client.connect(host, port)
         self.client.loop_start()
 
     def reset(self) -> None:
@@ -166,11 +171,142 @@ class Source:
         return ReadingBatch(self.table, np.repeat(origins, N_SERIES), vals.ravel(), np.tile(self.sids, per))
 
 
-def make_uplink(strategy: str, port: int, outbox: Path) -> MqttUplink:
+class TcLink:
+    """The kernel's shaper instead of the proxy (``--link tc``): the broker in a network namespace of its
+    own behind a veth pair, a ``tc tbf`` qdisc on the host side's egress (edge -> broker; whole IP packets
+    are counted, headers included), link down = the namespace's end of the pair down (packets vanish,
+    TCP retransmits: a blackhole). Needs root (CAP_NET_ADMIN); everything is removed on close."""
+
+    def __init__(self, rate_kbit: float, workdir: Path) -> None:
+        import subprocess
+
+        self._sp = subprocess
+        tag = os.getpid() % 100000
+        self.ns, self.host_if, self.ns_if = f"efbh{tag}", f"efh{tag}", f"efn{tag}"
+        sub = tag % 250 + 1
+        self.host = f"10.231.{sub}.2"
+        self.rate_kbit = rate_kbit
+        for cmd in (
+            ["ip", "netns", "add", self.ns],
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if],
+            ["ip", "link", "set", self.ns_if, "netns", self.ns],
+            ["ip", "addr", "add", f"10.231.{sub}.1/30", "dev", self.host_if],
+            ["ip", "link", "set", self.host_if, "up"],
+            ["ip", "-n", self.ns, "addr", "add", f"{self.host}/30", "dev", self.ns_if],
+            ["ip", "-n", self.ns, "link", "set", self.ns_if, "up"],
+            ["ip", "-n", self.ns, "link", "set", "lo", "up"],
+        ):
+            self._run(cmd)
+        self._tbf("add")
+        self.port = free_port()
+        conf = workdir / "mosquitto-ns.conf"
+        conf.write_text(
+            ("user root\n" if os.geteuid() == 0 else "")
+            + f"listener {self.port} {self.host}\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"
+        )
+        self.broker = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "/usr/sbin/mosquitto", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import socket
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((self.host, self.port), 0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise SystemExit("mosquitto in the namespace did not start") from None
+                time.sleep(0.1)
+
+    def _run(self, cmd: list[str]) -> None:
+        res = self._sp.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise SystemExit(f"--link tc: {' '.join(cmd)}: {res.stderr.strip()}")
+
+    def _tbf(self, verb: str) -> None:
+        burst = max(1600, int(self.rate_kbit * 125 / 20))
+        self._run(
+            [
+                "tc",
+                "qdisc",
+                verb,
+                "dev",
+                self.host_if,
+                "root",
+                "tbf",
+                "rate",
+                f"{self.rate_kbit:g}kbit",
+                "burst",
+                str(burst),
+                "latency",
+                "5s",
+            ]
+        )
+
+    @property
+    def bytes_up(self) -> int:
+        return int(Path(f"/sys/class/net/{self.host_if}/statistics/tx_bytes").read_text())
+
+    def set_rate(self, rate_kbit: float) -> None:
+        self.rate_kbit = rate_kbit
+        self._tbf("change")
+
+    def down(self) -> None:
+        self._run(["ip", "-n", self.ns, "link", "set", self.ns_if, "down"])
+
+    def up(self) -> None:
+        self._run(["ip", "-n", self.ns, "link", "set", self.ns_if, "up"])
+
+    def close(self) -> None:
+        if self.broker.poll() is None:
+            self.broker.terminate()
+            self.broker.wait(10)
+        self._sp.run(["ip", "netns", "del", self.ns], capture_output=True, check=False)
+        self._sp.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+
+
+class ProxyLink:
+    """The userspace link: Mosquitto on loopback behind ``LinkProxy``."""
+
+    def __init__(self, rate_kbit: float, workdir: Path) -> None:
+        self.broker = MosquittoBroker(workdir=workdir, port=free_port())
+        self.broker.start()
+        self.proxy = LinkProxy(("127.0.0.1", self.broker.port), rate_kbit=rate_kbit)
+        self.proxy.start()
+        self.host, self.port = "127.0.0.1", self.proxy.port
+        self.broker_port = self.broker.port
+
+    @property
+    def rate_kbit(self) -> float:
+        return self.proxy.rate_kbit
+
+    @property
+    def bytes_up(self) -> int:
+        return self.proxy.bytes_up
+
+    def set_rate(self, rate_kbit: float) -> None:
+        self.proxy.set_rate(rate_kbit)
+
+    def down(self) -> None:
+        self.proxy.down()
+
+    def up(self) -> None:
+        self.proxy.up()
+
+    def close(self) -> None:
+        self.proxy.stop()
+        self.broker.stop()
+
+
+def make_uplink(strategy: str, host: str, port: int, outbox: Path) -> MqttUplink:
     spec = MqttUplinkSpec.model_validate(
         {
             "type": "mqtt",
-            "url": f"mqtt://127.0.0.1:{port}",
+            "url": f"mqtt://{host}:{port}",
             "encoding": "edgex-json" if strategy == "edgex" else "compact",
             "outbox": {"path": str(outbox)},
             "reconnect": {"initial_delay": 0.5, "max_delay": 5.0},
@@ -184,7 +320,7 @@ async def trial(
     strategy: str,
     rate: float,
     seconds: float,
-    proxy: LinkProxy,
+    proxy: Any,
     rx: Receiver,
     series: np.ndarray,
     bound: float,
@@ -194,7 +330,7 @@ async def trial(
     """Ingest at ``rate`` for ``seconds`` (with ``outage``: warm-up, link down ``outage`` s, up, drain)."""
     rx.reset()
     outbox = workdir / f"outbox-{strategy}-{rate:.0f}-{time.monotonic_ns()}.sqlite"
-    up = make_uplink(strategy, proxy.port, outbox)
+    up = make_uplink(strategy, proxy.host, proxy.port, outbox)
     await up.start()
     src = Source(series)
     pipeline = (
@@ -361,11 +497,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     bound = 0.01 * float(series.max() - series.min())
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        broker = MosquittoBroker(workdir=workdir, port=free_port())
-        broker.start()
-        proxy = LinkProxy(("127.0.0.1", broker.port), rate_kbit=64)
-        proxy.start()
-        rx = Receiver(broker.port)
+        proxy: Any = TcLink(64, workdir) if args.link == "tc" else ProxyLink(64, workdir)
+        try:
+            rx = Receiver(
+                proxy.host if args.link == "tc" else "127.0.0.1",
+                proxy.port if args.link == "tc" else proxy.broker_port,
+                qos=0 if args.link == "tc" else 1,
+            )
+        except BaseException:
+            proxy.close()
+            raise
         results: list[dict[str, Any]] = []
         outages: list[dict[str, Any]] = []
         try:
@@ -399,8 +540,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     )
         finally:
             rx.stop()
-            proxy.stop()
-            broker.stop()
+            proxy.close()
     return {"results": results, "outages": outages, "bound": bound}
 
 
@@ -413,6 +553,12 @@ def main() -> None:
     p.add_argument("--outage", type=float, default=60.0, help="seconds the link is down (0: none)")
     p.add_argument("--outage-link", type=float, default=64.0)
     p.add_argument("--long", action="store_true", help="also a 600 s outage")
+    p.add_argument(
+        "--link",
+        choices=["proxy", "tc"],
+        default="proxy",
+        help="proxy: the userspace token bucket; tc: a network namespace with tc tbf (root)",
+    )
     p.add_argument("--data", type=Path, default=shared_data())
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
@@ -423,7 +569,7 @@ def main() -> None:
             p.error(f"--strategies: unknown {s!r}; known: {', '.join(STRATEGIES)}")
     load0 = [round(x, 2) for x in os.getloadavg()]
     print(
-        f"backhaul: links {args.links} kbit/s, strategies {args.strategies}; {os.cpu_count()} cores, load {load0}"
+        f"backhaul ({args.link}): links {args.links} kbit/s, strategies {args.strategies}; {os.cpu_count()} cores, load {load0}"
     )
     res = asyncio.run(main_async(args))
     load1 = [round(x, 2) for x in os.getloadavg()]
@@ -465,13 +611,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {
         "command": "python benchmarks/backhaul.py " + " ".join(sys.argv[1:]),
+        "link": args.link,
         "machine": {"cores": os.cpu_count(), "load_before": load0, "load_after": load1},
         "bound": res["bound"],
         "results": res["results"],
         "outages": res["outages"],
     }
-    (args.out / "backhaul.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    with (args.out / "backhaul.csv").open("w", newline="") as fh:
+    stem = "backhaul" if args.link == "proxy" else "backhaul-tc"
+    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    with (args.out / f"{stem}.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(
             [
@@ -498,7 +646,7 @@ def main() -> None:
                     r["latency_p99_s"],
                 ]
             )
-    print(f"\nwrote {args.out / 'backhaul.json'} and {args.out / 'backhaul.csv'}; load after {load1}")
+    print(f"\nwrote {args.out / (stem + '.json')} and {args.out / (stem + '.csv')}; load after {load1}")
 
 
 if __name__ == "__main__":
