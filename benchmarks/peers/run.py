@@ -27,11 +27,13 @@ Settings (same bound for all: 1 % of the series' range, in register units):
 setting       edgeflow                 ThingsBoard IoT Gateway          Node-RED
 ============  =======================  ===============================  ==================================
 none          no rule (defaults)       reportStrategy ON_RECEIVED       no filter
-batched       no rule, batching        ON_RECEIVED                      no filter
+batched       no rule, batching        (compared with their none)
               ``max_delay: 1s``
 on_change     ``on_change``            ON_CHANGE                        filter (rbe) "block unless changed"
 deadband      ``deadband`` absolute E  ON_CHANGE (it has no deadband)   filter "deadband" E, vs last output
 bounded       ``swing`` max_error E    ON_CHANGE (nothing bounded)      filter "deadband" E (nothing else)
+bounded_      ``swing`` max_error E,   (compared with their bounded)
+batched       ``max_delay: 1s``
 ============  =======================  ===============================  ==================================
 
 Measured per run: telemetry bytes (MQTT PUBLISH size: fixed header + topic + packet id + payload, plus
@@ -88,7 +90,9 @@ from replay_server import load_series, source_value  # noqa: E402
 from edgeflow.codec import decode, merge_points, reconstruct  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-SETTINGS = ("none", "batched", "on_change", "deadband", "bounded")
+SETTINGS = ("none", "batched", "on_change", "deadband", "bounded", "bounded_batched")
+#: edgeflow-only settings and the peers' setting each is compared with
+EDGEFLOW_ONLY = {"batched": "none", "bounded_batched": "bounded"}
 PEERS = ("edgeflow", "thingsboard", "nodered")
 TB_VERSION = "3.8.5"
 TB_PYMODBUS = "3.9.2"
@@ -352,6 +356,7 @@ class Edgeflow(Peer):
         rules: list[dict[str, Any]] = {
             "none": [],
             "batched": [],
+            "bounded_batched": [{"type": "swing", "max_error": s.bound}],
             "on_change": [{"type": "on_change"}],
             "deadband": [{"type": "deadband", "absolute": s.bound}],
             "bounded": [{"type": "swing", "max_error": s.bound}],
@@ -380,7 +385,7 @@ class Edgeflow(Peer):
                 "type": "mqtt",
                 "url": f"mqtt://127.0.0.1:{s.broker_port}",
                 "outbox": {"path": str(self.rundir / "outbox.sqlite")},
-                **({"batching": {"max_delay": "1s"}} if self.setting == "batched" else {}),
+                **({"batching": {"max_delay": "1s"}} if self.setting in EDGEFLOW_ONLY else {}),
             },
         }
         path = self.rundir / "edgeflow.json"
@@ -1005,7 +1010,7 @@ def summarize(
     for peer in PEERS:
         for setting in SETTINGS:
             rs = [r for r in rows if r["peer"] == peer and r["setting"] == setting]
-            if not rs and (peer not in unavailable or setting == "batched"):
+            if not rs and (peer not in unavailable or setting in EDGEFLOW_ONLY):
                 continue
             ok = [r for r in rs if "error" not in r]
             ks = [k for k in kills if k["peer"] == peer and "error" not in k]
@@ -1044,10 +1049,11 @@ def summarize(
         e = ef[s["setting"]]
         s["ratio_bytes"] = e["bytes"] / s["bytes"] if s.get("bytes") else None
         s["ratio_cpu"] = e["cpu_s"] / s["cpu_s"] if s.get("cpu_s") else None
-        if s["setting"] == "none" and "batched" in ef:
-            b = ef["batched"]
-            s["ratio_bytes_batched"] = b["bytes"] / s["bytes"] if s.get("bytes") else None
-            s["ratio_cpu_batched"] = b["cpu_s"] / s["cpu_s"] if s.get("cpu_s") else None
+        for own, theirs in EDGEFLOW_ONLY.items():
+            if s["setting"] == theirs and own in ef:
+                b = ef[own]
+                s[f"ratio_bytes_{own}"] = b["bytes"] / s["bytes"] if s.get("bytes") else None
+                s[f"ratio_cpu_{own}"] = b["cpu_s"] / s["cpu_s"] if s.get("cpu_s") else None
     return out
 
 
@@ -1074,11 +1080,12 @@ def print_table(summary: list[dict[str, Any]]) -> None:
             f"{s['hung_on_sigint']:>5}{f(s.get('ratio_bytes'), '.3f'):>10}{f(s.get('ratio_cpu'), '.3f'):>12}"
         )
     for s in summary:
-        if s.get("ratio_bytes_batched") is not None:
-            print(
-                f"edgeflow batched (max_delay 1s) / {s['peer']} none: bytes {s['ratio_bytes_batched']:.3f}, "
-                f"CPU {s['ratio_cpu_batched']:.3f}"
-            )
+        for own, theirs in EDGEFLOW_ONLY.items():
+            if s.get(f"ratio_bytes_{own}") is not None:
+                print(
+                    f"edgeflow {own} (max_delay 1s) / {s['peer']} {theirs}: "
+                    f"bytes {s[f'ratio_bytes_{own}']:.3f}, CPU {s[f'ratio_cpu_{own}']:.3f}"
+                )
     print(
         "err/E: max |error| of the receiver's reconstruction over E (E = 1 % of range); "
         "spreads (min..max over reps) are in the JSON."
@@ -1105,6 +1112,11 @@ def main() -> None:
         "--profile",
         action="store_true",
         help="run edgeflow under cProfile (edgeflow.prof in each run folder)",
+    )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the runs of peers/settings not run now from the existing peers.json (and its kill runs)",
     )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
@@ -1166,7 +1178,7 @@ def main() -> None:
                 if name in unavailable:
                     continue
                 for setting in settings:
-                    if setting == "batched" and name != "edgeflow":
+                    if setting in EDGEFLOW_ONLY and name != "edgeflow":
                         continue  # the peers have no batching setting: edgeflow's is compared with their "none"
                     rundir = runs / f"{name}-{setting}-{rep}"
                     row = one_run(env, classes[name], setting, args.seconds, rundir)
@@ -1192,12 +1204,23 @@ def main() -> None:
         counter.stop()
         broker.stop()
     machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    commands = ["python benchmarks/peers/run.py " + " ".join(sys.argv[1:])]
+    if args.append and (args.out / "peers.json").exists():
+        old = json.loads((args.out / "peers.json").read_text())
+        done = {(r["peer"], r["setting"]) for r in rows}
+        rows = [r for r in old["runs"] if (r["peer"], r["setting"]) not in done] + rows
+        redone = {k["peer"] for k in kills}
+        kills = [k for k in old["kill_runs"] if k["peer"] not in redone] + kills
+        old_cmds = old.get("commands") or [old["command"]]
+        commands = old_cmds + commands
+        machine["earlier"] = old["machine"]
     summary = summarize(rows, kills, unavailable)
     print()
     print_table(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
-        "command": "python benchmarks/peers/run.py " + " ".join(sys.argv[1:]),
+        "command": " && ".join(commands),
+        "commands": commands,
         "machine": machine,
         "setup": vars(setup) | {"series": csv_path.name, "scale": scale, "step_s": env.step},
         "versions": {
