@@ -158,8 +158,17 @@ class Source:
         )
         self.pos = np.arange(N_SERIES) * (len(series) // N_SERIES)
         self.last = 0
+        self.rr = 0  # below one reading per series per tick: the series take turns
 
     def tick(self, n: int) -> ReadingBatch:
+        if n < N_SERIES:
+            now = max(time.time_ns(), self.last + 1)
+            self.last = now
+            j = (self.rr + np.arange(n)) % N_SERIES
+            self.rr = int(j[-1] + 1) % N_SERIES
+            vals = self.series[self.pos[j] % len(self.series)]
+            self.pos[j] += 1
+            return ReadingBatch(self.table, np.full(n, now, np.int64), vals, self.sids[j])
         per = max(1, n // N_SERIES)
         now = time.time_ns()
         start = max(now - int(TICK * 1e9), self.last + 1)
@@ -336,8 +345,9 @@ async def trial(
     pipeline = (
         build_pipeline([{"type": "swing", "max_error": bound}], src.table) if strategy == "swing" else None
     )
-    # one reading per series per tick below 100 readings/s (ticks further apart), else ticks of 100 ms
-    per_tick = max(N_SERIES, N_SERIES * round(rate * TICK / N_SERIES))
+    # below 100 readings/s one reading per tick (the series take turns, ticks further apart), else ticks
+    # of 100 ms with the same number of readings for every series
+    per_tick = 1 if rate < N_SERIES / TICK else N_SERIES * round(rate * TICK / N_SERIES)
     period = per_tick / rate
     backlog: list[tuple[float, int]] = []
     out: dict[str, Any] = {"strategy": strategy, "target_rate": rate}
