@@ -48,6 +48,7 @@ import csv
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -74,6 +75,8 @@ from edgeflow.uplink.spec import MqttUplinkSpec  # noqa: E402
 logging.basicConfig(level=logging.CRITICAL)
 
 STRATEGIES = ("edgex", "compact", "swing")
+MAX_DELAY = 0.0  # the uplink's batching.max_delay (--max-delay)
+_TRIALS = 0
 #: Bytes per reading to start the search from (measured once; only the start of the search).
 ESTIMATE = {"edgex": 420.0, "compact": 3.0, "swing": 0.5}
 N_SERIES = 10
@@ -110,8 +113,9 @@ class Receiver:
         self.client.connect(host, port)
         self.client.loop_start()
 
-    def reset(self) -> None:
+    def reset(self, service: str = "") -> None:
         with self.lock:
+            self.service = f"/{service}/"
             self.seen: set[tuple[str, int]] = set()
             self.readings = 0
             self.messages = 0
@@ -120,6 +124,8 @@ class Receiver:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         now = time.time_ns()
+        if self.service not in msg.topic:
+            return
         try:
             b = decode(msg.payload)
         except Exception:  # counted: a receiver survives what it cannot read
@@ -311,7 +317,9 @@ class ProxyLink:
         self.broker.stop()
 
 
-def make_uplink(strategy: str, host: str, port: int, outbox: Path) -> MqttUplink:
+def make_uplink(
+    strategy: str, host: str, port: int, outbox: Path, service: str, max_delay: float
+) -> MqttUplink:
     spec = MqttUplinkSpec.model_validate(
         {
             "type": "mqtt",
@@ -319,10 +327,11 @@ def make_uplink(strategy: str, host: str, port: int, outbox: Path) -> MqttUplink
             "encoding": "edgex-json" if strategy == "edgex" else "compact",
             "outbox": {"path": str(outbox)},
             "reconnect": {"initial_delay": 0.5, "max_delay": 5.0},
+            "batching": {"max_delay": max_delay},
             "keepalive": 30,
         }
     )
-    return MqttUplink(spec, service="bench")
+    return MqttUplink(spec, service=service)
 
 
 async def trial(
@@ -337,9 +346,12 @@ async def trial(
     outage: float = 0.0,
 ) -> dict[str, Any]:
     """Ingest at ``rate`` for ``seconds`` (with ``outage``: warm-up, link down ``outage`` s, up, drain)."""
-    rx.reset()
     outbox = workdir / f"outbox-{strategy}-{rate:.0f}-{time.monotonic_ns()}.sqlite"
-    up = make_uplink(strategy, proxy.host, proxy.port, outbox)
+    global _TRIALS
+    _TRIALS += 1
+    service = f"bh{_TRIALS}"
+    rx.reset(service)  # a trial counts its own messages only, never a late one of the trial before
+    up = make_uplink(strategy, proxy.host, proxy.port, outbox, service, MAX_DELAY)
     await up.start()
     src = Source(series)
     pipeline = (
@@ -562,6 +574,12 @@ def main() -> None:
     p.add_argument("--max-rate", type=float, default=20_000.0, help="readings/s at most (CPU, not the link)")
     p.add_argument("--outage", type=float, default=60.0, help="seconds the link is down (0: none)")
     p.add_argument("--outage-link", type=float, default=64.0)
+    p.add_argument(
+        "--max-delay",
+        type=float,
+        default=0.0,
+        help="the uplink's batching.max_delay, seconds (default 0, as shipped)",
+    )
     p.add_argument("--long", action="store_true", help="also a 600 s outage")
     p.add_argument(
         "--link",
@@ -572,6 +590,11 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=shared_data())
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
+    signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # interruptible even when started in the background
+    global MAX_DELAY
+    MAX_DELAY = args.max_delay
     args.links = [float(x) for x in args.links.split(",") if x]
     args.strategies = [x for x in args.strategies.split(",") if x]
     for s in args.strategies:
@@ -622,12 +645,15 @@ def main() -> None:
     doc = {
         "command": "python benchmarks/backhaul.py " + " ".join(sys.argv[1:]),
         "link": args.link,
+        "max_delay": MAX_DELAY,
         "machine": {"cores": os.cpu_count(), "load_before": load0, "load_after": load1},
         "bound": res["bound"],
         "results": res["results"],
         "outages": res["outages"],
     }
-    stem = "backhaul" if args.link == "proxy" else "backhaul-tc"
+    stem = ("backhaul" if args.link == "proxy" else "backhaul-tc") + (
+        f"-delay{MAX_DELAY:g}s" if MAX_DELAY else ""
+    )
     (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     with (args.out / f"{stem}.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
