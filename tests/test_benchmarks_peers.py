@@ -1,0 +1,219 @@
+"""The benchmark harness's own parts: the token-bucket link proxy against real sockets (its rate, the
+link going down and coming back), the peers' missed-poll counting and the replay server's values."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
+
+from linkproxy import LinkProxy  # noqa: E402
+
+
+class Sink:
+    """A TCP server that counts what arrives and when."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self.times: list[float] = []
+        self.closed = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            self.received += len(data)
+            self.times.append(time.monotonic())
+        self.closed.set()
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.received >= n:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+def _proxy(sink: Sink, kbit: float, burst: int | None = None) -> LinkProxy:
+    p = LinkProxy(("127.0.0.1", sink.port), rate_kbit=kbit, burst=burst)
+    p.start()
+    return p
+
+
+def test_proxy_holds_the_rate(sink: Sink) -> None:
+    proxy = _proxy(sink, 64, burst=1000)  # 8000 B/s
+    try:
+        c = socket.create_connection(("127.0.0.1", proxy.port))
+        payload = b"x" * 24_000
+        t0 = time.monotonic()
+        c.sendall(payload)
+        assert sink.wait_for(len(payload), 60), sink.received
+        elapsed = sink.times[-1] - t0
+        # never faster than the link (the bucket starts empty; one burst of slack), whatever the load
+        assert elapsed >= (len(payload) - 1000) / 8000 * 0.95, elapsed
+        assert sink.received == len(payload)
+        assert proxy.bytes_up == len(payload)
+        c.close()
+    finally:
+        proxy.stop()
+
+
+def test_proxy_rate_is_shared_by_connections(sink: Sink) -> None:
+    proxy = _proxy(sink, 64, burst=1000)
+    try:
+        conns = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(3)]
+        t0 = time.monotonic()
+        for c in conns:
+            c.sendall(b"y" * 8000)
+        assert sink.wait_for(24_000, 60), sink.received
+        assert sink.times[-1] - t0 >= (24_000 - 2000) / 8000 * 0.95  # one link: 3 s, not 1 s
+        for c in conns:
+            c.close()
+    finally:
+        proxy.stop()
+
+
+def test_proxy_link_down_blackholes_then_delivers(sink: Sink) -> None:
+    proxy = _proxy(sink, 256)
+    try:
+        c = socket.create_connection(("127.0.0.1", proxy.port))
+        c.sendall(b"a" * 100)
+        assert sink.wait_for(100, 30)
+        proxy.down()
+        assert not proxy.is_up
+        c.sendall(b"b" * 500)
+        time.sleep(1.0)
+        assert sink.received == 100  # nothing crosses a link that is down
+        proxy.up()
+        assert sink.wait_for(600, 30), sink.received  # what waited follows, nothing lost, nothing doubled
+        time.sleep(0.2)
+        assert sink.received == 600
+        c.close()
+    finally:
+        proxy.stop()
+
+
+def test_proxy_link_down_reset_closes_and_refuses(sink: Sink) -> None:
+    proxy = _proxy(sink, 256)
+    try:
+        c = socket.create_connection(("127.0.0.1", proxy.port))
+        c.sendall(b"a" * 10)
+        assert sink.wait_for(10, 30)
+        proxy.down("reset")
+        c.settimeout(10)
+        with pytest.raises((ConnectionError, OSError)):
+            for _ in range(50):  # the reset shows on the next read or write
+                if not c.recv(10):
+                    raise ConnectionResetError("closed")
+        c2 = socket.create_connection(("127.0.0.1", proxy.port))
+        c2.settimeout(10)
+        assert c2.recv(10) == b""  # accepted and closed at once while down
+        proxy.up()
+        c3 = socket.create_connection(("127.0.0.1", proxy.port))
+        c3.sendall(b"z" * 5)
+        assert sink.wait_for(15, 30)
+        for s in (c, c2, c3):
+            s.close()
+    finally:
+        proxy.stop()
+
+
+def test_proxy_rejects_a_rate_of_zero() -> None:
+    with pytest.raises(ValueError, match="rate_kbit"):
+        LinkProxy(("127.0.0.1", 1), rate_kbit=0)
+
+
+def test_missed_polls_counts_gaps_in_intervals() -> None:
+    from run import missed_polls
+
+    reads = [0.0 + 0.1 * i for i in range(100)]
+    assert missed_polls(reads, 0.0, 10.0, 0.1) == 0
+    gappy = [t for t in reads if not 3.0 <= t < 3.45]  # five polls missing
+    assert missed_polls(gappy, 0.0, 10.0, 0.1) == 5
+    # the ten requests one poll of ThingsBoard makes count as one poll
+    burst = [t + 0.001 * k for t in reads for k in range(10)]
+    assert missed_polls(burst, 0.0, 10.0, 0.1) == 0
+
+
+def test_replay_values_follow_the_series() -> None:
+    from replay_server import source_value
+
+    series = np.arange(100, dtype=np.float64) / 10
+    v = source_value(series, 100.0, 1, 0, 10, np.arange(3))
+    assert v.tolist() == [0, 10, 20]
+    # each register sits at its own place in the series
+    assert int(source_value(series, 100.0, 1, 1, 10, 0)) == 370
+    assert int(source_value(series, 100.0, 2, 0, 10, 0)) == round(series[370 % 100] * 100)
+
+
+@pytest.mark.data
+def test_bandwidth_strategies_keep_their_bounds_on_a_real_series(shared_data: Path) -> None:
+    import bandwidth
+
+    nab = next(g for g in bandwidth.real_groups(shared_data) if g.dataset.startswith("nab"))
+    short = bandwidth.Group(
+        nab.dataset, nab.device, nab.columns, nab.times[:3000], nab.values[:3000], nab.span, nab.peak
+    )
+    rows = {r["strategy"]: r for r in bandwidth.run_group(short, [1.0], 500, bandwidth.rule_types())}
+    for name in ("edgex-json", "json+zlib", "compact", "on_change"):
+        assert rows[name]["max_error"] == 0.0, name  # lossless through encode, decode, reconstruct
+        assert rows[name]["kept"] == 3000 or name == "on_change"
+    for name in ("deadband", "fledge_delta", "edgex_threshold", "sdt", "pmc_mr", "swing"):
+        r = rows[name]
+        assert r["unreconstructed"] == 0, name
+        assert r["max_error_over_bound"] <= 1.0 + 1e-9, (name, r["max_error_over_bound"])
+        assert r["kept"] < 3000, name  # a bound of 1 % drops something on this series
+    assert rows["compact"]["bytes"] < rows["json+zlib"]["bytes"] < rows["edgex-json"]["bytes"]
+    assert rows["swing"]["bytes"] < rows["compact"]["bytes"]
+    assert rows["edgex_threshold"]["kept"] == rows["deadband"]["kept"]  # one semantics, two wires
+    assert 250 <= rows["window"]["kept"] <= 301  # one mean per 10 samples' time (windows on the clock)
+
+
+def test_bandwidth_plant_is_deterministic() -> None:
+    import bandwidth
+
+    a, b = bandwidth.plant(5, n=500), bandwidth.plant(5, n=500)
+    assert np.array_equal(a.values, b.values)
+    assert a.values.min() >= 0.0 and a.values.max() <= 100.0
