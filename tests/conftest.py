@@ -474,6 +474,7 @@ class MosquittoBroker:
     def start(self, timeout: float = 10.0) -> None:
         assert self.proc is None, "already running"
         self.write_config()
+        seen = len(self.log_text())  # a restart appends to the same log: look only at what it writes
         with (self.workdir / "stderr.txt").open("ab") as err:
             self.proc = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=err
@@ -486,8 +487,10 @@ class MosquittoBroker:
                 log = self.log_path.read_text() if self.log_path.exists() else ""
                 self.proc = None
                 raise RuntimeError(f"mosquitto exited at start: {err}\n{log}")
-            log = self.log_text()  # not a probe connection: tests count connections per listener
-            if all(f"listen socket on port {p}." in log for p in ports):
+            log = self.log_text()[seen:]  # not a probe connection: tests count connections per listener
+            # "running" comes after every listener is bound (a port another process took in the
+            # meantime makes Mosquitto log the opening, fail the bind and exit instead)
+            if all(f"listen socket on port {p}." in log for p in ports) and " running" in log:
                 return
             if time.monotonic() > deadline:
                 self.stop()
@@ -581,7 +584,15 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
         )
         brokers.append(broker)
         if start:
-            broker.start()
+            for attempt in range(3):
+                try:
+                    broker.start()
+                    break
+                except RuntimeError as exc:  # a free port taken by another test in between: new ports
+                    if "in use" not in str(exc) or attempt == 2:
+                        raise
+                    broker.port = free_port()
+                    broker.tls_port = free_port() if tls is not None else None
         return broker
 
     yield make
