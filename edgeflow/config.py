@@ -36,14 +36,20 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from edgeflow.errors import ConfigError
 from edgeflow.model import OverflowPolicy
-from edgeflow.parsing import PositiveSeconds, load_yaml, parse_yaml_value, validation_problems
+from edgeflow.parsing import (
+    ListenAddress,
+    PositiveSeconds,
+    load_yaml,
+    parse_listen,
+    parse_yaml_value,
+    validation_problems,
+)
 from edgeflow.profiles import AutoEvent, Device, DeviceProfile, load_profile
 from edgeflow.rules.spec import MatchSpec, RuleSpec
 from edgeflow.twin.spec import KubeEdgeSpec
@@ -148,35 +154,14 @@ class BusSpec(_Model):
 class MetricsSpec(_Model):
     """Prometheus exposition and health endpoints (``/metrics``, ``/healthz``, ``/readyz``)."""
 
-    listen: str | None = Field(
+    listen: ListenAddress | None = Field(
         default=None,
         description="host:port (an IPv6 host in brackets, port 0 for any free one); none disables the endpoint",
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_listen(value)
-        return value
-
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` of :attr:`listen`, or None."""
         return None if self.listen is None else parse_listen(self.listen)
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"host:port"`` → ``(host, port)``; a ValueError saying what is wrong otherwise."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{text!r} is not host:port (e.g. 0.0.0.0:9464 or 127.0.0.1:9464)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9464")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
-    return host, int(port)
 
 
 class StateSpec(_Model):

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BeforeValidator, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, TypeAdapter, ValidationError, WithJsonSchema
 
 from edgeflow.errors import ConfigError, ValueFormatError
 
 __all__ = [
     "NS_PER_SECOND",
     "DurationText",
+    "ListenAddress",
     "NonNegativeNanoseconds",
     "NonNegativeSeconds",
     "PositiveNanoseconds",
@@ -47,6 +48,7 @@ __all__ = [
     "load_yaml",
     "load_yaml_documents",
     "parse_duration",
+    "parse_listen",
     "parse_yaml_documents",
     "parse_yaml_value",
     "validation_problems",
@@ -301,6 +303,29 @@ NonNegativeNanoseconds = Annotated[int, BeforeValidator(partial(duration_ns, zer
 DurationText = Annotated[str, BeforeValidator(_duration_text), _json_schema(False)]
 """A duration longer than 0, kept as the text written (EdgeX writes AutoEvent ``interval`` as a string);
 convert it with :func:`parse_duration`."""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"host:port"`` → ``(host, port)``; a ValueError saying what is wrong otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port (e.g. 0.0.0.0:9464 or 127.0.0.1:9464)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9464")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+def _check_listen(text: str) -> str:
+    parse_listen(text)
+    return text
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+"""A ``host:port`` to listen on, checked by :func:`parse_listen` (metrics, the mapper REST API)."""
 
 
 def _key_path(loc: Sequence[int | str]) -> str:

@@ -397,3 +397,16 @@ def test_receive_prints_its_summary_when_stopped_by_a_signal(
     assert "Traceback" not in err
     summary = json.loads(out)
     assert {"messages", "readings", "duplicates", "malformed"} <= summary.keys()
+
+
+@pytest.mark.parametrize("listen", ["localhost", "127.0.0.1:99999", "::1:7777"])
+def test_every_listen_address_is_checked_by_the_one_parser(listen: str) -> None:
+    """The metrics endpoint and the KubeEdge mapper's REST API take ``host:port`` through one check."""
+    from pydantic import ValidationError
+
+    from edgeflow.config import MetricsSpec
+    from edgeflow.twin.spec import RestSpec
+
+    for model in (MetricsSpec, RestSpec):
+        with pytest.raises(ValidationError, match=r"host:port|0 to 65535|brackets"):
+            model.model_validate({"listen": listen})

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from edgeflow.parsing import parse_listen
 from edgeflow.twin.mapper import KubeEdgeMapper, TwinDevice
 from edgeflow.twin.spec import RestSpec
 
@@ -57,8 +58,8 @@ class MapperRestApi:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        host, _, port = self.spec.listen.rpartition(":")
-        self._server = await asyncio.start_server(self._handle, host or "0.0.0.0", int(port))
+        host, port = parse_listen(self.spec.listen)
+        self._server = await asyncio.start_server(self._handle, host, port)
         log.info("mapper REST API on http://%s:%d%s/ping", host, self.port, API)
 
     async def stop(self) -> None:

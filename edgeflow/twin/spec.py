@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from edgeflow.mqtt.spec import MqttAuthSpec, ReconnectSpec, TlsSpec
-from edgeflow.parsing import NonNegativeSeconds, PositiveSeconds
+from edgeflow.parsing import ListenAddress, NonNegativeSeconds, PositiveSeconds
 from edgeflow.rules.spec import RuleSpec
 
 __all__ = ["DmiSpec", "EventbusSpec", "KubeEdgeSpec", "RateSpec", "RestSpec"]
@@ -75,7 +75,7 @@ class DmiSpec(_Spec):
 class RestSpec(_Spec):
     """The mapper-framework REST API (``/api/v1/ping``, ``/api/v1/device/{id}/{property}``, methods)."""
 
-    listen: str = "0.0.0.0:7777"
+    listen: ListenAddress = "0.0.0.0:7777"
 
 
 class KubeEdgeSpec(_Spec):
