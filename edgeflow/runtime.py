@@ -661,7 +661,8 @@ class Runtime:
                 await done.wait()
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), duration)
+                    async with asyncio.timeout(duration):
+                        await done.wait()
         finally:
             await self.stop()
             for sig in installed:

@@ -534,7 +534,8 @@ class DeviceService:
             await self._push_wanted.wait()
             if linger > 0 and not self._push_closing.is_set():
                 with contextlib.suppress(TimeoutError):  # a stop cuts the wait short
-                    await asyncio.wait_for(self._push_closing.wait(), linger)
+                    async with asyncio.timeout(linger):
+                        await self._push_closing.wait()
             try:
                 await self._flush_push()
             except Exception:  # a failed hand-off must not stop pushed readings for good

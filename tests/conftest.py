@@ -8,7 +8,9 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -394,6 +396,48 @@ MOSQUITTO = find_mosquitto() or "/usr/sbin/mosquitto"
 
 
 free_port = free_tcp_port
+
+
+@contextlib.contextmanager
+def silent_listener(port: int) -> Iterator[list[socket.socket]]:
+    """A TCP listener on ``127.0.0.1:port`` that accepts connections and never answers: a broker that
+    hangs. Yields the accepted sockets (closed on exit)."""
+    accepted: list[socket.socket] = []
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen()
+    srv.settimeout(0.05)
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                accepted.append(srv.accept()[0])
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield accepted
+    finally:
+        done.set()
+        t.join(2)
+        srv.close()
+        for c in accepted:
+            c.close()
+
+
+def closed_by_peer(sock: socket.socket, within: float = 2.0) -> bool:
+    """Whether the other end closed ``sock`` (reads what it sent, then EOF) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset: closed too
+    return True
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import MosquittoBroker
+from conftest import MosquittoBroker, MosquittoFactory, closed_by_peer, silent_listener
 from uplink_support import check_series, make_batch, table, uplink_spec, wait_for
 
 from edgeflow.cli import receive as receive_cmd
@@ -308,3 +308,20 @@ async def test_with_a_sink_a_message_awaiting_its_series_table_is_stored_once_th
     await pub.disconnect()
     assert rx.counts["batches"] == 3 and rx.counts["malformed"] == 0
     assert len(out.read_bytes().splitlines()) == 3 * 40
+
+
+async def test_stop_while_reconnecting_to_a_broker_that_hangs_returns_and_leaves_no_connection(
+    mosquitto_factory: MosquittoFactory,
+) -> None:
+    """The broker goes away and something on its port accepts TCP but never answers CONNECT: the
+    receiver is stuck in a connection attempt when it is told to stop. It stops at once and leaves no
+    connection of its own behind (a connection made while stopping is closed by the loop that made it)."""
+    broker = mosquitto_factory()
+    rx = Receiver(broker.url, ["edgeflow/+/batches"], keep=True)
+    await rx.start()
+    broker.stop()
+    with silent_listener(broker.port) as accepted:
+        await wait_for(lambda: len(accepted) >= 1, 10, "the receiver's reconnection attempt")
+        async with asyncio.timeout(5):
+            await rx.stop()
+        assert all(closed_by_peer(c) for c in accepted)

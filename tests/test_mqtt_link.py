@@ -4,12 +4,13 @@ are clear errors, never plaintext)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MosquittoBroker, MosquittoFactory, TlsFiles
+from conftest import MosquittoBroker, MosquittoFactory, TlsFiles, closed_by_peer, silent_listener
 from mqtt_device_support import DEVICE, Rig, edgex_profile, wait_for
 
 from connectors.mqtt.simulator import MqttDeviceSimulator
@@ -164,3 +165,18 @@ async def test_a_broker_down_at_start_is_not_an_error(
     await sim.stop()
     await rig.stop()
     assert rig.values() == [("randfloat64", 9.0)]
+
+
+async def test_stop_while_connecting_to_a_broker_that_hangs_returns_at_once(
+    mosquitto_factory: MosquittoFactory, shared_data: Path
+) -> None:
+    """Something on the broker's port accepts TCP and never answers CONNECT; stopping the connector
+    while its session waits for the CONNACK returns at once and leaves no connection open."""
+    broker = mosquitto_factory(start=False)
+    with silent_listener(broker.port) as accepted:
+        rig = Rig(quick(broker.url, connect_timeout=30), [(device(), edgex_profile(shared_data))])
+        await rig.svc.start()
+        await wait_for(lambda: len(accepted) >= 1, 10, "a connection attempt")
+        async with asyncio.timeout(5):
+            await rig.stop()
+        assert all(closed_by_peer(c) for c in accepted)

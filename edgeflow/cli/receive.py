@@ -161,7 +161,8 @@ async def _receive(receiver: Receiver, duration: float | None) -> dict[str, Any]
     await receiver.start()
     try:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration)
+            async with asyncio.timeout(duration):
+                await stop.wait()
     finally:
         await receiver.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):

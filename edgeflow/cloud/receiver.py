@@ -310,6 +310,9 @@ class Receiver:
                     await asyncio.sleep(self._backoff.next_delay())
                     continue
                 self.counts["reconnects"] += 1
+            if self._stopping:  # stop() came while this connection was being made: it is ours to close
+                await conn.disconnect()
+                return
             self._backoff.reset()
             await asyncio.shield(conn.closed)
             self._subscribed.clear()

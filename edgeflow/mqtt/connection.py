@@ -11,6 +11,10 @@ everything else, including every paho callback, runs on the event loop.
 paho errors are mapped here: a failed TLS handshake or a refused login is a
 :class:`~edgeflow.errors.TransportSecurityError` that says what failed; anything else is an
 :class:`~edgeflow.errors.UplinkError`.
+
+Every wait here is ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11, ``wait_for`` returns
+the result instead of raising when its task is cancelled just as the awaited thing completes, and a
+caller stopping a reconnect loop would then be left with a connection nobody closes.
 """
 
 from __future__ import annotations
@@ -300,12 +304,10 @@ class MqttConnection:
                 props = props or Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.ReceiveMaximum = min(p.receive_maximum, 65535)
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(
+            async with asyncio.timeout(p.connect_timeout + 1.0):
+                await asyncio.to_thread(
                     self._client.connect, p.host, p.port, p.keepalive, clean_start=clean, properties=props
-                ),
-                timeout=p.connect_timeout + 1.0,
-            )
+                )
         except ssl.SSLCertVerificationError as exc:
             self._abandon()
             raise TransportSecurityError(
@@ -344,7 +346,8 @@ class MqttConnection:
             self._loop.add_writer(sock, self._writable)
         self._misc_task = self._loop.create_task(self._misc(), name=f"mqtt-misc {p.client_id}")
         try:
-            await asyncio.wait_for(asyncio.shield(self._connack), timeout=p.connect_timeout)
+            async with asyncio.timeout(p.connect_timeout):
+                await asyncio.shield(self._connack)
         except TimeoutError:
             self._abandon()
             raise UplinkError(
@@ -483,7 +486,8 @@ class MqttConnection:
         self._closing = True
         self._client.disconnect()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.closed), wait)
+            async with asyncio.timeout(wait):
+                await asyncio.shield(self.closed)
         if not self.closed.done():
             self._abandon()
 
@@ -526,7 +530,8 @@ class MqttConnection:
             # packets keep coming, and give up only after connect_timeout without any.
             before = self._packets_in
             try:
-                codes = await asyncio.wait_for(asyncio.shield(fut), self.params.connect_timeout)
+                async with asyncio.timeout(self.params.connect_timeout):
+                    codes = await asyncio.shield(fut)
                 break
             except TimeoutError:
                 if self._packets_in == before:

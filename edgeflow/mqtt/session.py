@@ -161,6 +161,9 @@ class MqttSession:
                 except UplinkError as exc:
                     log.info("%s: %s", self.name, exc)
                     continue
+            if self._stopping:  # stop() came while this connection was being made: it is ours to close
+                await conn.disconnect()
+                return
             self._backoff.reset()
             reason = await asyncio.shield(conn.closed)
             self._conn = None

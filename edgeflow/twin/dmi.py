@@ -419,7 +419,8 @@ class DmiReporter(pb_grpc.DeviceMapperServiceServicer):  # type: ignore[misc]
                 delay = min(delay, max(ready, self.bucket.wait_time(), 0.005))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _flush(self) -> None:
         while self._states:
