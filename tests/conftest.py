@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -31,6 +32,32 @@ SHARED_DATA = next(
     (c for c in (_ROOT.parent / "shared" / "data", _ROOT.parent.parent / "shared" / "data") if c.is_dir()),
     _ROOT.parent / "shared" / "data",
 )
+
+
+def _dump_asyncio_tasks(terminal: Any) -> None:
+    """On a test timeout: where every task of the running event loop waits (pytest-timeout shows only
+    the threads, and an asyncio test that hangs shows only the selector)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for task in sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name()):
+        terminal.sep("~", title=f"asyncio task {task.get_name()}")
+        buf = io.StringIO()
+        task.print_stack(file=buf)
+        terminal.write(buf.getvalue())
+
+
+with contextlib.suppress(ImportError):
+    import pytest_timeout
+
+    _dump_thread_stacks = pytest_timeout.dump_stacks
+
+    def _dump_stacks_and_tasks(terminal: Any) -> None:
+        _dump_thread_stacks(terminal)
+        _dump_asyncio_tasks(terminal)
+
+    pytest_timeout.dump_stacks = _dump_stacks_and_tasks
 
 
 @pytest.fixture(scope="session")
