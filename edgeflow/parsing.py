@@ -22,7 +22,7 @@ import difflib
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import partial
 from pathlib import Path
@@ -41,6 +41,7 @@ __all__ = [
     "NonNegativeSeconds",
     "PositiveNanoseconds",
     "PositiveSeconds",
+    "PropertyReader",
     "config_error",
     "did_you_mean",
     "duration_ns",
@@ -406,6 +407,36 @@ def validation_problems(
             msg += did_you_mean(tag, expected)
         problems.append((path, msg))
     return problems
+
+
+class PropertyReader:
+    """Reads a map of user-written properties (a device's protocol properties, as EdgeX gives them:
+    strings, or YAML scalars) into typed values, one converter per key, and collects every problem with
+    its key path, so one :class:`~edgeflow.errors.ConfigError` names them all::
+
+        r = PropertyReader(device.protocols["modbus-tcp"], "devices[0].protocols.modbus-tcp")
+        r.take("UnitID", lambda v: int(v), 1)
+        if r.problems: raise ConfigError(..., problems=r.problems)
+        unit = r.values["UnitID"]
+    """
+
+    def __init__(self, props: Mapping[str, Any], path: str) -> None:
+        self.props = props
+        self.path = path
+        self.values: dict[str, Any] = {}
+        self.problems: list[tuple[str, str]] = []
+
+    def take(self, key: str, conv: Callable[[Any], Any], default: Any) -> None:
+        """``values[key]``: ``conv(raw)``, or ``default`` when the key is absent or empty; a
+        ``ValueError`` from ``conv`` becomes a problem at ``path.key``."""
+        raw = self.props.get(key)
+        if raw is None or raw == "":
+            self.values[key] = default
+            return
+        try:
+            self.values[key] = conv(raw)
+        except ValueError as exc:
+            self.problems.append((f"{self.path}.{key}", str(exc)))
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 from edgeflow.errors import ConfigError
 from edgeflow.model import ValueType
-from edgeflow.parsing import NS_PER_SECOND, duration_seconds, parse_duration
+from edgeflow.parsing import NS_PER_SECOND, PropertyReader, duration_seconds, parse_duration
 from edgeflow.profiles import Device, DeviceResource
 
 __all__ = [
@@ -231,18 +231,8 @@ def parse_link(device: Device) -> LinkSpec:
     if problems:
         raise ConfigError(f"device {device.name!r}: invalid {kind} protocol properties", problems=problems)
 
-    values: dict[str, Any] = {}
-
-    def take(key: str, conv: Any, default: Any) -> None:
-        raw = props.get(key)
-        if raw is None or raw == "":
-            values[key] = default
-            return
-        try:
-            values[key] = conv(raw)
-        except ValueError as exc:
-            problems.append((f"{path}.{key}", str(exc)))
-
+    reader = PropertyReader(props, path)
+    problems, values, take = reader.problems, reader.values, reader.take
     take("Address", lambda v: _str_nonempty(v), "")
     take("UnitID", lambda v: _integer(v, 0, 255), 1)
     take("Timeout", duration_seconds, DEFAULT_TIMEOUT)

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 from edgeflow.connector import QualityAction
 from edgeflow.errors import ConfigError, ValueFormatError
-from edgeflow.parsing import duration_seconds
+from edgeflow.parsing import PropertyReader, duration_seconds
 from edgeflow.profiles import Device
 
 __all__ = [
@@ -292,19 +292,8 @@ def parse_endpoint(device: Device) -> tuple[EndpointSpec, DeviceTuning]:
                 key,
                 ", ".join(sorted(_ENDPOINT_KEYS | _TUNING_KEYS)),
             )
-    problems: list[tuple[str, str]] = []
-    values: dict[str, Any] = {}
-
-    def take(key: str, conv: Any, default: Any) -> None:
-        raw = props.get(key)
-        if raw is None or raw == "":
-            values[key] = default
-            return
-        try:
-            values[key] = conv(raw)
-        except ValueError as exc:
-            problems.append((f"{path}.{key}", str(exc)))
-
+    reader = PropertyReader(props, path)
+    problems, values, take = reader.problems, reader.values, reader.take
     take("Endpoint", _url, None)
     take("Policy", _policy, SecurityPolicy.NONE)
     take("Mode", choice(_MODES, "security mode"), None)
