@@ -17,6 +17,7 @@ from edgeflow.parsing import (
     NonNegativeSeconds,
     PositiveNanoseconds,
     PositiveSeconds,
+    PropertyReader,
     duration_ns,
     duration_seconds,
     parse_duration,
@@ -416,3 +417,15 @@ def test_duplicate_keys_are_an_error_in_a_config(tmp_path: Path) -> None:
     (tmp_path / "edge.yaml").write_text("service: a\nservice: b\nuplink: {type: file, path: x}\n")
     with pytest.raises(ConfigError, match="duplicate key 'service'"):
         load_config(tmp_path / "edge.yaml", environ={})
+
+
+def test_property_reader_converts_defaults_and_names_every_bad_key() -> None:
+    r = PropertyReader({"UnitID": "7", "Timeout": "soon", "Port": "x", "Empty": ""}, "devices[0].protocols.p")
+    r.take("UnitID", int, 1)
+    r.take("Timeout", duration_seconds, 5.0)
+    r.take("Port", int, 502)
+    r.take("Empty", int, 9)
+    r.take("Absent", int, 3)
+    assert r.values == {"UnitID": 7, "Empty": 9, "Absent": 3}
+    assert [k for k, _ in r.problems] == ["devices[0].protocols.p.Timeout", "devices[0].protocols.p.Port"]
+    assert "soon" in r.problems[0][1]
