@@ -11,6 +11,7 @@ import yaml
 
 from connectors.modbus import ModbusConnector, ModbusExceptionError
 from edgeflow.connector import DeviceHealth, load_connector
+from edgeflow.errors import ConnectorError
 from edgeflow.profiles import Device, DeviceProfile
 
 pytestmark = pytest.mark.server
@@ -238,3 +239,28 @@ async def test_illegal_address_is_a_typed_error_with_code_and_place(modbus_serve
         # the device answered, so the link is up; the next good read works on the same connection
         assert connector.health("d") == DeviceHealth.UP
         assert (await connector.read("d", profile.device_resources[:1]))[0].value == 0
+
+
+async def test_removing_devices_forgets_them_and_closes_their_connection_once_unused(
+    modbus_server: Any,
+) -> None:
+    server = await modbus_server()
+    await server.set("hr", 0, [7])
+    profile = _profile([("a", "HOLDING_REGISTERS", 0, "Int16")])
+    connector = ModbusConnector()
+    connector.add_device(_tcp("one", server.port, unit=1), profile)
+    connector.add_device(_tcp("two", server.port, unit=1), profile)  # the same gateway: one connection
+    async with connector:
+        assert [v.value for v in await connector.read("two", profile.device_resources)] == [7]
+        link = connector._states["two"].conn.link
+        assert link.connected
+        connector.remove_device("one")
+        with pytest.raises(ConnectorError, match="unknown device"):
+            connector.health("one")
+        assert link.connected  # "two" still uses it
+        assert [v.value for v in await connector.read("two", profile.device_resources)] == [7]
+        connector.remove_device("two")
+        assert not link.connected and connector._connections == {}
+        # a device of the same name can come back, with other settings
+        connector.add_device(_tcp("one", server.port, timeout=1), profile)
+        assert [v.value for v in await connector.read("one", profile.device_resources)] == [7]

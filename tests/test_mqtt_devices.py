@@ -298,3 +298,24 @@ async def test_each_subscription_has_its_own_qos(mosquitto: MosquittoBroker, sha
     assert sorted(rig.values()) == [("randfloat64", 2.5), ("randfloat64", 3.5)]
     await sim.stop()
     await rig.stop()
+
+
+async def test_a_removed_device_is_forgotten_and_can_come_back(
+    mosquitto: MosquittoBroker, shared_data: Path
+) -> None:
+    profile = edgex_profile(shared_data)
+    rig = await Rig({"url": mosquitto.url, "log_interval": "1h"}, [(edgex_device(), profile)]).start()
+    sim = MqttDeviceSimulator(mosquitto.url, DEVICE)
+    await sim.start()
+    await sim.publish("randfloat64", 1.0)
+    await wait_for(lambda: rig.values() == [("randfloat64", 1.0)], 10, "a reading before the removal")
+    await rig.svc.remove_device(DEVICE)
+    await sim.publish("randfloat64", 2.0)
+    await wait_for(lambda: rig.conn.stats()["rejected_total"] == 1, 10, "the message counted as rejected")
+    assert rig.conn.stats()["rejected"] == {"": {"unknown_device": 1}}
+    await rig.svc.add_running_device(edgex_device(), profile)
+    await sim.publish("randfloat64", 3.0)
+    await wait_for(lambda: rig.values()[-1:] == [("randfloat64", 3.0)], 10, "a reading after it came back")
+    assert ("randfloat64", 2.0) not in rig.values()
+    await sim.stop()
+    await rig.stop()

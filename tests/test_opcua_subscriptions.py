@@ -243,3 +243,23 @@ async def test_subscriptions_can_be_switched_off(sim: Any) -> None:
         assert not pushed(conn, svc, "Level") and conn.device_stats("boiler")["notifications"] == 0
     finally:
         await svc.stop()
+
+
+async def test_a_removed_device_gets_no_more_data_and_its_endpoint_closes(sim: Any) -> None:
+    _, svc, conn, out = await rig_for(
+        sim, [{"interval": "50ms", "sourceName": "Level", "onChange": True}], QueueSize=10
+    )
+    try:
+        await until(lambda: pushed(conn, svc, "Level") and out.values("Level"))
+        (ep,) = conn._endpoints.values()
+        assert ep.link is not None and ep.link.connected
+        await svc.remove_device("boiler")
+        assert conn.devices == {} and conn.stats() == {}
+        n = len(out.items)
+        await sim.set("Boiler.Level", 42.0)
+        await asyncio.sleep(0.5)  # a notification of the removed device would have arrived by now
+        assert len(out.items) == n
+        await until(lambda: not conn._closing)  # the endpoint no device uses any more is closed
+        assert ep.link is None and ep.task is None and conn._endpoints == {}
+    finally:
+        await svc.stop()

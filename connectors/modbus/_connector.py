@@ -145,6 +145,20 @@ class ModbusConnector(Connector):
         conn.link.backstop = max(conn.link.backstop, spec.timeout + 1.0)
         self._states[device.name] = _DeviceState(device.name, spec, conn, points)
 
+    def remove_device(self, name: str) -> None:
+        """Forget the device; its connection closes when no other device uses it."""
+        super().remove_device(name)
+        self._validated.pop(name, None)
+        state = self._states.pop(name, None)
+        if state is None or any(s.conn is state.conn for s in self._states.values()):
+            return
+        conn = self._connections.pop(state.spec.gateway, None)
+        if conn is not None:
+            if conn.idle is not None:
+                conn.idle.cancel()
+                conn.idle = None
+            conn.link.close()
+
     def _state(self, device: str) -> _DeviceState:
         state = self._states.get(device)
         if state is None:

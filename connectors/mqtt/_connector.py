@@ -80,6 +80,14 @@ class MqttConnector(Connector):
         super().add_device(device, profile)
         self._links[device.name] = parse_device(device, self.spec.commands)
 
+    def remove_device(self, name: str) -> None:
+        """Forget the device: its messages are then counted as from an unknown device."""
+        super().remove_device(name)
+        self._links.pop(name, None)
+        self._sinks.pop(name, None)
+        self._seen.pop(name, None)
+        self._router.forget(name)
+
     async def subscribe(self, device: str, sink: PushSink) -> None:
         self.device(device)
         self._sinks[device] = sink

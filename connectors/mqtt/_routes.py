@@ -122,6 +122,11 @@ class Router:
         if inc.enabled:
             self.filters.append((f"{inc.prefix}/#", inc.qos))
 
+    def forget(self, device: str) -> None:
+        """Drop what was planned for ``device`` (it was removed; it may come back with another profile)."""
+        for key in [k for k in self._plans if k[0] == device]:
+            del self._plans[key]
+
     def route(self, topic: str, payload: bytes) -> Delivery | None:
         """The delivery ``topic`` and ``payload`` make, or None when no route takes the topic. Raises
         :class:`PayloadError` (with the device, if one is known) for a message that cannot be used."""

@@ -128,6 +128,7 @@ class OpcUaConnector(Connector):
         self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
         self._validated: dict[str, tuple[EndpointSpec, DeviceTuning, dict[str, Point]]] = {}
         self._handles = itertools.count(1)
+        self._closing: set[asyncio.Task[None]] = set()  # endpoints of removed devices, closing
 
     # ------------------------------------------------------------------ devices
 
@@ -166,6 +167,30 @@ class OpcUaConnector(Connector):
             self._endpoints[spec.key] = ep
         ep.devices.append(device.name)
         self._states[device.name] = _DeviceState(device.name, profile, spec, tuning, ep, points)
+
+    def remove_device(self, name: str) -> None:
+        """Forget the device: its monitored items' data is dropped from now on, and its endpoint closes
+        (in the background; :meth:`close` waits for it) when no other device uses it. Items of the device
+        on a subscription shared with other devices stay on the server until the next reconnection."""
+        super().remove_device(name)
+        self._validated.pop(name, None)
+        state = self._states.pop(name, None)
+        if state is None:
+            return
+        ep = state.endpoint
+        for g in state.groups:
+            g.live = g.pending = False
+            if g in ep.groups:
+                ep.groups.remove(g)
+            for it in g.items:
+                ep.handles.pop(it.handle, None)
+        if name in ep.devices:
+            ep.devices.remove(name)
+        if not ep.devices and self._endpoints.get(ep.spec.key) is ep:
+            del self._endpoints[ep.spec.key]
+            task = asyncio.get_running_loop().create_task(ep.close(), name=f"opcua close {ep.spec.url}")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _state(self, device: str) -> _DeviceState:
         state = self._states.get(device)
@@ -222,6 +247,8 @@ class OpcUaConnector(Connector):
     async def close(self) -> None:
         for ep in self._endpoints.values():
             await ep.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def _notify(self, ep: Endpoint) -> None:
         for device in ep.devices:
@@ -281,7 +308,9 @@ class OpcUaConnector(Connector):
         return group
 
     def _refused(self, group: Group, why: str) -> None:
-        state = self._states[group.device]
+        state = self._states.get(group.device)
+        if state is None:  # removed while its subscription was being made
+            return
         state.polled_fallbacks += 1
         log.warning(
             "device %s: %s; AutoEvent %s is polled every %s instead",
@@ -297,7 +326,9 @@ class OpcUaConnector(Connector):
         for it, s in items:
             g = it.group
             assert g is not None
-            state = self._states[g.device]
+            state = self._states.get(g.device)
+            if state is None:  # removed while its items' data was on the way
+                continue
             state.notifications += 1
             try:
                 cv = _command_value(it.resource, s)
