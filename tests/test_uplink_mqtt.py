@@ -173,14 +173,14 @@ async def test_topic_template_splits_a_batch_by_device(mosquitto: MosquittoBroke
     rx = Receiver(mosquitto.url, ["plant/#"], on_batch=lambda b, tp: topics.append(tp), keep=True)
     await rx.start()
     spec = uplink_spec(mosquitto.url, tmp_path / "ob.sqlite", topic="plant/{service}/{device}/{source}")
-    up = MqttUplink(spec, service="a/b+c")
+    up = MqttUplink(spec, service="a/b+c%")
     await up.start()
     t = table()
     for i in range(5):
         await up.send(make_batch(t, i))
     await wait_for(lambda: rx.counts["readings"] == 500, 10, "readings")
-    # names with / + # are escaped so each stays one topic level
-    assert sorted(set(topics)) == [f"plant/a%2Fb%2Bc/pump-{i}/pressure" for i in range(4)]
+    # names with / + # are escaped so each stays one topic level, and % too, so "a/b" and "a%2Fb" differ
+    assert sorted(set(topics)) == [f"plant/a%2Fb%2Bc%25/pump-{i}/pressure" for i in range(4)]
     check_series(rx.series(), range(5))
     await up.stop()
     await rx.stop()

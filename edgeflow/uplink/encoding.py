@@ -22,11 +22,10 @@ from edgeflow.codec import Encoder, Interpolation
 from edgeflow.commitlog import OutboxItem
 from edgeflow.errors import UplinkError
 from edgeflow.model import ReadingBatch
+from edgeflow.mqtt.topics import escape_level
 from edgeflow.uplink.spec import template_fields
 
 __all__ = ["UplinkEncoder", "check_interpolation", "envelope"]
-
-_TOPIC_ESCAPES = str.maketrans({"/": "%2F", "+": "%2B", "#": "%23"})
 
 
 def envelope(payload: bytes, kind: str) -> bytes:
@@ -169,8 +168,8 @@ class UplinkEncoder:
     def _render_topic(self, values: Mapping[str, str]) -> str:
         if not self.template:
             return ""
-        safe = {k: str(v).translate(_TOPIC_ESCAPES) or "_" for k, v in values.items()}
-        safe["service"] = self.service.translate(_TOPIC_ESCAPES)
+        safe = {k: escape_level(str(v)) or "_" for k, v in values.items()}
+        safe["service"] = escape_level(self.service)
         for f in self._fields:
             safe.setdefault(f, "_")
         return self.template.format_map(safe)
