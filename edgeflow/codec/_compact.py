@@ -44,6 +44,7 @@ from edgeflow.codec._fleet import (
     encodable_v2,
     encode_body_v2,
 )
+from edgeflow.codec._segments import read_segments, segment_blocks
 from edgeflow.codec._types import (
     DecodedBatch,
     DecodedSeries,
@@ -83,6 +84,7 @@ _F_ZSTD: Final = 0x02
 _S_LINEAR: Final = 0x01
 _S_STARTS: Final = 0x02
 _S_OBJECTS: Final = 0x04
+_S_SEGMENTS: Final = 0x08  # the series' points travel in segment form (edgeflow.codec._segments)
 
 _VALUE_TYPES: Final = list(ValueType)
 _VT_CODE: Final = {vt: i for i, vt in enumerate(_VALUE_TYPES)}
@@ -178,6 +180,9 @@ class CompactEncoder(StreamEncoder):
     def _encode_one(
         self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
     ) -> EncodedBatch:
+        segments = segment_blocks(batch, interp) if self._quantum is None else {}
+        if segments:
+            return self._encode_v1(batch, interp, alarm, segments)
         if encodable_v2(batch, self._quantum):
             # names dominate a message of many series, or of series with few points each (a per-device
             # topic's message): those refer to the stream's table
@@ -191,8 +196,13 @@ class CompactEncoder(StreamEncoder):
         return self._encode_v1(batch, interp, alarm)
 
     def _encode_v1(
-        self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
+        self,
+        batch: ReadingBatch,
+        interp: Mapping[int, Interpolation],
+        alarm: bool,
+        segments: Mapping[int, bytes] | None = None,
     ) -> EncodedBatch:
+        segments = segments or {}
         order = np.argsort(batch.series, kind="stable")
         sids, counts = np.unique(batch.series[order], return_counts=True)
         groups = np.split(order, np.cumsum(counts)[:-1])
@@ -216,16 +226,22 @@ class CompactEncoder(StreamEncoder):
             n_obj = 0 if objm is None else int(objm[idx].sum())
             if n_obj:
                 flags |= _S_OBJECTS
+            if sid in segments:
+                flags |= _S_SEGMENTS
             meta.byte(flags)
             meta.uint(len(idx))
             if n_obj:
                 meta.uint(n_obj)
 
         cols = Writer()
-        for idx in groups:
-            write_times(cols, batch.origins[idx])
+        for sid, idx in zip(sids.tolist(), groups, strict=True):
+            if sid not in segments:
+                write_times(cols, batch.origins[idx])
         obj_masks: list[npt.NDArray[np.bool_] | None] = []
         for sid, idx in zip(sids.tolist(), groups, strict=True):
+            if sid in segments:
+                obj_masks.append(None)
+                continue
             quantum = self._quantum.get(sid) if isinstance(self._quantum, Mapping) else self._quantum
             mask = None if objm is None else objm[idx]
             if mask is not None and not mask.any():
@@ -244,6 +260,9 @@ class CompactEncoder(StreamEncoder):
         if batch.starts is not None:
             for idx in groups:
                 cols.sints(batch.origins[idx] - batch.starts[idx])
+        for sid in sids.tolist():
+            if sid in segments:
+                cols.raw(segments[sid])
 
         head = Writer()
         head.uint(len(strings))
@@ -378,15 +397,23 @@ def _decode_body(r: Reader, stream_id: str, seq: int, alarm: bool) -> DecodedBat
         if code >= len(_VALUE_TYPES):
             raise CodecError(f"unknown value type code {code}")
         flags = r.byte()
-        if flags & ~(_S_LINEAR | _S_STARTS | _S_OBJECTS):
+        if flags & ~(_S_LINEAR | _S_STARTS | _S_OBJECTS | _S_SEGMENTS) or (
+            flags & _S_SEGMENTS and flags & (_S_STARTS | _S_OBJECTS)
+        ):
             raise CodecError(f"unknown series flags {flags:#x}")
         n = r.count(r.remaining + 1)  # every point but the first costs a byte
         n_obj = r.count(n) if flags & _S_OBJECTS else 0
         info = SeriesInfo(device, resource, profile, _VALUE_TYPES[code], units, source)
         metas.append((info, flags, n, n_obj))
 
-    times = [read_times(r, n) for _, _, n, _ in metas]
-    numeric = [read_values(r, n - n_obj) for _, _, n, n_obj in metas]
+    seg = [bool(flags & _S_SEGMENTS) for _, flags, _, _ in metas]
+    times = [
+        np.empty(0, np.int64) if s else read_times(r, n) for s, (_, _, n, _) in zip(seg, metas, strict=True)
+    ]
+    numeric = [
+        np.empty(0) if s else read_values(r, n - n_obj)
+        for s, (_, _, n, n_obj) in zip(seg, metas, strict=True)
+    ]
     objects_by: list[tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]] | None] = []
     for _, _, n, n_obj in metas:
         if not n_obj:
@@ -413,6 +440,10 @@ def _decode_body(r: Reader, stream_id: str, seq: int, alarm: bool) -> DecodedBat
         if flags & _S_STARTS:
             starts = t - r.sints(n)
         series.append(DecodedSeries(info, "linear" if flags & _S_LINEAR else "hold", t, values, objs, starts))
+    for k, (_, _, n, _) in enumerate(metas):
+        if seg[k]:
+            t, values = read_segments(r, n)
+            series[k] = DecodedSeries(series[k].info, series[k].interpolation, t, values, None, None)
     if not r.at_end():
         raise CodecError(f"{r.remaining} trailing bytes after the columns")
     return DecodedBatch(stream_id, seq, "compact", alarm, tuple(series))

@@ -27,6 +27,7 @@ from edgeflow.rules.exception import DeadbandRule, HeartbeatRule, MinIntervalRul
 from edgeflow.rules.filters import ExpressionRule, FilterRule, RangeRule
 from edgeflow.rules.pmc import PmcRule
 from edgeflow.rules.sdt import SdtRule
+from edgeflow.rules.simpiece import MixPieceRule, SimPieceRule
 from edgeflow.rules.spec import (
     AlarmSpec,
     DeadbandSpec,
@@ -34,11 +35,13 @@ from edgeflow.rules.spec import (
     FilterSpec,
     HeartbeatSpec,
     MinIntervalSpec,
+    MixPieceSpec,
     OnChangeSpec,
     PmcSpec,
     RangeSpec,
     RuleSpec,
     SdtSpec,
+    SimPieceSpec,
     SwingSpec,
     WindowSpec,
 )
@@ -126,6 +129,8 @@ _RULES: dict[type, Callable[[Any, SeriesTable, int], Rule]] = {
     SwingSpec: SwingRule.from_spec,
     PmcSpec: PmcRule.from_spec,
     SdtSpec: SdtRule.from_spec,
+    SimPieceSpec: SimPieceRule.from_spec,
+    MixPieceSpec: MixPieceRule.from_spec,
     FilterSpec: FilterRule.from_spec,
     RangeSpec: RangeRule.from_spec,
     ExpressionSpec: ExpressionRule.from_spec,

@@ -1,0 +1,205 @@
+"""The grouped segment form of the ``compact`` encoding: Sim-Piece and Mix-Piece output, shipped as groups.
+
+The segment rules (:mod:`edgeflow.rules.simpiece`) emit each segment as two ``linear`` points: its start
+``(t0, b)`` and its end ``(t0_next - 1 ns, segment_value(b, a, end - t0))``. A series whose points have
+that shape travels as its segments instead of its points::
+
+    uint   segments
+    uint   g: the greatest common divisor of the gaps between segment starts (ns)
+    sint   first start (ns)
+    uints  gaps between consecutive starts / g
+    uint   last segment's end - its start (ns)
+    uint   distinct start values, then those values, ascending (the values column coder: short decimals
+           on the bound's grid cost a byte or two)
+    uint   distinct slopes, then those slopes, ascending (same coder)
+    uints  per start value, how many slopes its segments use; then those slopes' indexes (a group: one
+           b, one a)
+    sints  each segment's start-value index, in time order, as the change from the segment before
+    uints  each segment's slope, as an index into its start value's list
+
+So a start value and a slope shared by many segments are shipped once; a segment costs its start gap,
+the step of its start value and its slope's place in a short list, a byte each before compression. The decoder rebuilds every point with the rule's own
+expression (:func:`edgeflow.rules.simpiece.segment_value`), and the encoder uses the form for a series
+only after decoding it back gives every point to the bit, and only when it is smaller than the series'
+ordinary columns: any other series, or one that does not fit, goes as points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeflow.codec._columns import read_values, write_times, write_values
+from edgeflow.codec._types import Interpolation
+from edgeflow.codec._varint import Reader, Writer
+from edgeflow.errors import CodecError
+from edgeflow.model import ReadingBatch
+from edgeflow.rules.simpiece import segment_value
+
+__all__ = ["read_segments", "segment_blocks", "write_segments"]
+
+_I64 = npt.NDArray[np.int64]
+_F64 = npt.NDArray[np.float64]
+
+_NS: Final = 1e9
+_MAX_DIGITS: Final = 16
+
+
+def _slope_for(b: float, e: float, dt: int, used: list[float]) -> float | None:
+    """A slope ``a`` with ``segment_value(b, a, dt) == e`` exactly: the shortest decimal that does, else
+    one of ``used`` (the slopes of segments with the same start value), else the nearest floats."""
+    if dt == 0:
+        return 0.0 if e == b else None
+    guess = (e - b) / (dt / _NS)
+    if not math.isfinite(guess):
+        return None
+    for k in range(_MAX_DIGITS):
+        s = 10.0**k
+        c = round(guess * s) / s
+        if segment_value(b, c, dt) == e:
+            return c
+    for c in reversed(used):
+        if segment_value(b, c, dt) == e:
+            return c
+    c = guess
+    for _ in range(4):
+        if segment_value(b, c, dt) == e:
+            return c
+        c = math.nextafter(c, math.inf if segment_value(b, c, dt) < e else -math.inf)
+    return None
+
+
+def write_segments(origins: _I64, values: _F64) -> bytes | None:
+    """The segment form of one series' points, or ``None`` if they are not segment pairs."""
+    n = len(origins)
+    if n < 2 or n % 2:
+        return None
+    t = origins[0::2]
+    x = origins[1::2]
+    if not (bool((x >= t).all()) and bool((x[:-1] == t[1:] - 1).all())):
+        return None
+    bv = values[0::2]
+    ev = values[1::2]
+    if not (np.isfinite(bv).all() and np.isfinite(ev).all()):
+        return None
+    used: dict[float, list[float]] = {}
+    slopes: list[float] = []
+    for b, e, dt in zip(bv.tolist(), ev.tolist(), (x - t).tolist(), strict=True):
+        mine = used.setdefault(b, [])
+        a = _slope_for(b, e, dt, mine)
+        if a is None:
+            return None
+        if not mine or mine[-1] != a:
+            if a in mine:
+                mine.remove(a)
+            mine.append(a)
+        slopes.append(a)
+    ub, bi = np.unique(bv, return_inverse=True)
+    ua, ai = np.unique(np.asarray(slopes, dtype=np.float64), return_inverse=True)
+    per_b: list[list[int]] = [[] for _ in range(len(ub))]
+    local: list[int] = []
+    for j, k in zip(bi.tolist(), ai.tolist(), strict=True):
+        mine_a = per_b[j]
+        if k not in mine_a:
+            mine_a.append(k)
+        local.append(mine_a.index(k))
+    w = Writer()
+    m = len(t)
+    w.uint(m)
+    gaps = np.diff(t)
+    g = int(np.gcd.reduce(gaps)) if len(gaps) else 1
+    g = g or 1
+    w.uint(g)
+    w.sint(int(t[0]))
+    w.uints((gaps // g).astype(np.uint64))
+    w.uint(int(x[-1] - t[-1]))
+    w.uint(len(ub))
+    write_values(w, ub)
+    w.uint(len(ua))
+    write_values(w, ua)
+    w.uints(np.asarray([len(lst) for lst in per_b], dtype=np.uint64))
+    w.uints(np.asarray([k for lst in per_b for k in lst], dtype=np.uint64))
+    w.sints(np.diff(bi.astype(np.int64), prepend=0).astype(np.int64))
+    w.uints(np.asarray(local, dtype=np.uint64))
+    return w.getvalue()
+
+
+def read_segments(r: Reader, n: int) -> tuple[_I64, _F64]:
+    """The ``n`` points of one series in segment form."""
+    m = r.count(r.remaining + 1)
+    if 2 * m != n or m == 0:
+        raise CodecError(f"segment form of {m} segments for {n} points")
+    g = r.uint()
+    first = r.sint()
+    gaps = r.uints(m - 1).astype(np.int64)
+    end = r.uint()
+    try:
+        t = first + np.concatenate([[0], np.cumsum(gaps * g)]).astype(np.int64)
+    except OverflowError as exc:
+        raise CodecError(f"segment start times overflow: {exc}") from None
+    if m > 1 and (gaps <= 0).any():
+        raise CodecError("segment starts do not increase")
+    nb = r.count(r.remaining + 1)
+    ub = read_values(r, nb)
+    na = r.count(r.remaining + 1)
+    ua = read_values(r, na)
+    counts = r.uints(nb).astype(np.int64)
+    if (counts > na).any() or int(counts.sum()) > r.remaining:
+        raise CodecError("bad slope lists in segment form")
+    flat = r.uints(int(counts.sum())).astype(np.int64)
+    bi = np.cumsum(r.sints(m))
+    li = r.uints(m).astype(np.int64)
+    if (
+        (flat >= na).any()
+        or (bi < 0).any()
+        or (bi >= nb).any()
+        or (li >= counts[np.clip(bi, 0, nb - 1)]).any()
+    ):
+        raise CodecError("segment group index out of range")
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    b = ub[bi]
+    a = ua[flat[offsets[bi] + li]]
+    x = np.empty(m, dtype=np.int64)
+    x[:-1] = t[1:] - 1
+    x[-1] = t[-1] + end
+    e = b + a * ((x - t) / _NS)
+    origins = np.empty(n, dtype=np.int64)
+    origins[0::2] = t
+    origins[1::2] = x
+    values = np.empty(n, dtype=np.float64)
+    values[0::2] = b
+    values[1::2] = e
+    return origins, values
+
+
+def segment_blocks(batch: ReadingBatch, interp: Mapping[int, Interpolation]) -> dict[int, bytes]:
+    """The series of ``batch`` that travel smaller in segment form, with their blocks: ``linear`` series
+    of segment pairs (a segment's end 1 ns before the next start) that decode back to every bit."""
+    if len(batch) < 4 or batch.starts is not None or not bool((np.diff(batch.origins) == 1).any()):
+        return {}
+    objm = None if batch.objects is None else batch.object_mask()
+    out: dict[int, bytes] = {}
+    for sid in np.unique(batch.series).tolist():
+        if interp.get(sid, "hold") != "linear":
+            continue
+        idx = np.flatnonzero(batch.series == sid)
+        if objm is not None and objm[idx].any():
+            continue
+        t = batch.origins[idx]
+        v = batch.values[idx]
+        block = write_segments(t, v)
+        if block is None:
+            continue
+        back_t, back_v = read_segments(Reader(block), len(t))
+        if not (np.array_equal(back_t, t) and np.array_equal(back_v.view(np.int64), v.view(np.int64))):
+            continue
+        plain = Writer()
+        write_times(plain, t)
+        write_values(plain, v)
+        if len(block) < len(plain.getvalue()):
+            out[sid] = block
+    return out
