@@ -42,6 +42,7 @@ from edgeflow.rules.knots import shortest_decimal
 __all__ = ["MixPieceRule", "SimPieceRule", "grid_step", "segment_value"]
 
 _NS: float = 1e9
+_EXACT: float = 2.0**52  # beyond, v / g has no fraction to floor
 
 
 def segment_value(b: float, a: float, dt_ns: int) -> float:
@@ -52,8 +53,9 @@ def segment_value(b: float, a: float, dt_ns: int) -> float:
 
 def grid_step(e: float) -> tuple[float, int]:
     """The quantisation grid of bound ``e``: ``e`` rounded down to two significant digits, and its digits
-    after the decimal point. ``(0.0, 0)`` for ``e == 0`` (no grid: a segment starts at its value)."""
-    if not e > 0 or not math.isfinite(e):
+    after the decimal point. ``(0.0, 0)`` (no grid: a segment starts at its value) for ``e == 0`` or a
+    bound too small for a decimal grid."""
+    if not 1e-14 <= e < math.inf:
         return 0.0, 0
     m = math.floor(math.log10(e))
     unit = 10.0 ** (m - 1)
@@ -155,7 +157,10 @@ class SimPieceRule(ErrorBoundedRule):
         g = self.grid
         if g <= 0:
             return v
-        b = round(math.floor(v / g) * g, self.grid_digits)
+        q = v / g
+        if not -_EXACT < q < _EXACT:
+            return v
+        b = round(math.floor(q) * g, self.grid_digits)
         return b if abs(v - b) <= self.max_error else v
 
     def _new_state(self) -> _Piece:
