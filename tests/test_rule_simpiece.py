@@ -19,6 +19,7 @@ from edgeflow.testing import ListSource, run
 from tests._rulecases import SEC, T0, check_compressor, pipeline, run_one, series
 
 KINDS = ["sim_piece", "mix_piece"]
+ALL = [*KINDS, "auto"]  # auto segments as Sim-Piece does, and ships whichever compressor is smallest
 
 
 def _segments(points: list[tuple[int, float]]) -> list[tuple[int, float, float]]:
@@ -88,7 +89,7 @@ def test_mix_piece_shares_slopes_across_start_values() -> None:
     data=series(),
     e=st.floats(0.001, 20),
     chunk=st.integers(1, 60),
-    kind=st.sampled_from(KINDS),
+    kind=st.sampled_from(ALL),
     horizon=st.integers(1, 8),
 )
 def test_reconstruction_within_max_error(
@@ -104,7 +105,7 @@ def test_reconstruction_within_max_error(
     e=st.floats(0.0, 20),
     chunk=st.integers(1, 60),
     policy=st.sampled_from(["late", "drop", "reset"]),
-    kind=st.sampled_from(KINDS),
+    kind=st.sampled_from(ALL),
     knots=st.sampled_from(["shortest", "middle"]),
     horizon=st.integers(1, 8),
 )
@@ -154,7 +155,7 @@ def test_max_hold_hands_out_at_a_later_reading_or_the_watermark() -> None:
     data=series(backwards=True, nan=True),
     cut=st.integers(0, 150),
     chunk=st.integers(1, 40),
-    kind=st.sampled_from(KINDS),
+    kind=st.sampled_from(ALL),
 )
 def test_snapshot_restore_mid_stream_gives_identical_output(
     data: tuple[list[int], list[float]], cut: int, chunk: int, kind: str
@@ -194,7 +195,7 @@ def test_malformed_snapshot_is_refused() -> None:
         pipe.restore(snap)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL)
 def test_config_unknown_keys_and_bad_values_are_errors(kind: str) -> None:
     with pytest.raises(ConfigError, match="horizn"):
         rule_specs([{"type": kind, "max_error": 1.0, "horizn": 5}])
@@ -215,3 +216,45 @@ def test_constant_series_is_one_segment() -> None:
     pts = sink.points("d", "r")
     assert pts == [(T0, 21.5), (T0 + 499 * SEC, 21.5)]
     assert all(math.isfinite(v) for _, v in pts)
+
+
+def test_auto_config() -> None:
+    (spec,) = rule_specs([{"type": "auto", "max_error": 1.0, "max_readings": 500}])
+    assert spec.max_readings == 500  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="max_readings"):
+        rule_specs([{"type": "auto", "max_error": 1.0, "max_readings": 1}])
+    with pytest.raises(ConfigError, match="max_readings"):
+        rule_specs([{"type": "sim_piece", "max_error": 1.0, "max_readings": 500}])
+
+
+def _plant(n: int = 3000) -> tuple[list[int], list[float]]:
+    """Stretches that favour different compressors: noisy plateaus, ramps, a sawtooth."""
+    rng = np.random.default_rng(3)
+    k = np.arange(n)
+    v = np.where(
+        k % 1500 < 500,
+        np.round(20 + rng.normal(0, 0.05, n), 2),  # a plateau with noise: constant segments
+        np.where(k % 1500 < 1000, 0.37 * (k % 500) + 5, (k % 7) * 2.0 + 40.0),  # a ramp; a sawtooth
+    )
+    return [T0 + i * SEC for i in range(n)], v.tolist()
+
+
+def test_auto_chooses_per_hand_out_and_every_choice_keeps_the_bound() -> None:
+    t, v = _plant()
+    rule = {"type": "auto", "max_error": 0.3, "horizon": 20}
+    sink, pipe, _ = run_one(rule, t, v, chunk=250)
+    chosen = pipe.rules[0].chosen  # type: ignore[attr-defined]
+    assert len(chosen) >= 2, chosen
+    check_compressor(rule, "linear", 0.3, t, v, 250)
+
+
+def test_auto_hands_out_everything_at_max_readings() -> None:
+    t = [T0 + i * SEC for i in range(1000)]
+    rule = {"type": "auto", "max_error": 0.1, "max_readings": 100}
+    table = SeriesTable()
+    src = ListSource(table)
+    src.add("d", "r", t, [5.0] * 1000)  # one segment forever: only max_readings hands it out
+    pipe = pipeline(table, rule)
+    sizes = [len(pipe.process(b).batch) for b in src.batches(50)]
+    assert sizes == [0, 2] * 10
+    assert len(pipe.flush().batch) == 0

@@ -44,7 +44,7 @@ from edgeflow.codec._fleet import (
     encodable_v2,
     encode_body_v2,
 )
-from edgeflow.codec._segments import read_segments, segment_blocks
+from edgeflow.codec._segments import read_series, segment_blocks
 from edgeflow.codec._types import (
     DecodedBatch,
     DecodedSeries,
@@ -442,7 +442,7 @@ def _decode_body(r: Reader, stream_id: str, seq: int, alarm: bool) -> DecodedBat
         series.append(DecodedSeries(info, "linear" if flags & _S_LINEAR else "hold", t, values, objs, starts))
     for k, (_, _, n, _) in enumerate(metas):
         if seg[k]:
-            t, values = read_segments(r, n)
+            t, values = read_series(r, n)
             series[k] = DecodedSeries(series[k].info, series[k].interpolation, t, values, None, None)
     if not r.at_end():
         raise CodecError(f"{r.remaining} trailing bytes after the columns")

@@ -33,20 +33,22 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from edgeflow.codec._columns import read_values, write_times, write_values
+from edgeflow.codec._columns import read_times, read_values, write_times, write_values
 from edgeflow.codec._types import Interpolation
 from edgeflow.codec._varint import Reader, Writer
 from edgeflow.errors import CodecError
 from edgeflow.model import ReadingBatch
 from edgeflow.rules.simpiece import segment_value
 
-__all__ = ["read_segments", "segment_blocks", "write_segments"]
+__all__ = ["read_series", "segment_blocks", "write_series"]
 
 _I64 = npt.NDArray[np.int64]
 _F64 = npt.NDArray[np.float64]
 
 _NS: Final = 1e9
 _MAX_DIGITS: Final = 16
+_RUN_POINTS: Final = 0
+_RUN_SEGMENTS: Final = 1
 
 
 def _slope_for(b: float, e: float, dt: int, used: list[float]) -> float | None:
@@ -73,8 +75,8 @@ def _slope_for(b: float, e: float, dt: int, used: list[float]) -> float | None:
     return None
 
 
-def write_segments(origins: _I64, values: _F64) -> bytes | None:
-    """The segment form of one series' points, or ``None`` if they are not segment pairs."""
+def _write_pairs(origins: _I64, values: _F64) -> bytes | None:
+    """The segment form of segment pairs, or ``None`` if they are not."""
     n = len(origins)
     if n < 2 or n % 2:
         return None
@@ -128,11 +130,12 @@ def write_segments(origins: _I64, values: _F64) -> bytes | None:
     return w.getvalue()
 
 
-def read_segments(r: Reader, n: int) -> tuple[_I64, _F64]:
-    """The ``n`` points of one series in segment form."""
+def _read_pairs(r: Reader, limit: int) -> tuple[_I64, _F64]:
+    """Segment pairs in segment form (at most ``limit`` points)."""
     m = r.count(r.remaining + 1)
-    if 2 * m != n or m == 0:
-        raise CodecError(f"segment form of {m} segments for {n} points")
+    n = 2 * m
+    if n > limit or m == 0:
+        raise CodecError(f"segment form of {m} segments where {limit} points are left")
     g = r.uint()
     first = r.sint()
     gaps = r.uints(m - 1).astype(np.int64)
@@ -176,9 +179,85 @@ def read_segments(r: Reader, n: int) -> tuple[_I64, _F64]:
     return origins, values
 
 
+def _pair_runs(t: _I64) -> list[tuple[int, int, bool]]:
+    """The points split into runs ``(start, end, pairs?)``: maximal stretches of at least two pairs whose
+    ends sit 1 ns before the next pair's start, and the points between them."""
+    tl = t.tolist()
+    n = len(tl)
+    runs: list[tuple[int, int, bool]] = []
+    plain = 0
+    i = 0
+    while i + 3 < n:
+        if tl[i + 1] >= tl[i] and tl[i + 2] == tl[i + 1] + 1 and tl[i + 3] >= tl[i + 2]:
+            j = i + 4
+            while j + 1 < n and tl[j] == tl[j - 1] + 1 and tl[j + 1] >= tl[j]:
+                j += 2
+            if plain < i:
+                runs.append((plain, i, False))
+            runs.append((i, j, True))
+            plain = i = j
+            continue
+        i += 1
+    if plain < n:
+        runs.append((plain, n, False))
+    return runs
+
+
+def write_series(w: Writer, origins: _I64, values: _F64) -> bool:
+    """One series' points as runs, each as columns or in segment form (``False``, and nothing written,
+    when no run takes the segment form)."""
+    parts: list[tuple[int, int, bytes | None]] = []
+    for a, b, pairs in _pair_runs(origins):
+        block = _write_pairs(origins[a:b], values[a:b]) if pairs else None
+        if parts and block is None and parts[-1][2] is None:
+            parts[-1] = (parts[-1][0], b, None)
+        else:
+            parts.append((a, b, block))
+    if all(block is None for _, _, block in parts):
+        return False
+    w.uint(len(parts))
+    for a, b, block in parts:
+        if block is None:
+            w.byte(_RUN_POINTS)
+            w.uint(b - a)
+            write_times(w, origins[a:b])
+            write_values(w, values[a:b])
+        else:
+            w.byte(_RUN_SEGMENTS)
+            w.raw(block)
+    return True
+
+
+def read_series(r: Reader, n: int) -> tuple[_I64, _F64]:
+    """The ``n`` points of one series written by :func:`write_series`."""
+    runs = r.count(n)
+    ts: list[_I64] = []
+    vs: list[_F64] = []
+    left = n
+    for _ in range(runs):
+        kind = r.byte()
+        if kind == _RUN_POINTS:
+            k = r.count(left)
+            if k == 0:
+                raise CodecError("empty run of points")
+            ts.append(read_times(r, k))
+            vs.append(read_values(r, k))
+        elif kind == _RUN_SEGMENTS:
+            t, v = _read_pairs(r, left)
+            ts.append(t)
+            vs.append(v)
+        else:
+            raise CodecError(f"unknown run kind {kind}")
+        left -= len(ts[-1])
+    if left:
+        raise CodecError(f"runs hold {n - left} of {n} points")
+    return np.concatenate(ts), np.concatenate(vs)
+
+
 def segment_blocks(batch: ReadingBatch, interp: Mapping[int, Interpolation]) -> dict[int, bytes]:
-    """The series of ``batch`` that travel smaller in segment form, with their blocks: ``linear`` series
-    of segment pairs (a segment's end 1 ns before the next start) that decode back to every bit."""
+    """The series of ``batch`` that travel smaller with runs in segment form, with their blocks:
+    ``linear`` series with runs of segment pairs (a segment's end 1 ns before the next start) that decode
+    back to every bit."""
     if len(batch) < 4 or batch.starts is not None or not bool((np.diff(batch.origins) == 1).any()):
         return {}
     objm = None if batch.objects is None else batch.object_mask()
@@ -191,10 +270,11 @@ def segment_blocks(batch: ReadingBatch, interp: Mapping[int, Interpolation]) -> 
             continue
         t = batch.origins[idx]
         v = batch.values[idx]
-        block = write_segments(t, v)
-        if block is None:
+        w = Writer()
+        if not write_series(w, t, v):
             continue
-        back_t, back_v = read_segments(Reader(block), len(t))
+        block = w.getvalue()
+        back_t, back_v = read_series(Reader(block), len(t))
         if not (np.array_equal(back_t, t) and np.array_equal(back_v.view(np.int64), v.view(np.int64))):
             continue
         plain = Writer()

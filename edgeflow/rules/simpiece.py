@@ -200,7 +200,7 @@ class SimPieceRule(ErrorBoundedRule):
                     lo, hi, tl = nl, nh, t
             held += 1
             if closed and (len(closed) >= horizon or (hold is not None and t - first >= hold)):
-                self._hand_out(closed, t0, keys[j], out)
+                self._hand_out(st, closed, t0, keys[j], out)
                 closed = st.closed = []
                 held = 0
         st.has, st.t0, st.b, st.lo, st.hi, st.tl, st.held, st.first = has, t0, b, lo, hi, tl, held, first
@@ -213,7 +213,7 @@ class SimPieceRule(ErrorBoundedRule):
             return mid
         return shortest_decimal(lo, hi, mid)
 
-    def _slopes(self, segs: list[_Seg]) -> list[float]:
+    def _slopes(self, segs: list[_Seg], mix: bool) -> list[float]:
         """The slope of every segment: Sim-Piece's groups (per start value, the runs of segments sorted by
         lower slope whose slope intervals intersect); with ``mix``, those groups pooled across start
         values the same way, each pool one slope."""
@@ -221,7 +221,7 @@ class SimPieceRule(ErrorBoundedRule):
         for i, (_t0, b, lo, hi, _tl) in enumerate(segs):
             by_b.setdefault(b, []).append((lo, hi, [i]))
         groups = [g for items in by_b.values() for g in _sweep(items)]
-        if self.mix:
+        if mix:
             groups = _sweep(groups)
         slope = [0.0] * len(segs)
         for lo, hi, members in groups:
@@ -230,10 +230,14 @@ class SimPieceRule(ErrorBoundedRule):
                 slope[i] = a
         return slope
 
-    def _hand_out(self, segs: list[_Seg], next_t0: int | None, key: int, out: Emit) -> None:
+    def _hand_out(self, st: _Piece, segs: list[_Seg], next_t0: int | None, key: int, out: Emit) -> None:
         """Emit the closed segments ``segs`` (in time order) as point pairs; ``next_t0``: where the open
         segment starts (``None``: the last segment ends at its last reading)."""
-        slopes = self._slopes(segs)
+        self._emit_pairs(segs, self._slopes(segs, self.mix), next_t0, key, out)
+
+    @staticmethod
+    def _emit_pairs(segs: list[_Seg], slopes: list[float], next_t0: int | None, key: int, out: Emit) -> None:
+        """Each segment as its start point and its end point (1 ns before the next segment starts)."""
         put = out.append
         n = len(segs)
         for i, (t0, b, _lo, _hi, tl) in enumerate(segs):
@@ -251,7 +255,7 @@ class SimPieceRule(ErrorBoundedRule):
             st.closed.append((st.t0, st.b, st.lo, st.hi, st.tl))
             st.has = False
         if st.closed:
-            self._hand_out(st.closed, None, key, out)
+            self._hand_out(st, st.closed, None, key, out)
         st.closed = []
         st.held = 0
 
@@ -263,7 +267,7 @@ class SimPieceRule(ErrorBoundedRule):
         for sid, st in self._states.items():
             if st.closed and now_ns - st.first >= self.max_hold:
                 before = len(emitted)
-                self._hand_out(st.closed, st.t0 if st.has else None, 0, emitted)
+                self._hand_out(st, st.closed, st.t0 if st.has else None, 0, emitted)
                 st.closed = []
                 st.held = 0
                 sids.extend([sid] * (len(emitted) - before))

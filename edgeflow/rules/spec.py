@@ -34,6 +34,7 @@ from edgeflow.rules.expr import compile_expression
 
 __all__ = [
     "AlarmSpec",
+    "AutoSpec",
     "BackwardsPolicy",
     "DeadbandSpec",
     "ExpressionSpec",
@@ -212,6 +213,15 @@ class MixPieceSpec(_Pieces):
     start values."""
 
     type: Literal["mix_piece"]
+
+
+class AutoSpec(_Pieces):
+    """Per series and hand-out, whichever of swing, PMC-MR, Sim-Piece and Mix-Piece at ``max_error``
+    travels smallest in the compact encoding (estimated); every choice ships ``linear`` points.
+    ``max_readings``: a series holding this many readings hands out everything (bounds memory)."""
+
+    type: Literal["auto"]
+    max_readings: int = Field(default=100_000, ge=2)
 
 
 class SdtSpec(_Spec):
@@ -412,6 +422,7 @@ RuleSpec = Annotated[
     | PmcSpec
     | SimPieceSpec
     | MixPieceSpec
+    | AutoSpec
     | SdtSpec
     | WindowSpec
     | FilterSpec
