@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgeflow.codec import decode, make_encoder, merge_points, reconstruct
 from edgeflow.errors import ConfigError
 from edgeflow.model import SeriesTable
 from edgeflow.rules.pipeline import rule_specs
@@ -246,6 +247,13 @@ def test_auto_chooses_per_hand_out_and_every_choice_keeps_the_bound() -> None:
     chosen = pipe.rules[0].chosen  # type: ignore[attr-defined]
     assert len(chosen) >= 2, chosen
     check_compressor(rule, "linear", 0.3, t, v, 250)
+    # and through the wire: every output, whatever it chose, decodes and rebuilds within the bound
+    enc = make_encoder("compact", stream_id="auto")
+    payloads = [m.payload for out in sink.outputs for m in enc.encode(out.batch, out.interpolation)]
+    (s,) = merge_points(decode(p) for p in payloads).values()
+    assert s.interpolation == "linear"
+    err = np.abs(reconstruct(s.origins, s.values, t, "linear") - np.asarray(v))
+    assert err.max() <= 0.3 * (1 + 1e-9)
 
 
 def test_auto_hands_out_everything_at_max_readings() -> None:
