@@ -12,12 +12,15 @@ Wire layout (version 1)::
                      source names, each distinct string once)
            series    varint count; per series: five varint string indexes (device, resource, profile,
                      units, source), value type (1 byte), flags (bit 0 linear, bit 1 window starts,
-                     bit 2 non-numeric values), varint point count, and with bit 2 the varint count
-                     of non-numeric readings
-           times     per series: timestamp column (see edgeflow.codec._columns)
-           values    per series: numeric value column (readings that are not non-numeric)
+                     bit 2 non-numeric values, bit 3 segment form), varint point count, and with bit 2
+                     the varint count of non-numeric readings
+           times     per series (not in segment form): timestamp column (see edgeflow.codec._columns)
+           values    per series (not in segment form): numeric value column (readings that are not
+                     non-numeric)
            objects   per series with non-numeric values: delta-coded positions, then tagged values
            starts    per series with window starts: zigzag varints of origin - start
+           segments  per series in segment form: its points as runs, each columns or Sim-Piece groups
+                     (see edgeflow.codec._segments); a message with such a series is version 1
 
 Every message names its series itself. A dictionary sent once per stream would save the names, but a
 receiver that missed the message carrying it (the outbox dropped it by policy, or the edge restarted and

@@ -9,16 +9,22 @@ that shape travels as its segments instead of its points::
     sint   first start (ns)
     uints  gaps between consecutive starts / g
     uint   last segment's end - its start (ns)
-    uint   distinct start values, then those values, ascending (the values column coder: short decimals
-           on the bound's grid cost a byte or two)
-    uint   distinct slopes, then those slopes, ascending (same coder)
-    uints  per start value, how many slopes its segments use; then those slopes' indexes (a group: one
-           b, one a)
-    sints  each segment's start-value index, in time order, as the change from the segment before
-    uints  each segment's slope, as an index into its start value's list
+    byte   layout, then either the grouped layout:
+      uint   distinct start values, then those values, ascending (the values column coder: short
+             decimals on the bound's grid cost a byte or two)
+      uint   distinct slopes, then those slopes, ascending (same coder)
+      uints  per start value, how many slopes its segments use; then those slopes' indexes (a group:
+             one b, one a)
+      sints  each segment's start-value index, in time order, as the change from the segment before
+      uints  each segment's slope, as an index into its start value's list
+    or the column layout, for start values that seldom repeat (PMC-MR's constants as auto ships them):
+      uint   distinct slopes, then those slopes, ascending
+      values each segment's start value, in time order (the values column coder)
+      uints  each segment's slope index
 
 So a start value and a slope shared by many segments are shipped once; a segment costs its start gap,
-the step of its start value and its slope's place in a short list, a byte each before compression. The decoder rebuilds every point with the rule's own
+the step of its start value and its slope's place in a short list, a byte each before compression. The
+encoder writes the layout that compresses smaller (Mix-Piece's "cheapest of the forms"). The decoder rebuilds every point with the rule's own
 expression (:func:`edgeflow.rules.simpiece.segment_value`), and the encoder uses the form for a series
 only after decoding it back gives every point to the bit, and only when it is smaller than the series'
 ordinary columns: any other series, or one that does not fit, goes as points.
@@ -32,6 +38,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import zstandard
 
 from edgeflow.codec._columns import read_times, read_values, write_times, write_values
 from edgeflow.codec._types import Interpolation
@@ -48,6 +55,9 @@ _F64 = npt.NDArray[np.float64]
 _NS: Final = 1e9
 _MAX_DIGITS: Final = 16
 _RUN_POINTS: Final = 0
+_L_GROUPED: Final = 0
+_L_COLUMNS: Final = 1
+_ZSTD: Final = zstandard.ZstdCompressor(level=3)
 _RUN_SEGMENTS: Final = 1
 
 
@@ -119,15 +129,25 @@ def _write_pairs(origins: _I64, values: _F64) -> bytes | None:
     w.sint(int(t[0]))
     w.uints((gaps // g).astype(np.uint64))
     w.uint(int(x[-1] - t[-1]))
-    w.uint(len(ub))
-    write_values(w, ub)
-    w.uint(len(ua))
-    write_values(w, ua)
-    w.uints(np.asarray([len(lst) for lst in per_b], dtype=np.uint64))
-    w.uints(np.asarray([k for lst in per_b for k in lst], dtype=np.uint64))
-    w.sints(np.diff(bi.astype(np.int64), prepend=0).astype(np.int64))
-    w.uints(np.asarray(local, dtype=np.uint64))
-    return w.getvalue()
+    grouped = Writer()
+    grouped.byte(_L_GROUPED)
+    grouped.uint(len(ub))
+    write_values(grouped, ub)
+    grouped.uint(len(ua))
+    write_values(grouped, ua)
+    grouped.uints(np.asarray([len(lst) for lst in per_b], dtype=np.uint64))
+    grouped.uints(np.asarray([k for lst in per_b for k in lst], dtype=np.uint64))
+    grouped.sints(np.diff(bi.astype(np.int64), prepend=0).astype(np.int64))
+    grouped.uints(np.asarray(local, dtype=np.uint64))
+    columns = Writer()
+    columns.byte(_L_COLUMNS)
+    columns.uint(len(ua))
+    write_values(columns, ua)
+    write_values(columns, bv)
+    columns.uints(ai.astype(np.uint64))
+    # the message is zstd-compressed: judge the layouts by what they compress to
+    tail = min(grouped.getvalue(), columns.getvalue(), key=lambda b: len(_ZSTD.compress(b)))
+    return w.getvalue() + tail
 
 
 def _read_pairs(r: Reader, limit: int) -> tuple[_I64, _F64]:
@@ -146,6 +166,34 @@ def _read_pairs(r: Reader, limit: int) -> tuple[_I64, _F64]:
         raise CodecError(f"segment start times overflow: {exc}") from None
     if m > 1 and (gaps <= 0).any():
         raise CodecError("segment starts do not increase")
+    layout = r.byte()
+    if layout == _L_GROUPED:
+        b, a = _read_grouped(r, m)
+    elif layout == _L_COLUMNS:
+        na = r.count(r.remaining + 1)
+        ua = read_values(r, na)
+        b = read_values(r, m)
+        ai = r.uints(m).astype(np.int64)
+        if na == 0 or (ai >= na).any():
+            raise CodecError("segment slope index out of range")
+        a = ua[ai]
+    else:
+        raise CodecError(f"unknown segment layout {layout}")
+    x = np.empty(m, dtype=np.int64)
+    x[:-1] = t[1:] - 1
+    x[-1] = t[-1] + end
+    e = b + a * ((x - t) / _NS)
+    origins = np.empty(n, dtype=np.int64)
+    origins[0::2] = t
+    origins[1::2] = x
+    values = np.empty(n, dtype=np.float64)
+    values[0::2] = b
+    values[1::2] = e
+    return origins, values
+
+
+def _read_grouped(r: Reader, m: int) -> tuple[_F64, _F64]:
+    """Start values and slopes of ``m`` segments in the grouped layout."""
     nb = r.count(r.remaining + 1)
     ub = read_values(r, nb)
     na = r.count(r.remaining + 1)
@@ -164,19 +212,7 @@ def _read_pairs(r: Reader, limit: int) -> tuple[_I64, _F64]:
     ):
         raise CodecError("segment group index out of range")
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    b = ub[bi]
-    a = ua[flat[offsets[bi] + li]]
-    x = np.empty(m, dtype=np.int64)
-    x[:-1] = t[1:] - 1
-    x[-1] = t[-1] + end
-    e = b + a * ((x - t) / _NS)
-    origins = np.empty(n, dtype=np.int64)
-    origins[0::2] = t
-    origins[1::2] = x
-    values = np.empty(n, dtype=np.float64)
-    values[0::2] = b
-    values[1::2] = e
-    return origins, values
+    return ub[bi], ua[flat[offsets[bi] + li]]
 
 
 def _pair_runs(t: _I64) -> list[tuple[int, int, bool]]:

@@ -87,7 +87,9 @@ def segments_cost(starts: list[int], bs: list[float], slopes: list[float]) -> in
     cost = 20 + sum(_varint(x // (g or 1)) for x in gaps)
     ub = sorted(set(bs))
     ua = sorted(set(slopes))
-    cost += _values_cost(ub) + _values_cost(ua)
+    slopes_cost = _values_cost(ua)
+    # the grouped layout
+    grouped = _values_cost(ub) + len(ub)
     b_index = {b: i for i, b in enumerate(ub)}
     lists: dict[float, list[float]] = {}
     prev = 0
@@ -95,10 +97,13 @@ def segments_cost(starts: list[int], bs: list[float], slopes: list[float]) -> in
         mine = lists.setdefault(b, [])
         if a not in mine:
             mine.append(a)
-            cost += 1
-        cost += _varint(mine.index(a)) + _zz(b_index[b] - prev)
+            grouped += 1
+        grouped += _varint(mine.index(a)) + _zz(b_index[b] - prev)
         prev = b_index[b]
-    return cost + len(ub)
+    # the column layout
+    a_index = {a: i for i, a in enumerate(ua)}
+    columns = _values_cost(bs) + sum(_varint(a_index[a]) for a in slopes)
+    return cost + slopes_cost + min(grouped, columns)
 
 
 class _AutoPiece(_Piece):
