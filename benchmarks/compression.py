@@ -14,7 +14,9 @@ column's range (``--all-bounds``: also 0.5, 2 and 5 %):
   ``reconstruct`` at every input timestamp (``benchmarks/bandwidth.py``'s ``run_rules``);
 
 and prints bytes, the ratio to the baseline (target <= 1/3 on every column) and the max |error| / E seen
-in the receiver's reconstruction. Writes ``benchmarks/results/compression.json`` and ``.csv``.
+in the receiver's reconstruction; the summary also gives the worst ratio to a leaner baseline, the same
+kept readings as ``{"ts": ms, "value": v}`` JSON lines (``benchmarks/savings.py``'s peer form), batches
+of 100, zlib-9. Writes ``benchmarks/results/compression.json`` and ``.csv``.
 """
 
 from __future__ import annotations
@@ -43,22 +45,32 @@ STRATEGIES = ("swing", "pmc_mr", "sim_piece", "mix_piece", "auto")
 TARGET = 1 / 3
 
 
-def baseline(g: Group, e: float, per: int = 100) -> tuple[int, int]:
-    """(readings kept, bytes): deadband at ``e``, EdgeX v3 events in JSON arrays of ``per``, zlib-9."""
+def baseline(g: Group, e: float, per: int = 100) -> tuple[int, int, int]:
+    """(readings kept, bytes, bytes as ``{"ts", "value"}`` lines): deadband at ``e``, then EdgeX v3 events
+    in JSON arrays of ``per``, zlib-9; and the same batches as savings.py's JSON lines, zlib-9."""
     table = SeriesTable()
     sid = table.intern(g.device, g.columns[0], "bench")
     pipeline = build_pipeline([{"type": "deadband", "absolute": e}], table)
     x = g.values[:, 0]
     out = pipeline.process(ReadingBatch.from_columns(table, g.times, x, np.full(len(x), sid))).batch
     col = g.columns[0]
+    kept = list(zip(out.origins.tolist(), out.values.tolist(), strict=True))
     events = [
         Event(g.device, "bench", col, o, [Reading(g.device, col, "bench", ValueType.FLOAT64, v, o)]).to_dict(
             with_ids=False
         )
-        for o, v in zip(out.origins.tolist(), out.values.tolist(), strict=True)
+        for o, v in kept
     ]
     total = sum(len(zlib.compress(orjson.dumps(events[k : k + per]), 9)) for k in range(0, len(events), per))
-    return len(events), total
+    lines = sum(
+        len(
+            zlib.compress(
+                b"\n".join(orjson.dumps({"ts": o // 1_000_000, "value": v}) for o, v in kept[k : k + per]), 9
+            )
+        )
+        for k in range(0, len(kept), per)
+    )
+    return len(events), total, lines
 
 
 def main() -> None:
@@ -90,7 +102,7 @@ def main() -> None:
         print(head)
         for g in real_groups(args.data):
             e = pct / 100 * g.span
-            kept, base = baseline(g, e)
+            kept, base, lines = baseline(g, e)
             line = f"{g.columns[0][:21]:<22}{base:>11}"
             for name in names:
                 r = run_rules(g, [{"type": name, "max_error": e}], "compact", args.batch)
@@ -109,6 +121,8 @@ def main() -> None:
                         "bytes": r["bytes"],
                         "baseline_kept": kept,
                         "baseline_bytes": base,
+                        "lines_baseline_bytes": lines,
+                        "ratio_to_lines": r["bytes"] / lines,
                         "ratio": ratio,
                         "max_error_over_bound": err,
                         "unreconstructed": r["unreconstructed"],
@@ -124,10 +138,11 @@ def main() -> None:
             rs = [r for r in rows if r["bound_pct"] == pct and r["strategy"] == name]
             met = sum(r["target_met"] for r in rs)
             worst = max(r["ratio"] for r in rs)
+            worst_lines = max(r["ratio_to_lines"] for r in rs)
             err = max((r["max_error_over_bound"] or 0.0) for r in rs)
             print(
                 f"  E={pct:g}% {name:<10} <= 1/3 of baseline on {met}/{len(rs)} columns; "
-                f"worst ratio {worst:.3f}; max err/E {err:.6f}"
+                f"worst ratio {worst:.3f} ({worst_lines:.3f} to ts/value lines); max err/E {err:.6f}"
             )
     load1 = [round(x, 2) for x in os.getloadavg()]
     doc = {
