@@ -120,7 +120,7 @@ class AutoRule(SimPieceRule):
 
     kind = "auto"
 
-    def __init__(self, table: SeriesTable, index: int = 0, *, max_readings: int = 100_000, **kw: Any) -> None:
+    def __init__(self, table: SeriesTable, index: int = 0, *, max_readings: int = 10_000, **kw: Any) -> None:
         super().__init__(table, index, **kw)
         if max_readings < 2:
             raise RuleError(f"auto: max_readings must be >= 2, not {max_readings}")

@@ -221,7 +221,7 @@ class AutoSpec(_Pieces):
     ``max_readings``: a series holding this many readings hands out everything (bounds memory)."""
 
     type: Literal["auto"]
-    max_readings: int = Field(default=100_000, ge=2)
+    max_readings: int = Field(default=10_000, ge=2)
 
 
 class SdtSpec(_Spec):
