@@ -105,3 +105,31 @@ def test_anything_shaped_like_segment_pairs_round_trips(
     _, [(got_t, got_v)] = _roundtrip(batch, {sid: "linear"})
     assert got_t.tolist() == origins.tolist()
     assert got_v.view(np.int64).tolist() == vals.view(np.int64).tolist()
+
+
+def test_a_message_that_names_its_series_by_table_stays_version_2_and_round_trips() -> None:
+    table = SeriesTable()
+    parts = []
+    interp: dict[int, str] = {}
+    rng = np.random.default_rng(5)
+    for k in range(40):
+        sid = table.intern(f"dev-{k}", "flow", "p")
+        v = np.round(np.cumsum(rng.normal(0, 0.3, 300)), 2)
+        pipe = build_pipeline([{"type": "sim_piece", "max_error": 0.2}], table)
+        t = T0 + np.arange(300, dtype=np.int64) * SEC
+        out = pipe.process(ReadingBatch.from_columns(table, t, v, np.full(300, sid)))
+        parts += [out.batch, pipe.flush().batch]
+        interp[sid] = "linear"
+    batch = ReadingBatch.concat(table, parts)
+    (tabled,) = make_encoder("compact", stream_id="t", series_table=True).encode(batch, interp)  # type: ignore[arg-type]
+    (named,) = make_encoder("compact", stream_id="n").encode(batch, interp)  # type: ignore[arg-type]
+    assert tabled.payload[3] == 2
+    assert named.payload[3] == 1  # the segment form compresses smaller than version 2's columns
+    for msg in (tabled, named):
+        got = merge_points([decode(msg.payload)])
+        for sid in interp:
+            info = table.info(sid)
+            s = got[(info.device, info.resource)]
+            m = batch.series == sid
+            assert s.origins.tolist() == batch.origins[m].tolist()
+            assert s.values.view(np.int64).tolist() == batch.values[m].view(np.int64).tolist()

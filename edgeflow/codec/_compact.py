@@ -183,9 +183,8 @@ class CompactEncoder(StreamEncoder):
     def _encode_one(
         self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
     ) -> EncodedBatch:
+        # series of segment pairs (Sim-Piece) travel in version 1's segment form
         segments = segment_blocks(batch, interp) if self._quantum is None else {}
-        if segments:
-            return self._encode_v1(batch, interp, alarm, segments)
         if encodable_v2(batch, self._quantum):
             # names dominate a message of many series, or of series with few points each (a per-device
             # topic's message): those refer to the stream's table
@@ -195,17 +194,19 @@ class CompactEncoder(StreamEncoder):
             )
             thash, body, has_table = encode_body_v2(batch, self._tables if many else None, interp)
             flags = (_F_TABLE if has_table else 0) if many else _F_LOCAL
-            return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)
-        return self._encode_v1(batch, interp, alarm)
+            if not segments or many:  # a message naming its series by table stays version 2
+                return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)
+            # both name their series: the one that compresses smaller goes
+            v1 = self._body_v1(batch, interp, segments)
+            packed1, packed2 = self._zstd.compress(v1), self._zstd.compress(body)
+            if len(packed2) <= len(packed1):
+                return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags, packed2)
+            return self._finish(batch, v1, alarm, VERSION, b"", 0, packed1)
+        return self._finish(batch, self._body_v1(batch, interp, segments), alarm, VERSION, b"", 0)
 
-    def _encode_v1(
-        self,
-        batch: ReadingBatch,
-        interp: Mapping[int, Interpolation],
-        alarm: bool,
-        segments: Mapping[int, bytes] | None = None,
-    ) -> EncodedBatch:
-        segments = segments or {}
+    def _body_v1(
+        self, batch: ReadingBatch, interp: Mapping[int, Interpolation], segments: Mapping[int, bytes]
+    ) -> bytes:
         order = np.argsort(batch.series, kind="stable")
         sids, counts = np.unique(batch.series[order], return_counts=True)
         groups = np.split(order, np.cumsum(counts)[:-1])
@@ -271,13 +272,20 @@ class CompactEncoder(StreamEncoder):
         head.uint(len(strings))
         for s in strings:
             head.text(s)
-        body = head.getvalue() + meta.getvalue() + cols.getvalue()
-        return self._finish(batch, body, alarm, VERSION, b"", 0)
+        return head.getvalue() + meta.getvalue() + cols.getvalue()
 
     def _finish(
-        self, batch: ReadingBatch, body: bytes, alarm: bool, version: int, thash: bytes, flags: int
+        self,
+        batch: ReadingBatch,
+        body: bytes,
+        alarm: bool,
+        version: int,
+        thash: bytes,
+        flags: int,
+        packed: bytes | None = None,
     ) -> EncodedBatch:
-        packed = self._zstd.compress(body)
+        if packed is None:
+            packed = self._zstd.compress(body)
         if alarm:
             flags |= _F_ALARM
         if len(packed) < len(body):
