@@ -54,6 +54,7 @@ _F64 = npt.NDArray[np.float64]
 
 _NS: Final = 1e9
 _MAX_DIGITS: Final = 16
+_EXACT: Final = 2.0**53
 _RUN_POINTS: Final = 0
 _L_GROUPED: Final = 0
 _L_COLUMNS: Final = 1
@@ -71,6 +72,8 @@ def _slope_for(b: float, e: float, dt: int, used: list[float]) -> float | None:
         return None
     for k in range(_MAX_DIGITS):
         s = 10.0**k
+        if not abs(guess * s) < _EXACT:  # no digits left to round away
+            break
         c = round(guess * s) / s
         if segment_value(b, c, dt) == e:
             return c
@@ -182,7 +185,8 @@ def _read_pairs(r: Reader, limit: int) -> tuple[_I64, _F64]:
     x = np.empty(m, dtype=np.int64)
     x[:-1] = t[1:] - 1
     x[-1] = t[-1] + end
-    e = b + a * ((x - t) / _NS)
+    with np.errstate(over="ignore", invalid="ignore"):  # the encoder checks its blocks; garbage stays garbage
+        e = b + a * ((x - t) / _NS)
     origins = np.empty(n, dtype=np.int64)
     origins[0::2] = t
     origins[1::2] = x
