@@ -311,10 +311,13 @@ def segment_blocks(batch: ReadingBatch, interp: Mapping[int, Interpolation]) -> 
         t = batch.origins[idx]
         v = batch.values[idx]
         w = Writer()
-        if not write_series(w, t, v):
+        try:
+            if not write_series(w, t, v):
+                continue
+            block = w.getvalue()
+            back_t, back_v = read_series(Reader(block), len(t))
+        except (ArithmeticError, CodecError):  # values the form cannot hold: the series goes as columns
             continue
-        block = w.getvalue()
-        back_t, back_v = read_series(Reader(block), len(t))
         if not (np.array_equal(back_t, t) and np.array_equal(back_v.view(np.int64), v.view(np.int64))):
             continue
         plain = Writer()
