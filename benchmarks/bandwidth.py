@@ -376,6 +376,16 @@ def print_summary(title: str, summary: list[dict[str, Any]]) -> None:
         )
 
 
+def write_results(out: Path, stem: str, doc: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``<stem>.json`` (``doc``) and ``<stem>.csv`` (``rows``) under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    with (out / f"{stem}.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=shared_data())
@@ -431,11 +441,7 @@ def main() -> None:
         "summaries": summaries,
         "rows": rows,
     }
-    (args.out / "bandwidth.json").write_text(json.dumps(doc, indent=1) + "\n")
-    with (args.out / "bandwidth.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_results(args.out, "bandwidth", doc, rows)
     print(
         f"\nwrote {args.out / 'bandwidth.json'} and {args.out / 'bandwidth.csv'}; "
         f"{doc['seconds']} s, load after {load1}"

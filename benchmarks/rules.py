@@ -38,6 +38,9 @@ RULES: list[tuple[str, list[dict[str, Any]]]] = [
     ("swing", [{"type": "swing", "max_error": 1.0}]),
     ("pmc_mr", [{"type": "pmc_mr", "max_error": 1.0}]),
     ("sdt", [{"type": "sdt", "comp_dev": 1.0}]),
+    ("sim_piece", [{"type": "sim_piece", "max_error": 1.0}]),
+    ("mix_piece", [{"type": "mix_piece", "max_error": 1.0}]),
+    ("auto", [{"type": "auto", "max_error": 1.0}]),
     ("window tumbling 60 s mean/min/max/count", [{"type": "window", "kind": "tumbling", "size": 60}]),
     (
         "window hopping 60/30 s p95",
@@ -83,6 +86,9 @@ def nab(path: Path, adapter: TypeAdapter[list[RuleSpec]]) -> None:
         ("swing, backwards: reset", {"type": "swing", "max_error": e, "backwards": "reset"}, "linear", 1.0),
         ("pmc_mr (hold)", {"type": "pmc_mr", "max_error": e}, "hold", 1.0),
         ("sdt (linear)", {"type": "sdt", "comp_dev": e}, "linear", 2.0),
+        ("sim_piece (linear)", {"type": "sim_piece", "max_error": e}, "linear", 1.0),
+        ("mix_piece (linear)", {"type": "mix_piece", "max_error": e}, "linear", 1.0),
+        ("auto (linear)", {"type": "auto", "max_error": e}, "linear", 1.0),
     ]
     for name, raw, mode, bound in cases:
         table = SeriesTable()

@@ -14,6 +14,7 @@ from edgeflow.codec import decode, make_encoder
 from edgeflow.codec._varint import Writer
 from edgeflow.errors import CodecError
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
+from edgeflow.rules import build_pipeline
 
 
 def _valid_payloads() -> list[bytes]:
@@ -39,7 +40,23 @@ def _valid_payloads() -> list[bytes]:
     out = [m.payload for m in make_encoder("compact", stream_id="s").encode(batch, {a: "linear"})]
     out.append(make_encoder("compact", stream_id="s", level=1).encode(batch.take(np.arange(2)))[0].payload)
     out.extend(m.payload for m in make_encoder("edgex-json", stream_id="s").encode(batch.take(np.arange(4))))
+    out.append(_segment_payload())
     return out
+
+
+def _segment_payload() -> bytes:
+    """A message with a series in segment form (Sim-Piece's groups)."""
+    table = SeriesTable()
+    sid = table.intern("pump", "flow", "p")
+    t = 10**18 + np.arange(200, dtype=np.int64) * 10**9
+    v = np.round(np.sin(np.arange(200) / 7.0) * 10 + (np.arange(200) % 3) * 0.2, 2)
+    pipe = build_pipeline([{"type": "sim_piece", "max_error": 0.3}], table)
+    out = pipe.process(ReadingBatch.from_columns(table, t, v, np.full(200, sid)))
+    rest = pipe.flush()
+    points = ReadingBatch.concat(table, [out.batch, rest.batch])
+    (msg,) = make_encoder("compact", stream_id="s").encode(points, {sid: "linear"})
+    assert msg.payload[3] == 1 and len(points) > 20
+    return msg.payload
 
 
 VALID = _valid_payloads()

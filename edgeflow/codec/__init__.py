@@ -8,7 +8,8 @@ Two encodings (see ``README``, "Encodings"):
   version 2 (:mod:`edgeflow.codec._fleet`) codes each column for the whole message at once, and a
   message of many series refers to the stream's series table by hash instead of naming them (a
   message whose table has not been seen raises :class:`MissingTable`; the receiver holds it until
-  the table comes round). Version 1 messages still decode.
+  the table comes round). Version 1 messages still decode; a series of segment pairs (Sim-Piece,
+  Mix-Piece) travels in version 1's segment form (:mod:`edgeflow.codec._segments`).
 
 The path of a batch::
 

@@ -12,12 +12,15 @@ Wire layout (version 1)::
                      source names, each distinct string once)
            series    varint count; per series: five varint string indexes (device, resource, profile,
                      units, source), value type (1 byte), flags (bit 0 linear, bit 1 window starts,
-                     bit 2 non-numeric values), varint point count, and with bit 2 the varint count
-                     of non-numeric readings
-           times     per series: timestamp column (see edgeflow.codec._columns)
-           values    per series: numeric value column (readings that are not non-numeric)
+                     bit 2 non-numeric values, bit 3 segment form), varint point count, and with bit 2
+                     the varint count of non-numeric readings
+           times     per series (not in segment form): timestamp column (see edgeflow.codec._columns)
+           values    per series (not in segment form): numeric value column (readings that are not
+                     non-numeric)
            objects   per series with non-numeric values: delta-coded positions, then tagged values
            starts    per series with window starts: zigzag varints of origin - start
+           segments  per series in segment form: its points as runs, each columns or Sim-Piece groups
+                     (see edgeflow.codec._segments); a message with such a series is version 1
 
 Every message names its series itself. A dictionary sent once per stream would save the names, but a
 receiver that missed the message carrying it (the outbox dropped it by policy, or the edge restarted and
@@ -44,6 +47,7 @@ from edgeflow.codec._fleet import (
     encodable_v2,
     encode_body_v2,
 )
+from edgeflow.codec._segments import read_series, segment_blocks
 from edgeflow.codec._types import (
     DecodedBatch,
     DecodedSeries,
@@ -83,6 +87,7 @@ _F_ZSTD: Final = 0x02
 _S_LINEAR: Final = 0x01
 _S_STARTS: Final = 0x02
 _S_OBJECTS: Final = 0x04
+_S_SEGMENTS: Final = 0x08  # the series' points travel in segment form (edgeflow.codec._segments)
 
 _VALUE_TYPES: Final = list(ValueType)
 _VT_CODE: Final = {vt: i for i, vt in enumerate(_VALUE_TYPES)}
@@ -178,6 +183,8 @@ class CompactEncoder(StreamEncoder):
     def _encode_one(
         self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
     ) -> EncodedBatch:
+        # series of segment pairs (Sim-Piece) travel in version 1's segment form
+        segments = segment_blocks(batch, interp) if self._quantum is None else {}
         if encodable_v2(batch, self._quantum):
             # names dominate a message of many series, or of series with few points each (a per-device
             # topic's message): those refer to the stream's table
@@ -187,12 +194,19 @@ class CompactEncoder(StreamEncoder):
             )
             thash, body, has_table = encode_body_v2(batch, self._tables if many else None, interp)
             flags = (_F_TABLE if has_table else 0) if many else _F_LOCAL
-            return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)
-        return self._encode_v1(batch, interp, alarm)
+            if not segments or many:  # a message naming its series by table stays version 2
+                return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)
+            # both name their series: the one that compresses smaller goes
+            v1 = self._body_v1(batch, interp, segments)
+            packed1, packed2 = self._zstd.compress(v1), self._zstd.compress(body)
+            if len(packed2) <= len(packed1):
+                return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags, packed2)
+            return self._finish(batch, v1, alarm, VERSION, b"", 0, packed1)
+        return self._finish(batch, self._body_v1(batch, interp, segments), alarm, VERSION, b"", 0)
 
-    def _encode_v1(
-        self, batch: ReadingBatch, interp: Mapping[int, Interpolation], alarm: bool
-    ) -> EncodedBatch:
+    def _body_v1(
+        self, batch: ReadingBatch, interp: Mapping[int, Interpolation], segments: Mapping[int, bytes]
+    ) -> bytes:
         order = np.argsort(batch.series, kind="stable")
         sids, counts = np.unique(batch.series[order], return_counts=True)
         groups = np.split(order, np.cumsum(counts)[:-1])
@@ -216,16 +230,22 @@ class CompactEncoder(StreamEncoder):
             n_obj = 0 if objm is None else int(objm[idx].sum())
             if n_obj:
                 flags |= _S_OBJECTS
+            if sid in segments:
+                flags |= _S_SEGMENTS
             meta.byte(flags)
             meta.uint(len(idx))
             if n_obj:
                 meta.uint(n_obj)
 
         cols = Writer()
-        for idx in groups:
-            write_times(cols, batch.origins[idx])
+        for sid, idx in zip(sids.tolist(), groups, strict=True):
+            if sid not in segments:
+                write_times(cols, batch.origins[idx])
         obj_masks: list[npt.NDArray[np.bool_] | None] = []
         for sid, idx in zip(sids.tolist(), groups, strict=True):
+            if sid in segments:
+                obj_masks.append(None)
+                continue
             quantum = self._quantum.get(sid) if isinstance(self._quantum, Mapping) else self._quantum
             mask = None if objm is None else objm[idx]
             if mask is not None and not mask.any():
@@ -244,18 +264,28 @@ class CompactEncoder(StreamEncoder):
         if batch.starts is not None:
             for idx in groups:
                 cols.sints(batch.origins[idx] - batch.starts[idx])
+        for sid in sids.tolist():
+            if sid in segments:
+                cols.raw(segments[sid])
 
         head = Writer()
         head.uint(len(strings))
         for s in strings:
             head.text(s)
-        body = head.getvalue() + meta.getvalue() + cols.getvalue()
-        return self._finish(batch, body, alarm, VERSION, b"", 0)
+        return head.getvalue() + meta.getvalue() + cols.getvalue()
 
     def _finish(
-        self, batch: ReadingBatch, body: bytes, alarm: bool, version: int, thash: bytes, flags: int
+        self,
+        batch: ReadingBatch,
+        body: bytes,
+        alarm: bool,
+        version: int,
+        thash: bytes,
+        flags: int,
+        packed: bytes | None = None,
     ) -> EncodedBatch:
-        packed = self._zstd.compress(body)
+        if packed is None:
+            packed = self._zstd.compress(body)
         if alarm:
             flags |= _F_ALARM
         if len(packed) < len(body):
@@ -378,15 +408,23 @@ def _decode_body(r: Reader, stream_id: str, seq: int, alarm: bool) -> DecodedBat
         if code >= len(_VALUE_TYPES):
             raise CodecError(f"unknown value type code {code}")
         flags = r.byte()
-        if flags & ~(_S_LINEAR | _S_STARTS | _S_OBJECTS):
+        if flags & ~(_S_LINEAR | _S_STARTS | _S_OBJECTS | _S_SEGMENTS) or (
+            flags & _S_SEGMENTS and flags & (_S_STARTS | _S_OBJECTS)
+        ):
             raise CodecError(f"unknown series flags {flags:#x}")
         n = r.count(r.remaining + 1)  # every point but the first costs a byte
         n_obj = r.count(n) if flags & _S_OBJECTS else 0
         info = SeriesInfo(device, resource, profile, _VALUE_TYPES[code], units, source)
         metas.append((info, flags, n, n_obj))
 
-    times = [read_times(r, n) for _, _, n, _ in metas]
-    numeric = [read_values(r, n - n_obj) for _, _, n, n_obj in metas]
+    seg = [bool(flags & _S_SEGMENTS) for _, flags, _, _ in metas]
+    times = [
+        np.empty(0, np.int64) if s else read_times(r, n) for s, (_, _, n, _) in zip(seg, metas, strict=True)
+    ]
+    numeric = [
+        np.empty(0) if s else read_values(r, n - n_obj)
+        for s, (_, _, n, n_obj) in zip(seg, metas, strict=True)
+    ]
     objects_by: list[tuple[npt.NDArray[np.object_], npt.NDArray[np.int64]] | None] = []
     for _, _, n, n_obj in metas:
         if not n_obj:
@@ -413,6 +451,10 @@ def _decode_body(r: Reader, stream_id: str, seq: int, alarm: bool) -> DecodedBat
         if flags & _S_STARTS:
             starts = t - r.sints(n)
         series.append(DecodedSeries(info, "linear" if flags & _S_LINEAR else "hold", t, values, objs, starts))
+    for k, (_, _, n, _) in enumerate(metas):
+        if seg[k]:
+            t, values = read_series(r, n)
+            series[k] = DecodedSeries(series[k].info, series[k].interpolation, t, values, None, None)
     if not r.at_end():
         raise CodecError(f"{r.remaining} trailing bytes after the columns")
     return DecodedBatch(stream_id, seq, "compact", alarm, tuple(series))

@@ -4,6 +4,8 @@ per-series frame (:mod:`~edgeflow.rules.frame`: split by series, the nan / non_n
 * :mod:`~edgeflow.rules.exception`: deadband, on-change, minimum interval, heartbeat;
 * :mod:`~edgeflow.rules.swing`, :mod:`~edgeflow.rules.pmc`, :mod:`~edgeflow.rules.sdt`: bounded-error
   compression (swing filter, PMC-MR, swinging door);
+* :mod:`~edgeflow.rules.simpiece`, :mod:`~edgeflow.rules.auto`: segment-merging compression (Sim-Piece,
+  Mix-Piece) and the automatic choice among the bounded compressors;
 * :mod:`~edgeflow.rules.window`: tumbling, hopping, sliding and count windows;
 * :mod:`~edgeflow.rules.filters` (with :mod:`~edgeflow.rules.expr`): name, range and expression filters;
 * :mod:`~edgeflow.rules.alarm`: threshold alarms with hysteresis;

@@ -184,9 +184,10 @@ class ErrorBoundedRule(PointRule):
     @classmethod
     def from_spec(cls, spec: Any, table: SeriesTable, index: int = 0) -> Self:
         return cls(
-            table,
-            index,
-            max_error=spec.bound,
-            knots=spec.knots,
-            **policies(spec),
+            table, index, max_error=spec.bound, knots=spec.knots, **cls._options(spec), **policies(spec)
         )
+
+    @classmethod
+    def _options(cls, spec: Any) -> dict[str, Any]:
+        """What a subclass's spec declares besides the bound, the knots and the policies."""
+        return {}

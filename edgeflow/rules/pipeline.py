@@ -22,23 +22,28 @@ from edgeflow.errors import ConfigError, RuleError
 from edgeflow.model import ReadingBatch, SeriesTable
 from edgeflow.parsing import config_error
 from edgeflow.rules.alarm import AlarmRule
+from edgeflow.rules.auto import AutoRule
 from edgeflow.rules.base import Interpolation, Rule, RuleOutput, RuleStats
 from edgeflow.rules.exception import DeadbandRule, HeartbeatRule, MinIntervalRule, OnChangeRule
 from edgeflow.rules.filters import ExpressionRule, FilterRule, RangeRule
 from edgeflow.rules.pmc import PmcRule
 from edgeflow.rules.sdt import SdtRule
+from edgeflow.rules.simpiece import MixPieceRule, SimPieceRule
 from edgeflow.rules.spec import (
     AlarmSpec,
+    AutoSpec,
     DeadbandSpec,
     ExpressionSpec,
     FilterSpec,
     HeartbeatSpec,
     MinIntervalSpec,
+    MixPieceSpec,
     OnChangeSpec,
     PmcSpec,
     RangeSpec,
     RuleSpec,
     SdtSpec,
+    SimPieceSpec,
     SwingSpec,
     WindowSpec,
 )
@@ -126,6 +131,9 @@ _RULES: dict[type, Callable[[Any, SeriesTable, int], Rule]] = {
     SwingSpec: SwingRule.from_spec,
     PmcSpec: PmcRule.from_spec,
     SdtSpec: SdtRule.from_spec,
+    SimPieceSpec: SimPieceRule.from_spec,
+    MixPieceSpec: MixPieceRule.from_spec,
+    AutoSpec: AutoRule.from_spec,
     FilterSpec: FilterRule.from_spec,
     RangeSpec: RangeRule.from_spec,
     ExpressionSpec: ExpressionRule.from_spec,

@@ -34,6 +34,7 @@ from edgeflow.rules.expr import compile_expression
 
 __all__ = [
     "AlarmSpec",
+    "AutoSpec",
     "BackwardsPolicy",
     "DeadbandSpec",
     "ExpressionSpec",
@@ -41,6 +42,7 @@ __all__ = [
     "HeartbeatSpec",
     "MatchSpec",
     "MinIntervalSpec",
+    "MixPieceSpec",
     "NanPolicy",
     "NonNumericPolicy",
     "OnChangeSpec",
@@ -48,6 +50,7 @@ __all__ = [
     "RangeSpec",
     "RuleSpec",
     "SdtSpec",
+    "SimPieceSpec",
     "SwingSpec",
     "WindowSpec",
 ]
@@ -186,6 +189,39 @@ class PmcSpec(_Bounded):
     segment's first origin; holding each point until the next is within ``max_error`` of every reading."""
 
     type: Literal["pmc_mr"]
+
+
+class _Pieces(_Bounded):
+    """``horizon``: closed segments a series holds before it hands them out, grouped, in one message (more
+    segments per hand-out share more); ``max_hold``: also hand out when a reading (or the watermark)
+    comes this long after the first one held (default: no time limit; a flush hands out everything)."""
+
+    horizon: int = Field(default=100, ge=1)
+    max_hold: PositiveNanoseconds | None = None
+
+
+class SimPieceSpec(_Pieces):
+    """Sim-Piece (Kitsios et al., PVLDB 2023): line segments from start values quantised to the bound's
+    grid, segments of one start value sharing a slope in groups; linear interpolation between the points
+    it emits (each segment's start and end) is within ``max_error`` of every reading."""
+
+    type: Literal["sim_piece"]
+
+
+class MixPieceSpec(_Pieces):
+    """Mix-Piece (Kitsios et al., VLDB Journal 2024): Sim-Piece whose groups also share slopes across
+    start values."""
+
+    type: Literal["mix_piece"]
+
+
+class AutoSpec(_Pieces):
+    """Per series and hand-out, whichever of swing, PMC-MR, Sim-Piece and Mix-Piece at ``max_error``
+    travels smallest in the compact encoding (estimated); every choice ships ``linear`` points.
+    ``max_readings``: a series holding this many readings hands out everything (bounds memory)."""
+
+    type: Literal["auto"]
+    max_readings: int = Field(default=10_000, ge=2)
 
 
 class SdtSpec(_Spec):
@@ -384,6 +420,9 @@ RuleSpec = Annotated[
     | HeartbeatSpec
     | SwingSpec
     | PmcSpec
+    | SimPieceSpec
+    | MixPieceSpec
+    | AutoSpec
     | SdtSpec
     | WindowSpec
     | FilterSpec
