@@ -39,6 +39,7 @@ import orjson
 
 from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
+from edgeflow.commitlog import ROW_SEP, row_key
 from edgeflow.config import DeviceSpec, EdgeConfig, PipelineSpec
 from edgeflow.connector import Clock, DeviceHealth, as_clock, load_connector
 from edgeflow.errors import BusClosedError, ConfigError, ConnectorError, ConnectorNotFoundError, RuleError
@@ -402,13 +403,30 @@ class Runtime:
 
     # -- rule state -----------------------------------------------------------------------------
 
-    def _snapshots(self) -> Mapping[str, bytes]:
-        """Each changed pipeline's rule state; the committer calls this as it cuts a group."""
-        out: dict[str, bytes] = {}
+    def _snapshots(self) -> Mapping[str, bytes | None]:
+        """Each changed pipeline's rule state; the committer calls this as it cuts a group. A pipeline's
+        state is a head under its key and a row per series (:func:`~edgeflow.commitlog.row_key`): only
+        the series changed since the last call are written again (``None`` deletes a row)."""
+        out: dict[str, bytes | None] = {}
         for route in self.routes:
             if route.dirty:
-                out[route.state_key] = orjson.dumps(route.pipeline.snapshot())
+                changes = route.pipeline.snapshot_changes()
+                key = route.state_key
+                out[key] = orjson.dumps(changes.head)
+                for i, series, st in changes.rows:
+                    name = row_key(key, f"{i}{ROW_SEP}{orjson.dumps(series).decode()}")
+                    out[name] = None if st is None else orjson.dumps(st)
                 route.dirty = False
+        return out
+
+    @staticmethod
+    def _parse_rows(rows: list[tuple[str, bytes]]) -> list[tuple[int, Any, Any]]:
+        out: list[tuple[int, Any, Any]] = []
+        for name, blob in rows:
+            index, sep, series = name.partition(ROW_SEP)
+            if not sep:
+                raise RuleError(f"rule state row {name!r} is not <rule>{ROW_SEP!r}<series>")
+            out.append((int(index), orjson.loads(series), orjson.loads(blob)))
         return out
 
     async def _restore_state(self) -> None:
@@ -417,7 +435,8 @@ class Runtime:
             if blob is None:
                 continue
             try:
-                route.pipeline.restore(orjson.loads(blob))
+                rows = self._parse_rows(await self.uplink.load_state_rows(route.state_key))
+                route.pipeline.restore_changes(orjson.loads(blob), rows)
             except (orjson.JSONDecodeError, RuleError, ValueError, TypeError, KeyError) as exc:
                 # Starting the rules afresh only means some readings are sent again: safe. Keep the
                 # state for a look, out of the way, and say so.
@@ -431,7 +450,11 @@ class Runtime:
                 )
             else:
                 self._counters.state_restored += 1
-                route.dirty = False
+                if rows:
+                    # The rows stored are the state just restored: nothing to write again. (A head
+                    # without rows, from before rows were kept, is written as rows at the next commit.)
+                    route.pipeline.snapshot_changes()
+                    route.dirty = False
                 log.info("pipeline %s: rule state restored", route.spec.name)
 
     # -- running --------------------------------------------------------------------------------

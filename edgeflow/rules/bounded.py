@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeflow.errors import RuleError
 from edgeflow.model import ReadingBatch, SeriesTable
-from edgeflow.rules.base import Rule, RuleOutput, restore_series, series_key
+from edgeflow.rules.base import Rule, RuleOutput, SeriesChanges, restore_series, series_key
 from edgeflow.rules.frame import SeriesFrame, policies
 
 __all__ = ["Emit", "PointRule"]
@@ -48,9 +48,9 @@ class PointRule(Rule):
             raise RuleError(f"{self.kind}: backwards policy {backwards!r} is not late, drop or reset")
         self.frame = SeriesFrame(self.stats, nan=nan, non_numeric=non_numeric, backwards=backwards)
         self._states: dict[int, Any] = {}
-        # Snapshots are taken at every commit: only the series touched since the last one are
-        # serialised again (a fleet of 10,000 series changes a few hundred between two commits).
-        self._snap_entries: dict[int, list[Any]] = {}
+        # The commit log takes the state at every commit (snapshot_changes): only the series touched
+        # since the last one are given again (a fleet of 10,000 series changes a few hundred between
+        # two commits), and each series' key is worked out once.
         self._snap_keys: dict[int, list[str]] = {}
         self._touched: set[int] = set()
 
@@ -129,21 +129,25 @@ class PointRule(Rule):
 
     # -- state --------------------------------------------------------------------------------------
 
+    def _entry(self, sid: int) -> Any:
+        st = self._states.get(sid)
+        if st is None:
+            return None
+        return {"last_t": self.frame.last_t.get(sid), "algo": self._state_to_json(st)}
+
+    def _key(self, sid: int) -> list[str]:
+        key = self._snap_keys.get(sid)
+        if key is None:
+            key = self._snap_keys[sid] = series_key(self.table, sid)
+        return key
+
     def snapshot(self) -> dict[str, Any]:
-        last = self.frame.last_t
-        entries = self._snap_entries
-        keys = self._snap_keys
-        for sid in self._touched:
-            st = self._states.get(sid)
-            if st is None:
-                entries.pop(sid, None)
-                continue
-            key = keys.get(sid)
-            if key is None:
-                key = keys[sid] = series_key(self.table, sid)
-            entries[sid] = [key, {"last_t": last.get(sid), "algo": self._state_to_json(st)}]
+        return {"series": [[self._key(sid), self._entry(sid)] for sid in self._states]}
+
+    def snapshot_changes(self) -> SeriesChanges:
+        changes = [(self._key(sid), self._entry(sid)) for sid in self._touched]
         self._touched.clear()
-        return {"series": list(entries.values())}
+        return SeriesChanges({}, changes)
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         states: dict[int, Any] = {}
@@ -156,7 +160,6 @@ class PointRule(Rule):
                 last[sid] = int(d["last_t"])
         self._states = states
         self.frame.last_t = last
-        self._snap_entries.clear()
         self._touched = set(states)
 
 
