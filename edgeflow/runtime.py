@@ -413,9 +413,13 @@ class Runtime:
                 changes = route.pipeline.snapshot_changes()
                 key = route.state_key
                 out[key] = orjson.dumps(changes.head)
+                prefix: dict[int, str] = {}
+                dumps = orjson.dumps
                 for i, series, st in changes.rows:
-                    name = row_key(key, f"{i}{ROW_SEP}{orjson.dumps(series).decode()}")
-                    out[name] = None if st is None else orjson.dumps(st)
+                    p = prefix.get(i)
+                    if p is None:
+                        p = prefix[i] = row_key(key, f"{i}{ROW_SEP}")
+                    out[p + series] = None if st is None else dumps(st)
                 route.dirty = False
         return out
 

@@ -197,7 +197,7 @@ def test_changes_add_up_to_the_whole_state(
         changes = p.snapshot_changes()
         head = orjson.loads(orjson.dumps(changes.head))
         for i, key, state in changes.rows:
-            name = (i, orjson.dumps(key).decode())
+            name = (i, key)
             if state is None:
                 store.pop(name, None)
             else:

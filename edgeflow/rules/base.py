@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 
 from edgeflow.errors import RuleError
 from edgeflow.model import Interpolation, ReadingBatch, SeriesTable, ValueType
@@ -41,6 +42,7 @@ __all__ = [
     "restore_series",
     "series_from_key",
     "series_key",
+    "series_key_text",
     "snapshot_series",
 ]
 
@@ -78,18 +80,24 @@ class RuleOutput:
 @dataclass(frozen=True, slots=True)
 class SeriesChanges:
     """A rule's state as changes since its last :meth:`Rule.snapshot_changes`: ``rest`` is its
-    snapshot without the ``"series"`` list (given whole each time), ``series`` the ``(series key,
-    state)`` entries that changed, ``None`` for a series whose state is gone. Applying every change in
+    snapshot without the ``"series"`` list (given whole each time), ``series`` the ``(series key as
+    JSON text (:func:`series_key_text`), state)`` entries that changed, ``None`` for a series whose
+    state is gone. Applying every change in
     order to the entries of :meth:`Rule.snapshot` as of the first call gives its ``"series"`` now."""
 
     rest: dict[str, Any]
-    series: list[tuple[list[str], Any]]
+    series: list[tuple[str, Any]]
 
 
 def series_key(table: SeriesTable, sid: int) -> list[str]:
     """A series' stable name for snapshots: device, resource, profile, value type, units, source."""
     info = table.info(sid)
     return [info.device, info.resource, info.profile, info.value_type.value, info.units, info.source]
+
+
+def series_key_text(table: SeriesTable, sid: int) -> str:
+    """:func:`series_key` as compact JSON text (a row's name in the commit log)."""
+    return orjson.dumps(series_key(table, sid)).decode()
 
 
 def series_from_key(table: SeriesTable, key: Any) -> int:

@@ -22,7 +22,14 @@ import numpy as np
 
 from edgeflow.errors import RuleError
 from edgeflow.model import ReadingBatch, SeriesTable
-from edgeflow.rules.base import Rule, RuleOutput, SeriesChanges, restore_series, series_key
+from edgeflow.rules.base import (
+    Rule,
+    RuleOutput,
+    SeriesChanges,
+    restore_series,
+    series_key,
+    series_key_text,
+)
 from edgeflow.rules.frame import SeriesFrame, policies
 
 __all__ = ["Emit", "PointRule"]
@@ -51,7 +58,7 @@ class PointRule(Rule):
         # The commit log takes the state at every commit (snapshot_changes): only the series touched
         # since the last one are given again (a fleet of 10,000 series changes a few hundred between
         # two commits), and each series' key is worked out once.
-        self._snap_keys: dict[int, list[str]] = {}
+        self._snap_keys: dict[int, str] = {}
         self._touched: set[int] = set()
 
     # -- what a subclass provides -------------------------------------------------------------------
@@ -135,17 +142,29 @@ class PointRule(Rule):
             return None
         return {"last_t": self.frame.last_t.get(sid), "algo": self._state_to_json(st)}
 
-    def _key(self, sid: int) -> list[str]:
+    def _key(self, sid: int) -> str:
         key = self._snap_keys.get(sid)
         if key is None:
-            key = self._snap_keys[sid] = series_key(self.table, sid)
+            key = self._snap_keys[sid] = series_key_text(self.table, sid)
         return key
 
     def snapshot(self) -> dict[str, Any]:
-        return {"series": [[self._key(sid), self._entry(sid)] for sid in self._states]}
+        return {"series": [[series_key(self.table, sid), self._entry(sid)] for sid in self._states]}
 
     def snapshot_changes(self) -> SeriesChanges:
-        changes = [(self._key(sid), self._entry(sid)) for sid in self._touched]
+        # At every commit, for every series that had a reading: kept lean (a fleet gives 10,000 a second).
+        states = self._states
+        last = self.frame.last_t.get
+        keys = self._snap_keys
+        to_json = self._state_to_json
+        changes: list[tuple[str, Any]] = []
+        add = changes.append
+        for sid in self._touched:
+            key = keys.get(sid)
+            if key is None:
+                key = keys[sid] = series_key_text(self.table, sid)
+            st = states.get(sid)
+            add((key, None if st is None else {"last_t": last(sid), "algo": to_json(st)}))
         self._touched.clear()
         return SeriesChanges({}, changes)
 

@@ -147,11 +147,11 @@ def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0, pipeline: str
 
 @dataclass(frozen=True, slots=True)
 class PipelineChanges:
-    """See :meth:`Pipeline.snapshot_changes`: ``rows`` are ``(rule index, series key, state or None)``,
-    ``None`` for a series whose state is gone."""
+    """See :meth:`Pipeline.snapshot_changes`: ``rows`` are ``(rule index, series key as JSON text,
+    state or None)``, ``None`` for a series whose state is gone."""
 
     head: dict[str, Any]
-    rows: list[tuple[int, list[str], Any]]
+    rows: list[tuple[int, str, Any]]
 
 
 class Pipeline:
@@ -245,7 +245,7 @@ class Pipeline:
         only its ``rest`` and ``"rows": true``; any other rule whole) and the rows that changed.
         :meth:`restore_changes` takes the head and every row stored."""
         rules: list[dict[str, Any]] = []
-        rows: list[tuple[int, list[str], Any]] = []
+        rows: list[tuple[int, str, Any]] = []
         for i, r in enumerate(self.rules):
             changes = r.snapshot_changes()
             if changes is None:
