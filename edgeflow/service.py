@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -338,9 +337,7 @@ class DeviceService:
             )
         now = self.clock.time_ns()
         origins: list[int] = []
-        nums: list[float] = []
-        objects: list[Any] = []
-        any_object = False
+        typed: list[Any] = []
         series: list[int] = []
         command = src.command.name if src.command is not None else None
         plans, sids = src.plans, src.sids
@@ -369,18 +366,8 @@ class DeviceService:
                 sid = table.intern(dev.name, name, profile.name, vt, res.properties.units, src.name)
             series.append(sid)
             origins.append(cv.origin or now)
-            # as batch_from_values does: the series' type decides the column (a float is a float)
-            if type(value) is float and table.info(sid).value_type.is_float:
-                nums.append(value)
-                objects.append(None)
-            elif is_numeric_value(table.info(sid).value_type, value):
-                nums.append(float(value))
-                objects.append(None)
-            else:
-                nums.append(math.nan)
-                objects.append(value)
-                any_object = True
-        return ReadingBatch.from_columns(table, origins, nums, series, objects if any_object else None)
+            typed.append(value)
+        return batch_from_values(table, origins, typed, series)
 
     def _plan(self, profile: DeviceProfile, res: DeviceResource, command: str | None) -> ReadPlan:
         """:func:`~edgeflow.profiles.process_read` for one resource, worked out once."""
