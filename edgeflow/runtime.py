@@ -413,13 +413,11 @@ class Runtime:
                 changes = route.pipeline.snapshot_changes()
                 key = route.state_key
                 out[key] = orjson.dumps(changes.head)
-                prefix: dict[int, str] = {}
                 dumps = orjson.dumps
-                for i, series, st in changes.rows:
-                    p = prefix.get(i)
-                    if p is None:
-                        p = prefix[i] = row_key(key, f"{i}{ROW_SEP}")
-                    out[p + series] = None if st is None else dumps(st)
+                for i, series in changes.rows.items():
+                    prefix = row_key(key, f"{i}{ROW_SEP}")
+                    for name, st in series:
+                        out[prefix + name] = None if st is None else dumps(st)
                 route.dirty = False
         return out
 

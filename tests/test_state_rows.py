@@ -196,12 +196,12 @@ def test_changes_add_up_to_the_whole_state(
         nonlocal head
         changes = p.snapshot_changes()
         head = orjson.loads(orjson.dumps(changes.head))
-        for i, key, state in changes.rows:
-            name = (i, key)
-            if state is None:
-                store.pop(name, None)
-            else:
-                store[name] = orjson.loads(orjson.dumps(state))
+        for i, series in changes.rows.items():
+            for key, state in series:
+                if state is None:
+                    store.pop((i, key), None)
+                else:
+                    store[(i, key)] = orjson.loads(orjson.dumps(state))
 
     for k, batch in enumerate(steps):
         if batch:
