@@ -228,8 +228,8 @@ def _outbox_state(tmp_path: Path, key: str) -> Any:
     head = orjson.loads(row[0])
     series: dict[int, list[Any]] = {}
     for k, v in rows:
-        index, _, name = k[len(key) + 1 :].partition("\x1f")
-        series.setdefault(int(index), []).append([orjson.loads(name), orjson.loads(v)])
+        index, _, _device = k[len(key) + 1 :].partition("\x1f")  # a row per rule and device
+        series.setdefault(int(index), []).extend(orjson.loads(v))
     for i, rule in enumerate(head["rules"]):
         if rule.pop("rows", False):
             rule["state"]["series"] = sorted(series.pop(i, []))

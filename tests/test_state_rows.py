@@ -1,6 +1,7 @@
-"""Rule state kept as a row per series: only the series that changed are written again, the rows add up
-to the rule's whole state, they come back after a restart, and they move with their state when it is
-set aside. (The kill -9 guarantee over them is in ``test_crash_consistency.py``.)"""
+"""Rule state kept as rows (one per rule and device): only the rows of devices whose series changed are
+written again, the rows add up to the rule's whole state, they come back after a restart, a changed
+pipeline of the same name leaves no stale row, and they move with their state when it is set aside.
+(The kill -9 guarantee over them is in ``test_crash_consistency.py``.)"""
 
 from __future__ import annotations
 
@@ -35,27 +36,35 @@ def _config(tmp_path: Path, **over: Any) -> dict[str, Any]:
     return cfg
 
 
-def _rows(out: dict[str, bytes | None], key: str) -> dict[str, bytes | None]:
-    return {k[len(key) + 1 :]: v for k, v in out.items() if k.startswith(key + ROW_SEP)}
+def _devices(out: dict[str, bytes | None], key: str) -> dict[str, list[str]]:
+    """Rows written, by device: the resources of the series each holds."""
+    rows = {k[len(key) + 1 :]: v for k, v in out.items() if k.startswith(key + ROW_SEP) and v is not None}
+    found: dict[str, list[str]] = {}
+    for name, blob in rows.items():
+        index, _, device = name.partition(ROW_SEP)
+        assert index == "0"  # rule 0 of the pipeline
+        found[orjson.loads(device)] = sorted(entry[0][1] for entry in orjson.loads(blob or b""))
+    return found
 
 
-async def test_only_the_series_that_changed_are_written_again(tmp_path: Path) -> None:
+async def test_only_the_rows_of_devices_that_changed_are_written_again(tmp_path: Path) -> None:
     rt = Runtime(parse_config(_config(tmp_path), environ={}))
     await rt.uplink.start()
     try:
         a = rt.table.intern("d", "A", "P", ValueType.FLOAT64)
         b = rt.table.intern("d", "B", "P", ValueType.FLOAT64)
-        rt._snapshots()  # the head of a pipeline that has seen nothing
-        rt._step(ReadingBatch.from_columns(rt.table, [T0, T0], [1.0, 2.0], [a, b]))
-        first = dict(rt._snapshots())
+        c = rt.table.intern("e", "C", "P", ValueType.FLOAT64)
         key = "pipeline:p"
+        fresh = dict(rt._snapshots())  # a pipeline that has seen nothing: clears what a former one left
+        assert fresh[row_key(key, "")] is None
+        rt._step(ReadingBatch.from_columns(rt.table, [T0, T0, T0], [1.0, 2.0, 3.0], [a, b, c]))
+        first = dict(rt._snapshots())
         assert orjson.loads(first[key] or b"")["rules"] == [{"type": "swing", "state": {}, "rows": True}]
-        rows = _rows(first, key)
-        assert sorted(orjson.loads(n.partition(ROW_SEP)[2])[1] for n in rows) == ["A", "B"]
-        assert all(n.startswith("0" + ROW_SEP) for n in rows)  # rule 0 of the pipeline
+        assert _devices(first, key) == {"d": ["A", "B"], "e": ["C"]}
+        assert row_key(key, "") not in first
         rt._step(ReadingBatch.from_columns(rt.table, [T0 + S], [1.5], [a]))
         second = dict(rt._snapshots())
-        assert [orjson.loads(n.partition(ROW_SEP)[2])[1] for n in _rows(second, key)] == ["A"]
+        assert _devices(second, key) == {"d": ["A", "B"]}  # d's row again, with B as it was; not e's
         assert dict(rt._snapshots()) == {}  # nothing ran: nothing to write
     finally:
         await rt.uplink.stop()
@@ -82,6 +91,13 @@ async def test_rows_come_back_after_a_restart_and_are_not_written_again(tmp_path
         assert rt2._counters.state_restored == 1
         assert sorted_state(rt2.routes[0].pipeline.snapshot()) == saved
         assert dict(rt2._snapshots()) == {}  # what was read back is what is stored
+        one = rt2.table.lookup("d", "R7")
+        assert one is not None
+        rt2._step(ReadingBatch.from_columns(rt2.table, [T0 + 9 * S], [4.0], [one]))
+        out = dict(rt2._snapshots())
+        assert (
+            len(_devices(out, "pipeline:p")["d"]) == 50
+        )  # d's row again: R7 new, the 49 others as read back
     finally:
         await rt2.uplink.stop()
 
@@ -104,7 +120,7 @@ async def test_a_whole_state_from_before_rows_is_restored_then_written_as_rows(t
         assert rt._counters.state_restored == 1
         assert sorted_state(rt.routes[0].pipeline.snapshot()) == sorted_state(old.snapshot())
         out = dict(rt._snapshots())
-        assert len(_rows(out, "pipeline:p")) == 3
+        assert _devices(out, "pipeline:p") == {"d": ["R0", "R1", "R2"]}
         assert orjson.loads(out["pipeline:p"] or b"")["rules"][0]["rows"] is True
     finally:
         await rt.uplink.stop()
@@ -140,13 +156,17 @@ async def test_rows_are_set_aside_with_their_state(tmp_path: Path) -> None:
     assert not [k for k in keys if k.startswith("pipeline:p" + ROW_SEP)]
 
 
-async def test_a_state_of_none_deletes_it_in_the_same_transaction(tmp_path: Path) -> None:
+async def test_a_state_of_none_deletes_it_and_an_empty_row_name_clears_the_rows(tmp_path: Path) -> None:
     log = CommitLog(tmp_path / "o.sqlite", max_bytes=1 << 20)
     await log.open()
     try:
         await log.commit([], [], {"k": b"head", row_key("k", "a"): b"1", row_key("k", "b"): b"2"})
         await log.commit([], [], {row_key("k", "a"): None, row_key("k", "c"): b"3"})
         assert await log.load_state_rows("k") == [("b", b"2"), ("c", b"3")]
+        await log.commit([], [], {row_key("k", "d"): b"4", row_key("k", ""): None})  # clear, then write
+        assert await log.load_state_rows("k") == [("d", b"4")]
+        assert await log.load_state("k") == b"head"
+        await log.commit([], [], {row_key("k", "d"): None, row_key("k", "b"): b"2", row_key("k", "c"): b"3"})
         assert await log.load_state_rows("k.unreadable") == []
         await log.set_state_aside("k")
         assert await log.load_state("k") is None and await log.load_state_rows("k") == []

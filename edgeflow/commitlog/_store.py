@@ -87,7 +87,8 @@ _OUTBOX_COLUMNS: Final = [
 
 def row_key(key: str, name: str) -> str:
     """The key of row ``name`` of state ``key``: :meth:`Store.load_state_rows` reads them back, and
-    :meth:`Store.set_state_aside` moves them with their state."""
+    :meth:`Store.set_state_aside` moves them with their state. ``row_key(key, "")`` committed as
+    ``None`` clears every row of ``key``."""
     return f"{key}{ROW_SEP}{name}"
 
 
@@ -253,7 +254,8 @@ class Store:
         states: Mapping[str, bytes | None] | None = None,
     ) -> CommitResult:
         """Store ``items``, the stream positions and the named states in one transaction (a state of
-        ``None`` is deleted).
+        ``None`` is deleted; ``row_key(key, "")`` set to ``None`` deletes every row of ``key``, before
+        the rows this commit writes).
 
         A batch larger than the whole bound is dropped (counted). Without room, ``drop-oldest`` evicts
         the oldest batches not in flight, ``drop-newest`` refuses the new batches (the stream positions
@@ -300,14 +302,16 @@ class Store:
                     streams,
                 )
             if states:
+                gone = [k for k, v in states.items() if v is None]
+                for k in gone:  # first: clearing every row of a state comes before writing new ones
+                    if k.endswith(ROW_SEP):
+                        db.execute("DELETE FROM state WHERE key >= ? AND key < ?", _rows_range(k[:-1]))
+                db.executemany("DELETE FROM state WHERE key = ?", [(k,) for k in gone])
                 db.executemany(
                     "INSERT INTO state (key, value) VALUES (?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [(k, v) for k, v in states.items() if v is not None],
                 )
-                gone = [(k,) for k, v in states.items() if v is None]
-                if gone:
-                    db.executemany("DELETE FROM state WHERE key = ?", gone)
             if keep:
                 db.executemany(
                     "INSERT INTO outbox (alarm, stream_id, seq, topic, encoding, readings, size, payload)"
