@@ -105,16 +105,16 @@ class _StateRows:
     def __init__(self) -> None:
         self.fresh = True  # nothing read back: clear what is stored under the key at the first commit
         self._rows: dict[int, dict[str, dict[str, bytes]]] = {}  # rule -> device -> series -> entry
-        self._device: dict[str, str] = {}  # series key (JSON text) -> its device (JSON text)
+        # series key (JSON text) -> its device (JSON text), and the start of its entry (b'[<key>,')
+        self._series: dict[str, tuple[str, bytes]] = {}
 
-    def _device_of(self, series: str) -> str:
-        device = self._device.get(series)
-        if device is None:
+    def _series_of(self, series: str) -> tuple[str, bytes]:
+        found = self._series.get(series)
+        if found is None:
             key = orjson.loads(series)
-            device = self._device[series] = orjson.dumps(
-                key[0] if isinstance(key, list) and key else ""
-            ).decode()
-        return device
+            device = orjson.dumps(key[0] if isinstance(key, list) and key else "").decode()
+            found = self._series[series] = (device, b"[" + series.encode() + b",")
+        return found
 
     def changed(
         self, key: str, changes: Mapping[int, Sequence[tuple[str, Any]]], out: dict[str, bytes | None]
@@ -124,18 +124,20 @@ class _StateRows:
             out[row_key(key, "")] = None
             self.fresh = False
         dumps = orjson.dumps
+        known = self._series
         for i, series in changes.items():
             devices = self._rows.setdefault(i, {})
             touched: set[str] = set()
             for name, st in series:
-                device = self._device_of(name)
+                found = known.get(name)
+                device, head = found if found is not None else self._series_of(name)
                 entries = devices.get(device)
                 if entries is None:
                     entries = devices[device] = {}
                 if st is None:
                     entries.pop(name, None)
                 else:
-                    entries[name] = b"[" + name.encode() + b"," + dumps(st) + b"]"
+                    entries[name] = head + dumps(st) + b"]"
                 touched.add(device)
             prefix = row_key(key, f"{i}{ROW_SEP}")
             for device in touched:
@@ -162,7 +164,7 @@ class _StateRows:
                 if not isinstance(entry, list) or len(entry) != 2:
                     raise RuleError(f"rule state row {name!r} holds {entry!r}, not [series, state]")
                 series = orjson.dumps(entry[0]).decode()
-                self._device[series] = device
+                self._series[series] = (device, b"[" + series.encode() + b",")
                 kept[series] = orjson.dumps(entry)
                 out.append((int(index), entry[0], entry[1]))
         self.fresh = False
