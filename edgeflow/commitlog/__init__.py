@@ -1,7 +1,7 @@
 """The commit log: the one owner of durability on the edge.
 
 What must agree after a crash — the encoded batches the cloud will get, each stream's next sequence
-number, and each pipeline's rule state (a head and a row per series, only the changed rows rewritten)
+number, and each pipeline's rule state (a head and rows, only the changed rows rewritten)
 — is committed in **one** SQLite transaction, by **one** owner,
 on the commit log's **own thread**:
 

@@ -6,9 +6,9 @@ tables:
 
 * ``outbox`` — encoded batches waiting for their transport, alarms in their own lane;
 * ``streams`` — each stream's id and next sequence number;
-* ``state`` — named blobs: each pipeline's rule snapshot, as a head under the pipeline's key and one
-  row per series under ``<key>`` + :data:`ROW_SEP` + ``<name>`` (see :func:`row_key`), so a commit
-  rewrites only the series that changed.
+* ``state`` — named blobs: each pipeline's rule snapshot, as a head under the pipeline's key and rows
+  under ``<key>`` + :data:`ROW_SEP` + ``<name>`` (see :func:`row_key`; the runtime keeps one per rule
+  and device), so a commit rewrites only what changed.
 
 :meth:`Store.commit` writes batches, stream positions and states in **one** transaction: after a crash
 the rules resume from exactly the state that produced the batches the outbox holds, and no sequence

@@ -10,7 +10,7 @@ A rule is a small stateful object over :class:`~edgeflow.model.ReadingBatch`:
   resource), never by the process-local series id, so a restarted process with a differently ordered
   :class:`~edgeflow.model.SeriesTable` restores the right state;
 * optionally ``snapshot_changes()``: the same state as :class:`SeriesChanges`, only the series that
-  changed since its last call, so the commit log stores one row per series and rewrites only those
+  changed since its last call, so the commit log keeps the state in rows and rewrites only those
   (a rule without it is stored whole, from ``snapshot()``, whenever its pipeline ran).
 
 Time comes only from the readings' origins (or ``advance``), never from the wall clock.

@@ -240,7 +240,7 @@ class Pipeline:
         }
 
     def snapshot_changes(self) -> PipelineChanges:
-        """The state as changes since the last call, for a store that keeps a row per series: the
+        """The state as changes since the last call, for a store that keeps the series in rows: the
         head (as :meth:`snapshot`, with each rule that gives :meth:`~Rule.snapshot_changes` holding
         only its ``rest`` and ``"rows": true``; any other rule whole) and the rows that changed.
         :meth:`restore_changes` takes the head and every row stored."""
