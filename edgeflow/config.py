@@ -281,13 +281,14 @@ def apply_env_overrides(
 
 def _resolve_profiles(cfg: EdgeConfig, base: Path, source: str) -> EdgeConfig:
     devices = []
+    loaded: dict[Path, DeviceProfile] = {}  # a fleet names one profile file for thousands of devices
     for i, d in enumerate(cfg.devices):
         if isinstance(d.profile, str):
             path = Path(d.profile)
             if not path.is_absolute():
                 path = base / path
             try:
-                profile = load_profile(path)
+                profile = loaded.get(path) or loaded.setdefault(path, load_profile(path))
             except ConfigError as exc:
                 raise ConfigError(
                     f"devices[{i}].profile: cannot load {path}",

@@ -39,6 +39,7 @@ import orjson
 
 from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
+from edgeflow.commitlog import ROW_SEP, row_key
 from edgeflow.config import DeviceSpec, EdgeConfig, PipelineSpec
 from edgeflow.connector import Clock, DeviceHealth, as_clock, load_connector
 from edgeflow.errors import BusClosedError, ConfigError, ConnectorError, ConnectorNotFoundError, RuleError
@@ -90,6 +91,86 @@ _UPLINK_HELP = {
 UNROUTED_LOG_INTERVAL = 60.0
 
 
+class _StateRows:
+    """How a pipeline's rule state is stored as rows: one row per rule and device
+    (``row_key(state key, "<rule index>" + ROW_SEP + <device as JSON>)``), holding the JSON list of
+    ``[series key, state]`` of every series of that device the rule keeps. A device's series are read
+    together, so they change together: a commit rewrites the rows of the devices read since the last
+    one, not every series, and not one row per reading series (a row costs SQLite more than its bytes).
+
+    It keeps each series' entry as stored, to write a device's row again when some of its series
+    changed. A fresh pipeline first clears the rows a pipeline of that name left (``row_key(key, "")``
+    set to ``None``), so no stale row outlives a changed definition."""
+
+    def __init__(self) -> None:
+        self.fresh = True  # nothing read back: clear what is stored under the key at the first commit
+        self._rows: dict[int, dict[str, dict[str, bytes]]] = {}  # rule -> device -> series -> entry
+        # series key (JSON text) -> its device (JSON text), and the start of its entry (b'[<key>,')
+        self._series: dict[str, tuple[str, bytes]] = {}
+
+    def _series_of(self, series: str) -> tuple[str, bytes]:
+        found = self._series.get(series)
+        if found is None:
+            key = orjson.loads(series)
+            device = orjson.dumps(key[0] if isinstance(key, list) and key else "").decode()
+            found = self._series[series] = (device, b"[" + series.encode() + b",")
+        return found
+
+    def changed(
+        self, key: str, changes: Mapping[int, Sequence[tuple[str, Any]]], out: dict[str, bytes | None]
+    ) -> None:
+        """Put into ``out`` the rows that ``changes`` (rule index -> (series, state or None)) rewrite."""
+        if self.fresh:
+            out[row_key(key, "")] = None
+            self.fresh = False
+        dumps = orjson.dumps
+        known = self._series
+        for i, series in changes.items():
+            devices = self._rows.setdefault(i, {})
+            touched: set[str] = set()
+            for name, st in series:
+                found = known.get(name)
+                device, head = found if found is not None else self._series_of(name)
+                entries = devices.get(device)
+                if entries is None:
+                    entries = devices[device] = {}
+                if st is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = head + dumps(st) + b"]"
+                touched.add(device)
+            prefix = row_key(key, f"{i}{ROW_SEP}")
+            for device in touched:
+                entries = devices[device]
+                if entries:
+                    out[prefix + device] = b"[" + b",".join(entries.values()) + b"]"
+                else:
+                    out[prefix + device] = None
+                    del devices[device]
+
+    def load(self, rows: Sequence[tuple[str, bytes]]) -> list[tuple[int, Any, Any]]:
+        """The ``(rule index, series key, state)`` of stored rows, remembered as stored."""
+        self._rows.clear()
+        out: list[tuple[int, Any, Any]] = []
+        for name, blob in rows:
+            index, sep, device = name.partition(ROW_SEP)
+            entries = orjson.loads(blob)
+            if not sep or not index.isdigit() or not isinstance(entries, list):
+                raise RuleError(
+                    f"rule state row {name!r} is not <rule>{ROW_SEP!r}<device>: [[series, state], ...]"
+                )
+            kept = self._rows.setdefault(int(index), {}).setdefault(device, {})
+            for entry in entries:
+                if not isinstance(entry, list) or len(entry) != 2:
+                    raise RuleError(f"rule state row {name!r} holds {entry!r}, not [series, state]")
+                series = orjson.dumps(entry[0]).decode()
+                self._series[series] = (device, b"[" + series.encode() + b",")
+                kept[series] = orjson.dumps(entry)
+                out.append((int(index), entry[0], entry[1]))
+        self.fresh = False
+        return out
+
+
 @dataclass
 class _Route:
     spec: PipelineSpec
@@ -102,6 +183,7 @@ class _Route:
     errors: int = 0
     edgex_json_bytes: int = 0  # what EdgeX would have sent for the readings in: one event per reading
     dirty: bool = True
+    rows: _StateRows = field(default_factory=lambda: _StateRows())
 
     @property
     def state_key(self) -> str:
@@ -402,12 +484,16 @@ class Runtime:
 
     # -- rule state -----------------------------------------------------------------------------
 
-    def _snapshots(self) -> Mapping[str, bytes]:
-        """Each changed pipeline's rule state; the committer calls this as it cuts a group."""
-        out: dict[str, bytes] = {}
+    def _snapshots(self) -> Mapping[str, bytes | None]:
+        """Each changed pipeline's rule state; the committer calls this as it cuts a group. A pipeline's
+        state is a head under its key and rows (see :class:`_StateRows`): only the rows of the series
+        changed since the last call are written again."""
+        out: dict[str, bytes | None] = {}
         for route in self.routes:
             if route.dirty:
-                out[route.state_key] = orjson.dumps(route.pipeline.snapshot())
+                changes = route.pipeline.snapshot_changes()
+                out[route.state_key] = orjson.dumps(changes.head)
+                route.rows.changed(route.state_key, changes.rows, out)
                 route.dirty = False
         return out
 
@@ -417,10 +503,12 @@ class Runtime:
             if blob is None:
                 continue
             try:
-                route.pipeline.restore(orjson.loads(blob))
+                rows = route.rows.load(await self.uplink.load_state_rows(route.state_key))
+                route.pipeline.restore_changes(orjson.loads(blob), rows)
             except (orjson.JSONDecodeError, RuleError, ValueError, TypeError, KeyError) as exc:
                 # Starting the rules afresh only means some readings are sent again: safe. Keep the
                 # state for a look, out of the way, and say so.
+                route.rows = _StateRows()
                 await self.uplink.set_state_aside(route.state_key)
                 self._counters.state_discarded += 1
                 log.error(
@@ -431,7 +519,11 @@ class Runtime:
                 )
             else:
                 self._counters.state_restored += 1
-                route.dirty = False
+                if rows:
+                    # The rows stored are the state just restored: nothing to write again. (A head
+                    # without rows, from before rows were kept, is written as rows at the next commit.)
+                    route.pipeline.snapshot_changes()
+                    route.dirty = False
                 log.info("pipeline %s: rule state restored", route.spec.name)
 
     # -- running --------------------------------------------------------------------------------

@@ -160,6 +160,13 @@ class _Source:
     by_name: dict[str, DeviceResource] = field(default_factory=dict)
     #: the readable resources, worked out on the first read (the profile does not change)
     readable: list[DeviceResource] | None = None
+    #: per readable resource, its read plan and series id (-1 until its first good value is interned)
+    plans: list[ReadPlan] | None = None
+    sids: list[int] | None = None
+    #: the AutoEvent topic of this source (worked out on the first publish)
+    topic: str = ""
+    #: every readable resource's series is a float type (known once each has been interned)
+    floats: bool | None = None
 
 
 @dataclass(slots=True)
@@ -335,21 +342,42 @@ class DeviceService:
         typed: list[Any] = []
         series: list[int] = []
         command = src.command.name if src.command is not None else None
-        for res, cv in zip(resources, values, strict=True):
+        plans, sids = src.plans, src.sids
+        if plans is None or sids is None or resources is not src.readable:
+            plans = [self._plan(profile, r, command) for r in resources]
+            sids = [-1] * len(resources)
+            if resources is src.readable:  # the hot path: every AutoEvent read of this source
+                src.plans, src.sids = plans, sids
+        table = self.table
+        flagged_any = False
+        for k, cv in enumerate(values):
+            res = resources[k]
             if cv.quality is Quality.GOOD:
-                value, vt, failed = self._plan(profile, res, command).apply(cv.value)
+                value, vt, failed = plans[k].apply(cv.value)
                 if failed:
                     raise _assertion_error(dev.name, res, vt, value)
-                name = res.name
+                sid = sids[k]
+                if sid < 0:
+                    sid = sids[k] = table.intern(
+                        dev.name, res.name, profile.name, vt, res.properties.units, src.name
+                    )
             else:
+                flagged_any = True
                 flagged = self._not_good(dev.name, profile, res, cv, self._mappings(profile, src, res.name))
                 if flagged is None:
                     continue
                 name, value, vt = flagged
-            series.append(self.table.intern(dev.name, name, profile.name, vt, res.properties.units, src.name))
+                sid = table.intern(dev.name, name, profile.name, vt, res.properties.units, src.name)
+            series.append(sid)
             origins.append(cv.origin or now)
             typed.append(value)
-        return batch_from_values(self.table, origins, typed, series)
+        if src.floats is None and resources is src.readable and min(sids, default=0) >= 0:
+            src.floats = all(table.info(sid).value_type.is_float for sid in sids)
+        if src.floats and not flagged_any and all(type(v) is float for v in typed):
+            # What batch_from_values gives here (a float of a float series rides in the numeric
+            # column), for the whole read at once: the common case of a fleet of Float64 sensors.
+            return ReadingBatch.from_columns(table, origins, typed, series)
+        return batch_from_values(table, origins, typed, series)
 
     def _plan(self, profile: DeviceProfile, res: DeviceResource, command: str | None) -> ReadPlan:
         """:func:`~edgeflow.profiles.process_read` for one resource, worked out once."""
@@ -437,8 +465,10 @@ class DeviceService:
         if ae.on_change and not self._changed((device, ae.source_name), ae, batch):
             state.events_suppressed += 1
             return False
-        _, profile = self.connector.device(device)
-        await self.publish(event_topic(self.service, profile.name, device, ae.source_name), batch)
+        _, profile, src = self._source(device, ae.source_name)
+        if not src.topic:
+            src.topic = event_topic(self.service, profile.name, device, ae.source_name)
+        await self.publish(src.topic, batch)
         state.events_published += 1
         return True
 

@@ -133,3 +133,15 @@ def check_compressor(
     else:
         assert len(late) == 0
     return len(acc), int((~np.isnan(pv)).sum())
+
+
+def sorted_state(snap: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline snapshot with each rule's series sorted by series key (the order a commit log's rows
+    come back in)."""
+    rules = [
+        {**r, "state": {**r["state"], "series": sorted(r["state"]["series"])}}
+        if "series" in r["state"]
+        else r
+        for r in snap["rules"]
+    ]
+    return {**snap, "rules": rules}

@@ -96,6 +96,9 @@ class _DeviceState:
     points: dict[str, Point]
     health: DeviceHealth = DeviceHealth.UNKNOWN
     split: set[tuple[Table, int, int]] = field(default_factory=set)
+    #: the last list of resources read, with its points and requests while ``split`` had this many
+    #: entries (a service polls the same list every interval: the plan is made once)
+    last_plan: tuple[Sequence[DeviceResource], int, list[Point], list[Block]] | None = None
 
 
 class ModbusConnector(Connector):
@@ -294,10 +297,16 @@ class ModbusConnector(Connector):
 
     async def read(self, device: str, resources: Sequence[DeviceResource]) -> list[CommandValue]:
         state = self._state(device)
-        points = [self._point(state, r) for r in resources]
+        last = state.last_plan
+        if last is not None and last[0] is resources and last[1] == len(state.split):
+            points, blocks = last[2], last[3]
+        else:
+            points = [self._point(state, r) for r in resources]
+            blocks = plan(points, self.limits, state.split)
+            state.last_plan = (resources, len(state.split), points, blocks)
         values: list[Any] = [None] * len(points)
         origins: list[int] = [0] * len(points)
-        for block in plan(points, self.limits, state.split):
+        for block in blocks:
             try:
                 await self._read_block(state, block, values, origins)
             except ModbusExceptionError as exc:

@@ -108,6 +108,8 @@ class _Device:
     latency: float = 0.0
     offline: bool = False
     reads: int = 0
+    #: the last list of resources read and what they resolved to (a service reads the same list each time)
+    last_read: tuple[Sequence[DeviceResource], list[_Resource]] | None = None
 
 
 class VirtualConnector(Connector):
@@ -215,17 +217,21 @@ class VirtualConnector(Connector):
         if state.fail_every and state.reads % state.fail_every == 0:
             raise DeviceTimeoutError("simulated failure (failEvery)", device=device)
         now = self.clock.time_ns()
-        out = []
+        last = state.last_read
+        if last is not None and last[0] is resources:
+            rs = last[1]
+        else:
+            rs = []
+            for res in resources:
+                r = state.resources.get(res.name)
+                if r is None:
+                    raise ConnectorError("unknown resource", device=device, resource=res.name)
+                rs.append(r)
+            state.last_read = (resources, rs)
         rng = state.rng
-        by_name = state.resources
         nxt = self._next
-        for res in resources:
-            r = by_name.get(res.name)
-            if r is None:
-                raise ConnectorError("unknown resource", device=device, resource=res.name)
-            # origin 0: the device service stamps the read with its (injectable) clock
-            out.append(CommandValue(res.name, nxt(rng, r, now)))
-        return out
+        # origin 0: the device service stamps the read with its (injectable) clock
+        return [CommandValue(r.resource.name, nxt(rng, r, now)) for r in rs]
 
     def _next(self, rng: random.Random, r: _Resource, now_ns: int) -> Any:
         if r.pinned:

@@ -1,7 +1,8 @@
 """The commit log: the one owner of durability on the edge.
 
 What must agree after a crash — the encoded batches the cloud will get, each stream's next sequence
-number, and each pipeline's rule state — is committed in **one** SQLite transaction, by **one** owner,
+number, and each pipeline's rule state (a head and rows, only the changed rows rewritten)
+— is committed in **one** SQLite transaction, by **one** owner,
 on the commit log's **own thread**:
 
 * :class:`Committer` takes shipments from the pipelines, snapshots the rule states as it cuts a group,
@@ -24,16 +25,19 @@ from __future__ import annotations
 from edgeflow.commitlog._log import CommitLog
 from edgeflow.commitlog._store import (
     ROW_OVERHEAD,
+    ROW_SEP,
     CommitResult,
     OutboxItem,
     OutboxRecord,
     OverflowPolicy,
     StreamState,
+    row_key,
 )
 from edgeflow.commitlog.committer import BatchEncoder, Committer, Shipment, StateSource
 
 __all__ = [
     "ROW_OVERHEAD",
+    "ROW_SEP",
     "BatchEncoder",
     "CommitLog",
     "CommitResult",
@@ -44,4 +48,5 @@ __all__ = [
     "Shipment",
     "StateSource",
     "StreamState",
+    "row_key",
 ]

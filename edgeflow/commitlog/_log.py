@@ -125,9 +125,9 @@ class CommitLog:
         self,
         items: Sequence[OutboxItem],
         streams: Sequence[StreamState] = (),
-        states: Mapping[str, bytes] | None = None,
+        states: Mapping[str, bytes | None] | None = None,
     ) -> CommitResult:
-        """Commit ``items`` with the stream positions and states, in one transaction; durable when this
+        """Commit ``items`` with the stream positions and states (``None`` deletes one), in one transaction; durable when this
         returns. Under ``block`` it waits for acknowledgements to make room. Raises :class:`OutboxError`
         when the database fails (nothing of the call is then committed)."""
         store = self._s()
@@ -146,7 +146,7 @@ class CommitLog:
     async def commit_built(
         self,
         build: Callable[[], tuple[Sequence[OutboxItem], Sequence[StreamState], B]],
-        states: Mapping[str, bytes] | None = None,
+        states: Mapping[str, bytes | None] | None = None,
     ) -> tuple[B, CommitResult]:
         """As :meth:`commit`, with the items made by ``build()`` on the log's thread, just before the
         transaction (``build`` returns the items, the stream positions and anything for the caller).
@@ -167,6 +167,10 @@ class CommitLog:
 
     async def load_state(self, key: str) -> bytes | None:
         return await self._call(self._s().load_state, key)
+
+    async def load_state_rows(self, key: str) -> list[tuple[str, bytes]]:
+        """``(name, blob)`` of every row of state ``key`` (see :func:`~edgeflow.commitlog.row_key`)."""
+        return await self._call(self._s().load_state_rows, key)
 
     async def set_state_aside(self, key: str) -> None:
         await self._call(self._s().set_state_aside, key)

@@ -6,7 +6,9 @@ tables:
 
 * ``outbox`` — encoded batches waiting for their transport, alarms in their own lane;
 * ``streams`` — each stream's id and next sequence number;
-* ``state`` — named blobs (each pipeline's rule snapshot).
+* ``state`` — named blobs: each pipeline's rule snapshot, as a head under the pipeline's key and rows
+  under ``<key>`` + :data:`ROW_SEP` + ``<name>`` (see :func:`row_key`; the runtime keeps one per rule
+  and device), so a commit rewrites only what changed.
 
 :meth:`Store.commit` writes batches, stream positions and states in **one** transaction: after a crash
 the rules resume from exactly the state that produced the batches the outbox holds, and no sequence
@@ -27,12 +29,14 @@ from edgeflow.model import OverflowPolicy
 
 __all__ = [
     "ROW_OVERHEAD",
+    "ROW_SEP",
     "CommitResult",
     "OutboxItem",
     "OutboxRecord",
     "OverflowPolicy",
     "Store",
     "StreamState",
+    "row_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Bytes counted per row on top of payload, topic and stream id (SQLite row and index overhead).
 ROW_OVERHEAD: Final = 64
+#: Between a state's key and the name of one of its rows (a character no state key holds).
+ROW_SEP: Final = "\x1f"
 #: Freed bytes in an empty outbox past which the file is shrunk.
 _SHRINK_AT: Final = 1 << 20
 _SCHEMA_VERSION: Final = 2
@@ -77,6 +83,19 @@ _OUTBOX_COLUMNS: Final = [
     "size",
     "payload",
 ]
+
+
+def row_key(key: str, name: str) -> str:
+    """The key of row ``name`` of state ``key``: :meth:`Store.load_state_rows` reads them back, and
+    :meth:`Store.set_state_aside` moves them with their state. ``row_key(key, "")`` committed as
+    ``None`` clears every row of ``key``."""
+    return f"{key}{ROW_SEP}{name}"
+
+
+def _rows_range(key: str) -> tuple[str, str]:
+    """Bounds ``lo <= k < hi`` of the keys of ``key``'s rows (text compares as UTF-8 bytes)."""
+    return f"{key}{ROW_SEP}", f"{key}{chr(ord(ROW_SEP) + 1)}"
+
 
 StreamState = tuple[str, str, int]
 """``(key, stream_id, next_seq)``: where a producer's stream stands, saved with the batches it made, so
@@ -232,9 +251,11 @@ class Store:
         self,
         items: Sequence[OutboxItem],
         streams: Sequence[StreamState] = (),
-        states: Mapping[str, bytes] | None = None,
+        states: Mapping[str, bytes | None] | None = None,
     ) -> CommitResult:
-        """Store ``items``, the stream positions and the named states in one transaction.
+        """Store ``items``, the stream positions and the named states in one transaction (a state of
+        ``None`` is deleted; ``row_key(key, "")`` set to ``None`` deletes every row of ``key``, before
+        the rows this commit writes).
 
         A batch larger than the whole bound is dropped (counted). Without room, ``drop-oldest`` evicts
         the oldest batches not in flight, ``drop-newest`` refuses the new batches (the stream positions
@@ -281,10 +302,15 @@ class Store:
                     streams,
                 )
             if states:
+                gone = [k for k, v in states.items() if v is None]
+                for k in gone:  # first: clearing every row of a state comes before writing new ones
+                    if k.endswith(ROW_SEP):
+                        db.execute("DELETE FROM state WHERE key >= ? AND key < ?", _rows_range(k[:-1]))
+                db.executemany("DELETE FROM state WHERE key = ?", [(k,) for k in gone])
                 db.executemany(
                     "INSERT INTO state (key, value) VALUES (?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    list(states.items()),
+                    [(k, v) for k, v in states.items() if v is not None],
                 )
             if keep:
                 db.executemany(
@@ -377,19 +403,35 @@ class Store:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def load_state_rows(self, key: str) -> list[tuple[str, bytes]]:
+        """``(name, blob)`` of every row of state ``key`` (see :func:`row_key`), in key order."""
+        lo, hi = _rows_range(key)
+        rows = self._db.execute(
+            "SELECT key, value FROM state WHERE key >= ? AND key < ? ORDER BY key", (lo, hi)
+        ).fetchall()
+        return [(str(k)[len(lo) :], bytes(v)) for k, v in rows]
+
     def state_keys(self) -> list[str]:
         return [str(r[0]) for r in self._db.execute("SELECT key FROM state ORDER BY key")]
 
     def set_state_aside(self, key: str) -> None:
-        """Move an unreadable state to ``<key>.unreadable`` (kept for a look, out of the way)."""
+        """Move an unreadable state and its rows to ``<key>.unreadable`` (kept for a look, out of the
+        way; what was set aside before is replaced)."""
+        aside = f"{key}.unreadable"
+        lo, hi = _rows_range(key)
+        alo, ahi = _rows_range(aside)
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM state WHERE key = ? OR (key >= ? AND key < ?)", (aside, alo, ahi))
             self._db.execute(
-                "INSERT INTO state (key, value) SELECT ?, value FROM state WHERE key = ?"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (f"{key}.unreadable", key),
+                "INSERT INTO state (key, value) SELECT ?, value FROM state WHERE key = ?", (aside, key)
             )
-            self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+            self._db.execute(
+                "INSERT INTO state (key, value) SELECT ? || substr(key, ?), value FROM state"
+                " WHERE key >= ? AND key < ?",
+                (aside, len(key) + 1, lo, hi),
+            )
+            self._db.execute("DELETE FROM state WHERE key = ? OR (key >= ? AND key < ?)", (key, lo, hi))
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:

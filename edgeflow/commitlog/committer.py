@@ -91,9 +91,10 @@ class BatchEncoder(Protocol):
     ) -> list[OutboxItem]: ...
 
 
-StateSource = Callable[[], Mapping[str, bytes]]
-"""Called as each group is cut: the states to commit with it (``{key: blob}``); it may give only those
-that changed since it was last called (the committer keeps those of a failed commit for its retry)."""
+StateSource = Callable[[], Mapping[str, bytes | None]]
+"""Called as each group is cut: the states to commit with it (``{key: blob}``, ``None`` deleting one);
+it may give only those that changed since it was last called (the committer keeps those of a failed
+commit for its retry, later values over earlier ones)."""
 
 
 class Committer:
@@ -123,7 +124,7 @@ class Committer:
         self.on_commit = on_commit
         self._backoff = Backoff(retry_initial, retry_max)
         self._pending: list[tuple[int, Shipment]] = []
-        self._unsaved_states: dict[str, bytes] = {}
+        self._unsaved_states: dict[str, bytes | None] = {}
         self._pending_readings = 0
         self._committing = 0
         self._first_pending_at = 0.0

@@ -8,7 +8,10 @@ A rule is a small stateful object over :class:`~edgeflow.model.ReadingBatch`:
 * ``advance(now_ns)`` tells it event time moved on without readings (closes windows, sends heartbeats);
 * ``snapshot()`` / ``restore()`` give its state as plain JSON values, keyed by series *name* (device and
   resource), never by the process-local series id, so a restarted process with a differently ordered
-  :class:`~edgeflow.model.SeriesTable` restores the right state.
+  :class:`~edgeflow.model.SeriesTable` restores the right state;
+* optionally ``snapshot_changes()``: the same state as :class:`SeriesChanges`, only the series that
+  changed since its last call, so the commit log keeps the state in rows and rewrites only those
+  (a rule without it is stored whole, from ``snapshot()``, whenever its pipeline ran).
 
 Time comes only from the readings' origins (or ``advance``), never from the wall clock.
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 
 from edgeflow.errors import RuleError
 from edgeflow.model import Interpolation, ReadingBatch, SeriesTable, ValueType
@@ -32,11 +36,13 @@ __all__ = [
     "Rule",
     "RuleOutput",
     "RuleStats",
+    "SeriesChanges",
     "decode_value",
     "encode_value",
     "restore_series",
     "series_from_key",
     "series_key",
+    "series_key_text",
     "snapshot_series",
 ]
 
@@ -71,10 +77,27 @@ class RuleOutput:
     late: ReadingBatch | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesChanges:
+    """A rule's state as changes since its last :meth:`Rule.snapshot_changes`: ``rest`` is its
+    snapshot without the ``"series"`` list (given whole each time), ``series`` the ``(series key as
+    JSON text (:func:`series_key_text`), state)`` entries that changed, ``None`` for a series whose
+    state is gone. Applying every change in
+    order to the entries of :meth:`Rule.snapshot` as of the first call gives its ``"series"`` now."""
+
+    rest: dict[str, Any]
+    series: list[tuple[str, Any]]
+
+
 def series_key(table: SeriesTable, sid: int) -> list[str]:
     """A series' stable name for snapshots: device, resource, profile, value type, units, source."""
     info = table.info(sid)
     return [info.device, info.resource, info.profile, info.value_type.value, info.units, info.source]
+
+
+def series_key_text(table: SeriesTable, sid: int) -> str:
+    """:func:`series_key` as compact JSON text (a row's name in the commit log)."""
+    return orjson.dumps(series_key(table, sid)).decode()
 
 
 def series_from_key(table: SeriesTable, key: Any) -> int:
@@ -125,6 +148,12 @@ class Rule(ABC):
     def snapshot(self) -> dict[str, Any]:
         """The rule's state as plain JSON values. Stateless rules return ``{}``."""
         return {}
+
+    def snapshot_changes(self) -> SeriesChanges | None:
+        """The state as changes since the last call (every series at the first call, and at the first
+        call after :meth:`restore`), or ``None``: this rule only gives its state whole (:meth:`snapshot`).
+        ``restore({**rest, "series": entries})`` must accept what the changes add up to."""
+        return None
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         """Replace the rule's state with ``snap`` (from :meth:`snapshot`)."""

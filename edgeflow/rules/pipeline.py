@@ -11,7 +11,7 @@ windows ``hold``), ``hold`` when none does (raw readings are exact at their own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,6 +53,7 @@ from edgeflow.rules.window import WindowRule
 __all__ = [
     "Interpolation",
     "Pipeline",
+    "PipelineChanges",
     "PipelineOutput",
     "RuleStats",
     "build_pipeline",
@@ -152,6 +153,15 @@ def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0, pipeline: str
     return make(spec, table, index)
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineChanges:
+    """See :meth:`Pipeline.snapshot_changes`: ``rows`` maps a rule's index to its changed series,
+    ``(series key as JSON text, state)``, the state ``None`` for a series whose state is gone."""
+
+    head: dict[str, Any]
+    rows: dict[int, list[tuple[str, Any]]]
+
+
 class Pipeline:
     """An ordered list of rules. Build it with :func:`build_pipeline`."""
 
@@ -236,6 +246,48 @@ class Pipeline:
             "version": SNAPSHOT_VERSION,
             "rules": [{"type": r.kind, "state": r.snapshot()} for r in self.rules],
         }
+
+    def snapshot_changes(self) -> PipelineChanges:
+        """The state as changes since the last call, for a store that keeps the series in rows: the
+        head (as :meth:`snapshot`, with each rule that gives :meth:`~Rule.snapshot_changes` holding
+        only its ``rest`` and ``"rows": true``; any other rule whole) and the rows that changed.
+        :meth:`restore_changes` takes the head and every row stored."""
+        rules: list[dict[str, Any]] = []
+        rows: dict[int, list[tuple[str, Any]]] = {}
+        for i, r in enumerate(self.rules):
+            changes = r.snapshot_changes()
+            if changes is None:
+                rules.append({"type": r.kind, "state": r.snapshot()})
+                continue
+            rules.append({"type": r.kind, "state": changes.rest, "rows": True})
+            if changes.series:
+                rows[i] = changes.series
+        return PipelineChanges({"version": SNAPSHOT_VERSION, "rules": rules}, rows)
+
+    def restore_changes(self, head: Mapping[str, Any], rows: Iterable[tuple[int, Any, Any]]) -> None:
+        """Put back the state from a :meth:`snapshot_changes` head and its stored rows (``(rule index,
+        series key, state)``); a head from :meth:`snapshot` (no rows) is restored as is."""
+        entries = head.get("rules")
+        if not isinstance(entries, list):
+            raise RuleError("pipeline snapshot has no rules list")
+        series: dict[int, list[list[Any]]] = {}
+        for i, key, st in rows:
+            if (
+                not (0 <= i < len(entries))
+                or not isinstance(entries[i], Mapping)
+                or not entries[i].get("rows")
+            ):
+                raise RuleError(f"pipeline snapshot has a series row for rule {i}, which keeps none")
+            series.setdefault(i, []).append([key, st])
+        full: list[Any] = []
+        for i, entry in enumerate(entries):
+            if isinstance(entry, Mapping) and entry.get("rows"):
+                state = entry.get("state")
+                if not isinstance(state, Mapping):
+                    raise RuleError(f"pipeline snapshot rule {i} has no state mapping")
+                entry = {"type": entry.get("type"), "state": {**state, "series": series.get(i, [])}}
+            full.append(entry)
+        self.restore({**head, "rules": full})
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         """Put back the state from :meth:`snapshot`. The pipeline must declare the same rules, in order."""

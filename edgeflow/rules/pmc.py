@@ -80,6 +80,8 @@ class PmcRule(ErrorBoundedRule):
                 out.append((key, st.tl, mid))
             st.has = False
 
+    _row_fields = ("t0", "tl", "mn", "mx")
+
     def _state_to_json(self, st: _Pmc) -> Any:
         return {"t0": st.t0, "tl": st.tl, "mn": st.mn, "mx": st.mx} if st.has else None
 

@@ -125,6 +125,8 @@ class SdtRule(PointRule):
             st.ta, st.va = st.tp, st.vp
             st.n = 0
 
+    _row_fields = ("ta", "va", "tp", "vp", "su", "sl", "n")
+
     def _state_to_json(self, st: _Sdt) -> Any:
         if not st.has:
             return None

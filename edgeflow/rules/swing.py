@@ -101,6 +101,8 @@ class SwingRule(ErrorBoundedRule):
             st.n = 0
             out.append((key, st.t0, st.y0))
 
+    _row_fields = ("t0", "y0", "u", "l", "n", "tp")
+
     def _state_to_json(self, st: _Swing) -> Any:
         if not st.has:
             return None

@@ -224,6 +224,9 @@ class Uplink:
     async def load_state(self, key: str) -> bytes | None:
         return await self.commit_log.load_state(key)
 
+    async def load_state_rows(self, key: str) -> list[tuple[str, bytes]]:
+        return await self.commit_log.load_state_rows(key)
+
     async def set_state_aside(self, key: str) -> None:
         await self.commit_log.set_state_aside(key)
 
