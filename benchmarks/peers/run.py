@@ -2,6 +2,8 @@
 
     python benchmarks/peers/run.py [--seconds 60 --reps 3] [--peers edgeflow,thingsboard,nodered]
                                    [--settings none,on_change,deadband,bounded] [--kill-seconds 15]
+                                   [--kill-settings none,batched]
+    python benchmarks/peers/run.py --link-kbit 64 [--link-seconds 30]     # through a thin link instead
 
 What it does, from a fresh clone (the project's ``.venv`` from ``scripts/bootstrap``):
 
@@ -57,6 +59,14 @@ ThingsBoard stand-in: the gateway's MQTT client asks the server for its session 
 answers on ``v1/devices/me/rpc/response/<id>`` with ``{"maxPayloadSize": 65536,
 "maxInflightMessages": 100, "rateLimits": {}, "gatewayRateLimits": {}}`` (no rate limits). It answers
 nothing else; every other ThingsBoard topic the gateway publishes to is only counted.
+
+Through a thin link (``--link-kbit``): the broker behind ``benchmarks/linkproxy.py`` (a token-bucket TCP
+proxy, the one ``backhaul.py`` uses) and each peer, setting ``none``, pointed at the proxy; the poll period
+is stretched (20 units x 10 registers every ``200 / rate`` s) to search the highest reading rate the peer
+sustains: every value served delivered (within 20 s after the server stops) and the latency from the
+reading's timestamp to its arrival not growing over the run (median over the last third at most 1.5x the
+middle third's + 0.5 s, p99 at most 5 s). Doubling from an estimate, then two bisections; capped at the
+poll setup's 2,000 readings/s. Writes ``peers-link.json`` + ``.csv``.
 
 Results: a table on stdout and ``benchmarks/results/peers.json`` + ``peers.csv``, with the machine
 (cores, load average before and after).
