@@ -876,6 +876,30 @@ def stop_peer(peer: Peer, sig: int, timeout: float = 30.0) -> tuple[bool, float]
     return hung, time.monotonic() - t0
 
 
+def abandon(peer: Peer, server: subprocess.Popen[bytes], stats: Path) -> None:
+    """A run interrupted: kill the peer and stop the Modbus server, whatever is still running."""
+    if peer.proc is not None and peer.proc.poll() is None:
+        stop_peer(peer, signal.SIGKILL)
+    if server.poll() is None:
+        stop_server(server, stats)
+
+
+def first_telemetry(
+    env: Env, peer: Peer, server: subprocess.Popen[bytes], stats: Path, timeout: float = 60.0
+) -> bool:
+    """Wait for the peer's first telemetry at the broker. If it exits or stays silent for ``timeout`` s,
+    the peer and the Modbus server are stopped and False is returned."""
+    assert peer.proc is not None
+    deadline = time.time() + timeout
+    while not env.counter.last_arrival(peer.telemetry_prefix):
+        if peer.proc.poll() is not None or time.time() > deadline:
+            stop_peer(peer, signal.SIGKILL)
+            stop_server(server, stats)
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def wait_quiet(counter: Counter, prefix: str, quiet: float, at_most: float) -> None:
     deadline = time.time() + at_most
     while time.time() < deadline:
@@ -959,15 +983,10 @@ def one_run(env: Env, cls: type[Peer], setting: str, seconds: float, rundir: Pat
         peer.start()
         assert peer.proc is not None
         sampler = Sampler(peer.proc.pid)
-        deadline = time.time() + 60
-        while not env.counter.last_arrival(peer.telemetry_prefix):
-            if peer.proc.poll() is not None or time.time() > deadline:
-                sampler.stop()
-                stop_peer(peer, signal.SIGKILL)
-                stop_server(server, stats_path)
-                tail = (rundir / "peer.log").read_text(errors="replace").strip().splitlines()[-3:]
-                return {**row, "error": f"no telemetry within 60 s: {' | '.join(tail)}"}
-            time.sleep(0.1)
+        if not first_telemetry(env, peer, server, stats_path):
+            sampler.stop()
+            tail = (rundir / "peer.log").read_text(errors="replace").strip().splitlines()[-3:]
+            return {**row, "error": f"no telemetry within 60 s: {' | '.join(tail)}"}
         time.sleep(2.0)  # settle: connections made, first bursts out
         load0 = os.getloadavg()
         w0, c0 = time.time(), sampler.sample()
@@ -979,10 +998,7 @@ def one_run(env: Env, cls: type[Peer], setting: str, seconds: float, rundir: Pat
         stats = stop_server(server, stats_path)
         wait_quiet(env.counter, peer.telemetry_prefix, 2.0, 10.0)
     except BaseException:
-        if peer.proc is not None and peer.proc.poll() is None:
-            stop_peer(peer, signal.SIGKILL)
-        if server.poll() is None:
-            stop_server(server, stats_path)
+        abandon(peer, server, stats_path)
         raise
     messages = env.counter.take()
     c = count(peer, messages, w0, w1)
@@ -1065,14 +1081,8 @@ def kill_run(
     server, _, stats_path = start_server(env, rundir)
     peer = cls(env.setup, rundir, setting)
     peer.start()
-    assert peer.proc is not None
-    deadline = time.time() + 60
-    while not env.counter.last_arrival(peer.telemetry_prefix):
-        if peer.proc.poll() is not None or time.time() > deadline:
-            stop_peer(peer, signal.SIGKILL)
-            stop_server(server, stats_path)
-            return {"peer": cls.name, "setting": setting, "error": "no telemetry within 60 s"}
-        time.sleep(0.1)
+    if not first_telemetry(env, peer, server, stats_path):
+        return {"peer": cls.name, "setting": setting, "error": "no telemetry within 60 s"}
     # a random phase, so the kill does not fall at the same point of a batching cycle every time
     time.sleep(seconds + random.Random(f"{cls.name}-{setting}-{rundir.name}").uniform(0.0, 1.0))
     t_kill = time.time()
@@ -1154,14 +1164,8 @@ def link_trial(
     }
     try:
         peer.start()
-        assert peer.proc is not None
-        deadline = time.time() + 60
-        while not env.counter.last_arrival(peer.telemetry_prefix):
-            if peer.proc.poll() is not None or time.time() > deadline:
-                stop_peer(peer, signal.SIGKILL)
-                stop_server(server, stats_path)
-                return {**row, "error": "no telemetry within 60 s", "sustained": False}
-            time.sleep(0.1)
+        if not first_telemetry(env, peer, server, stats_path):
+            return {**row, "error": "no telemetry within 60 s", "sustained": False}
         w0 = time.time()
         time.sleep(seconds)
         w1 = time.time()
@@ -1171,10 +1175,7 @@ def link_trial(
         hung, _ = stop_peer(peer, signal.SIGINT)
         wait_quiet(env.counter, peer.telemetry_prefix, 2.0, 10.0)
     except BaseException:
-        if peer.proc is not None and peer.proc.poll() is None:
-            stop_peer(peer, signal.SIGKILL)
-        if server.poll() is None:
-            stop_server(server, stats_path)
+        abandon(peer, server, stats_path)
         raise
     messages = [m for m in env.counter.take() if m[1].startswith(peer.telemetry_prefix)]
     served = sum(int(v) for v in stats["registers_read"].values())
