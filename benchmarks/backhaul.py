@@ -54,6 +54,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -712,7 +713,7 @@ def main() -> None:
             )
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {
-        "command": "python benchmarks/backhaul.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/backhaul.py " + shlex.join(sys.argv[1:]),
         "link": args.link,
         "max_delay": MAX_DELAY,
         "machine": {"cores": os.cpu_count(), "load_before": load0, "load_after": load1},

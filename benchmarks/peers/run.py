@@ -82,6 +82,7 @@ import itertools
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -1471,7 +1472,7 @@ def link_main(
     )
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {
-        "command": "python benchmarks/peers/run.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/peers/run.py " + shlex.join(sys.argv[1:]),
         "machine": {"cores": os.cpu_count(), "load_before": load0, "load_after": load1},
         "setup": vars(s) | {"series": env.csv.name},
         "results": results,
@@ -1635,7 +1636,7 @@ def main() -> None:
         counter.stop()
         broker.stop()
     machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    commands = ["python benchmarks/peers/run.py " + " ".join(sys.argv[1:])]
+    commands = ["python benchmarks/peers/run.py " + shlex.join(sys.argv[1:])]
     if args.append and (args.out / "peers.json").exists():
         old = json.loads((args.out / "peers.json").read_text())
         done = {(r["peer"], r["setting"]) for r in rows}
