@@ -275,3 +275,38 @@ async def test_kill_measurement_reads_what_the_outbox_committed(tmp_path: Path) 
         "lost_committed_batches": 1,
         "committed_readings_delivered": 12,
     }
+
+
+@pytest.mark.server
+@pytest.mark.slow
+async def test_outage_on_a_link_of_its_own_loses_nothing(tmp_path: Path) -> None:
+    """backhaul's outage trial on its own proxy, Mosquitto and receiver (how --long runs the strategies
+    at once): the link goes down, the backlog builds in the outbox, and after the link is back every
+    committed reading reaches the receiver."""
+    import backhaul
+
+    series = np.sin(np.arange(5000) / 50.0) * 10 + 50
+    o = await backhaul.outage_on_own_link("compact", 50.0, 64.0, 2.0, series, 0.2, tmp_path)
+    assert o["outage_s"] == 2.0 and o["link_kbit"] == 64.0
+    assert o["backlog_readings"] > 0  # the link was down: readings waited in the outbox
+    assert o["committed"] > o["backlog_readings"]
+    assert o["lost"] == 0 and o["received"] == o["committed"]
+    assert o["drain_s"] < 30
+
+
+def test_outages_alone_take_the_rates_an_earlier_search_found(tmp_path: Path) -> None:
+    import json
+
+    import backhaul
+
+    doc = {
+        "results": [
+            {"strategy": "swing", "link_kbit": 64.0, "sustained_rate": 1657.0},
+            {"strategy": "swing", "link_kbit": 16.0, "sustained_rate": 82.0},
+            {"strategy": "edgex", "link_kbit": 64.0, "sustained_rate": None},
+        ]
+    }
+    path = tmp_path / "backhaul.json"
+    path.write_text(json.dumps(doc))
+    assert backhaul.saved_rates(path, 64.0) == {"swing": 1657.0}
+    assert backhaul.saved_rates(tmp_path / "absent.json", 64.0) == {}
