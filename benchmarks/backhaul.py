@@ -30,7 +30,9 @@ the line through it can no longer be extended).
 Outage (``--outage`` s, and 600 s with ``--long``), at ``--outage-link`` kbit/s, ingest at half the
 strategy's sustained rate: the link goes down (blackhole: connections stall, as a radio link that drops),
 then up; reported: backlog (readings, bytes) and outbox file bytes on disk at the end of the outage,
-time from link up to an empty outbox, readings lost (committed but never received). Through the proxy
+time from link up to an empty outbox (sampled at each tick: when messages follow each other closer than
+their round trip over the link, the outbox is seldom empty at a sample and this overstates the drain),
+readings lost (committed but never received). Through the proxy
 each strategy's outage runs on a link, broker and receiver of its own, all strategies at once (a 600 s
 outage and its drain take ~20 min). ``--links ''`` runs the outages alone, ingesting at half the rates an
 earlier search found (``--rates-from``, default ``benchmarks/results/backhaul.json``), and writes
