@@ -81,8 +81,6 @@ from edgeflow.rules import build_pipeline  # noqa: E402
 from edgeflow.uplink.mqtt import MqttUplink  # noqa: E402
 from edgeflow.uplink.spec import MqttUplinkSpec  # noqa: E402
 
-logging.basicConfig(level=logging.CRITICAL)
-
 STRATEGIES = ("edgex", "compact", "swing")
 MAX_DELAY = 0.0  # the uplink's batching.max_delay (--max-delay)
 _TRIALS = 0
@@ -662,6 +660,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=shared_data())
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)  # here, not at import: tests import this module
     signal.signal(
         signal.SIGINT, signal.default_int_handler
     )  # interruptible even when started in the background
