@@ -30,7 +30,15 @@ the line through it can no longer be extended).
 Outage (``--outage`` s, and 600 s with ``--long``), at ``--outage-link`` kbit/s, ingest at half the
 strategy's sustained rate: the link goes down (blackhole: connections stall, as a radio link that drops),
 then up; reported: backlog (readings, bytes) and outbox file bytes on disk at the end of the outage,
-time from link up to an empty outbox, readings lost (committed but never received).
+time from link up to an empty outbox (sampled at each tick: when messages follow each other closer than
+their round trip over the link, the outbox is seldom empty at a sample and this overstates the drain),
+readings lost (committed but never received). Through the proxy
+each strategy's outage runs on a link, broker and receiver of its own, all strategies at once (a 600 s
+outage and its drain take ~20 min). ``--links ''`` runs the outages alone, ingesting at half the rates an
+earlier search found (``--rates-from``, default ``benchmarks/results/backhaul.json``), and writes
+``backhaul-outages.json`` + ``.csv``:
+
+    python benchmarks/backhaul.py --links '' --outage 60 --long
 
 ``--link tc`` (root): the same runs through the kernel's shaper instead — Mosquitto in a network namespace
 behind a veth pair with a ``tc tbf`` qdisc on the edge's side (whole IP packets counted), link down = the
@@ -48,6 +56,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -71,8 +80,6 @@ from edgeflow.model import ReadingBatch, SeriesTable  # noqa: E402
 from edgeflow.rules import build_pipeline  # noqa: E402
 from edgeflow.uplink.mqtt import MqttUplink  # noqa: E402
 from edgeflow.uplink.spec import MqttUplinkSpec  # noqa: E402
-
-logging.basicConfig(level=logging.CRITICAL)
 
 STRATEGIES = ("edgex", "compact", "swing")
 MAX_DELAY = 0.0  # the uplink's batching.max_delay (--max-delay)
@@ -514,6 +521,54 @@ async def highest_rate(
     }
 
 
+def saved_rates(path: Path, link_kbit: float) -> dict[str, float]:
+    """The highest sustained rate per strategy at ``link_kbit`` from an earlier run's JSON (for outage
+    runs without the search: ``--links ''``)."""
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    return {
+        r["strategy"]: float(r["sustained_rate"])
+        for r in doc.get("results", [])
+        if r.get("link_kbit") == link_kbit and r.get("sustained_rate")
+    }
+
+
+def _outage_row(o: dict[str, Any], link_kbit: float, seconds: float) -> dict[str, Any]:
+    o.update({"link_kbit": link_kbit, "outage_s": seconds})
+    print(
+        f"    outage {seconds:g} s {o['strategy']:<8} at {o['rate']:.0f}/s: backlog {o['backlog_readings']} "
+        f"readings / {o['backlog_bytes']} B, outbox file {o['outbox_file_bytes']} B, "
+        f"drain {o['drain_s']} s, lost {o['lost']}, load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    return o
+
+
+async def outage_on_own_link(
+    strategy: str,
+    rate: float,
+    link_kbit: float,
+    seconds: float,
+    series: np.ndarray,
+    bound: float,
+    workdir: Path,
+) -> dict[str, Any]:
+    """One outage trial on a proxy link, broker and receiver of its own."""
+    own = workdir / f"outage-{strategy}-{seconds:g}"
+    own.mkdir(parents=True, exist_ok=True)
+    link = await asyncio.to_thread(ProxyLink, link_kbit, own)
+    try:
+        rx = await asyncio.to_thread(Receiver, "127.0.0.1", link.broker_port)
+        try:
+            o = await trial(strategy, rate, 10.0, link, rx, series, bound, own, outage=seconds)
+        finally:
+            rx.stop()
+    finally:
+        link.close()
+    return _outage_row(o, link_kbit, seconds)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     series = load_series(args.data / "timeseries" / "nab_machine_temperature_system_failure.csv")
     bound = 0.01 * float(series.max() - series.min())
@@ -536,10 +591,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 for strategy in args.strategies:
                     res = await highest_rate(strategy, link, args, proxy, rx, series, bound, workdir)
                     results.append(res)
+            saved = saved_rates(args.rates_from, args.outage_link)
             for seconds in [args.outage] + ([600.0] if args.long else []):
                 if seconds <= 0:
                     continue
-                proxy.set_rate(args.outage_link)
+                rates: dict[str, float] = {}
                 for strategy in args.strategies:
                     best = next(
                         (
@@ -549,16 +605,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         ),
                         None,
                     )
-                    base = (best or {}).get("sustained_rate") or 2.0
-                    rate = max(1.0, base / 2)
-                    o = await trial(strategy, rate, 10.0, proxy, rx, series, bound, workdir, outage=seconds)
-                    o.update({"link_kbit": args.outage_link, "outage_s": seconds})
-                    outages.append(o)
-                    print(
-                        f"    outage {seconds:g} s {strategy:<8} at {o['rate']:.0f}/s: backlog {o['backlog_readings']} "
-                        f"readings / {o['backlog_bytes']} B, outbox file {o['outbox_file_bytes']} B, "
-                        f"drain {o['drain_s']} s, lost {o['lost']}",
-                        flush=True,
+                    base = (best or {}).get("sustained_rate") or saved.get(strategy) or 2.0
+                    rates[strategy] = max(1.0, base / 2)
+                if args.link == "tc":  # one namespace: the strategies take turns
+                    proxy.set_rate(args.outage_link)
+                    for strategy in args.strategies:
+                        o = await trial(
+                            strategy, rates[strategy], 10.0, proxy, rx, series, bound, workdir, outage=seconds
+                        )
+                        outages.append(_outage_row(o, args.outage_link, seconds))
+                else:  # each strategy on a link of its own, all at once (the outage is mostly waiting)
+                    outages += await asyncio.gather(
+                        *(
+                            outage_on_own_link(
+                                strategy, rates[strategy], args.outage_link, seconds, series, bound, workdir
+                            )
+                            for strategy in args.strategies
+                        )
                     )
         finally:
             rx.stop()
@@ -582,6 +645,13 @@ def main() -> None:
     )
     p.add_argument("--long", action="store_true", help="also a 600 s outage")
     p.add_argument(
+        "--rates-from",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "backhaul.json",
+        help="without a search at --outage-link (e.g. --links ''), the outages ingest at half the rate "
+        "this earlier run found",
+    )
+    p.add_argument(
         "--link",
         choices=["proxy", "tc"],
         default="proxy",
@@ -590,6 +660,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=shared_data())
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = p.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)  # here, not at import: tests import this module
     signal.signal(
         signal.SIGINT, signal.default_int_handler
     )  # interruptible even when started in the background
@@ -643,7 +714,7 @@ def main() -> None:
             )
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {
-        "command": "python benchmarks/backhaul.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/backhaul.py " + shlex.join(sys.argv[1:]),
         "link": args.link,
         "max_delay": MAX_DELAY,
         "machine": {"cores": os.cpu_count(), "load_before": load0, "load_after": load1},
@@ -651,8 +722,10 @@ def main() -> None:
         "results": res["results"],
         "outages": res["outages"],
     }
-    stem = ("backhaul" if args.link == "proxy" else "backhaul-tc") + (
-        f"-delay{MAX_DELAY:g}s" if MAX_DELAY else ""
+    stem = (
+        ("backhaul" if args.link == "proxy" else "backhaul-tc")
+        + (f"-delay{MAX_DELAY:g}s" if MAX_DELAY else "")
+        + ("" if args.links else "-outages")  # outages alone never overwrite the search's results
     )
     (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     with (args.out / f"{stem}.csv").open("w", newline="") as fh:

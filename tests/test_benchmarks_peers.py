@@ -217,3 +217,96 @@ def test_bandwidth_plant_is_deterministic() -> None:
     a, b = bandwidth.plant(5, n=500), bandwidth.plant(5, n=500)
     assert np.array_equal(a.values, b.values)
     assert a.values.min() >= 0.0 and a.values.max() <= 100.0
+
+
+def test_lost_tail_says_which_polls_a_kill_took_and_how_old() -> None:
+    from run import lost_tail
+
+    # unit 1: 50 polls of 10 registers 0.1 s apart, the last two never delivered; unit 2: all delivered
+    reads = {"1": [0.1 * i for i in range(50)], "2": [0.1 * i + 0.02 for i in range(50)]}
+    served = {"1": 500, "2": 500}
+    out = lost_tail(reads, served, {1: 480, 2: 500}, registers=10, interval=0.1, t_kill=4.95)
+    assert out == {"units_with_loss": 1, "most_polls_lost_per_unit": 2, "oldest_lost_s": 0.15}
+    # a part of a poll lost counts as that poll (ThingsBoard requests register by register)
+    out = lost_tail(reads, served, {1: 497, 2: 500}, registers=10, interval=0.1, t_kill=4.95)
+    assert out["most_polls_lost_per_unit"] == 1 and out["oldest_lost_s"] == 0.05
+
+
+async def test_kill_measurement_reads_what_the_outbox_committed(tmp_path: Path) -> None:
+    """The SIGKILL run's split of the loss: the stream's next_seq in a real outbox says what was
+    committed; a committed batch that never arrived is counted as such, and the readings of those
+    that did arrive are what the uncommitted remainder is computed from."""
+    import sqlite3
+
+    from conftest import free_port
+    from run import Edgeflow, Setup
+
+    from edgeflow.model import ReadingBatch, SeriesTable
+    from edgeflow.uplink.mqtt import MqttUplink
+    from edgeflow.uplink.spec import MqttUplinkSpec
+
+    spec = MqttUplinkSpec.model_validate(
+        {
+            "type": "mqtt",
+            "url": f"mqtt://127.0.0.1:{free_port()}",  # nobody there: everything stays in the outbox
+            "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+        }
+    )
+    up = MqttUplink(spec, service="bench")
+    await up.start()
+    table = SeriesTable()
+    sids = np.asarray([table.intern("dev01", f"r{i}", "bench") for i in range(3)], np.int32)
+    for k in range(5):
+        origins = np.full(3, 10**18 + k * 10**8, np.int64)
+        await up.send(ReadingBatch(table, origins, np.arange(3, dtype=np.float64) + k, sids))
+    await up.stop(flush_timeout=0.2)
+
+    peer = Edgeflow(Setup(1, 3, 0.1, 0, 0, 1.0), tmp_path, "none")
+    committed = peer.committed_after_kill()
+    assert list(committed.values()) == [5]  # type: ignore[union-attr]
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")
+    rows = db.execute("SELECT seq, topic, payload FROM outbox ORDER BY seq").fetchall()
+    db.close()
+    arrived = [(0.0, topic, bytes(payload)) for seq, topic, payload in rows if seq != 2]
+    got = peer.committed_delivered(arrived + arrived[:1], committed)  # a duplicate counts once
+    assert got == {
+        "committed_batches": 5,
+        "committed_batches_delivered": 4,
+        "lost_committed_batches": 1,
+        "committed_readings_delivered": 12,
+    }
+
+
+@pytest.mark.server
+@pytest.mark.slow
+async def test_outage_on_a_link_of_its_own_loses_nothing(tmp_path: Path) -> None:
+    """backhaul's outage trial on its own proxy, Mosquitto and receiver (how --long runs the strategies
+    at once): the link goes down, the backlog builds in the outbox, and after the link is back every
+    committed reading reaches the receiver."""
+    import backhaul
+
+    series = np.sin(np.arange(5000) / 50.0) * 10 + 50
+    # 200 readings/s: ticks of 100 ms, so the outbox empties between two ticks once the backlog is gone
+    o = await backhaul.outage_on_own_link("compact", 200.0, 64.0, 2.0, series, 0.2, tmp_path)
+    assert o["outage_s"] == 2.0 and o["link_kbit"] == 64.0
+    assert o["backlog_readings"] > 0  # the link was down: readings waited in the outbox
+    assert o["committed"] > o["backlog_readings"]
+    assert o["lost"] == 0 and o["received"] == o["committed"]
+
+
+def test_outages_alone_take_the_rates_an_earlier_search_found(tmp_path: Path) -> None:
+    import json
+
+    import backhaul
+
+    doc = {
+        "results": [
+            {"strategy": "swing", "link_kbit": 64.0, "sustained_rate": 1657.0},
+            {"strategy": "swing", "link_kbit": 16.0, "sustained_rate": 82.0},
+            {"strategy": "edgex", "link_kbit": 64.0, "sustained_rate": None},
+        ]
+    }
+    path = tmp_path / "backhaul.json"
+    path.write_text(json.dumps(doc))
+    assert backhaul.saved_rates(path, 64.0) == {"swing": 1657.0}
+    assert backhaul.saved_rates(tmp_path / "absent.json", 64.0) == {}

@@ -2,6 +2,8 @@
 
     python benchmarks/peers/run.py [--seconds 60 --reps 3] [--peers edgeflow,thingsboard,nodered]
                                    [--settings none,on_change,deadband,bounded] [--kill-seconds 15]
+                                   [--kill-settings none,batched]
+    python benchmarks/peers/run.py --link-kbit 64 [--link-seconds 30]     # through a thin link instead
 
 What it does, from a fresh clone (the project's ``.venv`` from ``scripts/bootstrap``):
 
@@ -17,9 +19,16 @@ What it does, from a fresh clone (the project's ``.venv`` from ``scripts/bootstr
 3. For each rep, peer and setting: starts the peer polling every unit every 100 ms, waits for its first
    telemetry, measures ``--seconds`` (CPU user+system and peak RSS of the process tree, psutil, every
    0.5 s), then sends SIGINT and waits (30 s, then SIGKILL: reported as a hang).
-4. Once per peer and rep a SIGKILL run (setting ``none``, ``--kill-seconds``): kill -9 while shipping,
-   stop the Modbus server, start the peer again on the same state folder to let it ship what it kept,
-   then SIGINT.
+4. Once per peer, rep and ``--kill-settings`` setting a SIGKILL run (``none``; for edgeflow also
+   ``batched``): kill -9 while shipping, ``--kill-seconds`` plus a random 0-1 s after the first telemetry
+   (so the kill does not fall at the same phase of a batching cycle every time), stop the Modbus server,
+   start the peer again on the same state folder to let it ship what it kept, then SIGINT. Lost = what
+   the server served minus what was delivered in the end. For edgeflow a copy of its outbox taken
+   between the kill and the restart says what it had committed (each stream's next sequence number), so
+   the loss splits into committed batches lost (the outbox's promise: must be 0) and readings answered
+   but not yet committed (the window between a device's answer and the commit: a reading still in
+   memory dies with the process, in any gateway). For every peer: how many of each unit's last polls
+   were lost and how long before the kill the oldest of them was answered.
 
 Settings (same bound for all: 1 % of the series' range, in register units):
 
@@ -51,6 +60,15 @@ answers on ``v1/devices/me/rpc/response/<id>`` with ``{"maxPayloadSize": 65536,
 "maxInflightMessages": 100, "rateLimits": {}, "gatewayRateLimits": {}}`` (no rate limits). It answers
 nothing else; every other ThingsBoard topic the gateway publishes to is only counted.
 
+Through a thin link (``--link-kbit``): the broker behind ``benchmarks/linkproxy.py`` (a token-bucket TCP
+proxy, the one ``backhaul.py`` uses) and each peer, setting ``none``, pointed at the proxy; the poll period
+is stretched (20 units x 10 registers every ``200 / rate`` s) to search the highest reading rate the peer
+sustains: every value served delivered (within 20 s after the server stops) and the latency from the
+reading's timestamp to its arrival not growing over the run (the median over the last third at most 3 % of
+the time between them + 0.1 s above the middle third's, p99 at most 5 s). Settings ``none`` for every
+peer and edgeflow's ``batched`` (``max_delay: 1s``), as far as ``--settings`` lists them. Doubling from an estimate, then two bisections; capped at the
+poll setup's 2,000 readings/s. Writes ``peers-link.json`` + ``.csv``.
+
 Results: a table on stdout and ``benchmarks/results/peers.json`` + ``peers.csv``, with the machine
 (cores, load average before and after).
 """
@@ -63,15 +81,19 @@ import csv
 import itertools
 import json
 import os
+import random
+import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +105,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WORK = HERE / ".work"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(HERE))
 
+from linkproxy import LinkProxy  # noqa: E402
 from replay_server import load_series, source_value  # noqa: E402
 
 from edgeflow.codec import decode, merge_points, reconstruct  # noqa: E402
@@ -326,6 +350,15 @@ class Peer:
     def interpolation(self, messages: list[tuple[float, str, bytes]]) -> dict[tuple[int, int], str]:
         return {}
 
+    def committed_after_kill(self) -> dict[str, int] | None:
+        """What the peer had made durable when it was killed, where it says so (stream -> next seq)."""
+        return None
+
+    def committed_delivered(
+        self, messages: list[tuple[float, str, bytes]], committed: dict[str, int]
+    ) -> dict[str, int]:
+        raise NotImplementedError
+
 
 class Edgeflow(Peer):
     name = "edgeflow"
@@ -421,6 +454,40 @@ class Edgeflow(Peer):
                 continue
             out[(int(dev[3:]), int(res[1:]))] = list(zip(s.origins.tolist(), s.values.tolist(), strict=True))
         return out
+
+    def committed_after_kill(self) -> dict[str, int] | None:
+        """Each stream's next sequence number in the outbox as the SIGKILL left it: every batch numbered
+        below it was committed. Read from a copy of the SQLite files (database + WAL), so the restart
+        that follows opens the originals untouched."""
+        src = self.rundir / "outbox.sqlite"
+        if not src.exists():
+            return {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for suffix in ("", "-wal"):
+                f = Path(str(src) + suffix)
+                if f.exists():
+                    shutil.copyfile(f, Path(tmp) / ("outbox.sqlite" + suffix))
+            db = sqlite3.connect(Path(tmp) / "outbox.sqlite")
+            try:
+                rows = db.execute("SELECT stream_id, next_seq FROM streams").fetchall()
+            finally:
+                db.close()
+        return {str(sid): int(n) for sid, n in rows}
+
+    def committed_delivered(
+        self, messages: list[tuple[float, str, bytes]], committed: dict[str, int]
+    ) -> dict[str, int]:
+        """Of the batches committed before the kill (seq below the stream's next_seq; a stream starts at
+        0): how many, how many arrived, how many readings they carried."""
+        batches = {(b.stream_id, b.seq): b for b in self._decoded(messages)}
+        total = sum(committed.values())
+        arrived = [b for (sid, seq), b in batches.items() if seq < committed.get(sid, 0)]
+        return {
+            "committed_batches": total,
+            "committed_batches_delivered": len(arrived),
+            "lost_committed_batches": total - len(arrived),
+            "committed_readings_delivered": sum(len(s) for b in arrived for s in b.series),
+        }
 
     def interpolation(self, messages: list[tuple[float, str, bytes]]) -> dict[tuple[int, int], str]:
         merged = merge_points(self._decoded(messages))
@@ -810,6 +877,30 @@ def stop_peer(peer: Peer, sig: int, timeout: float = 30.0) -> tuple[bool, float]
     return hung, time.monotonic() - t0
 
 
+def abandon(peer: Peer, server: subprocess.Popen[bytes], stats: Path) -> None:
+    """A run interrupted: kill the peer and stop the Modbus server, whatever is still running."""
+    if peer.proc is not None and peer.proc.poll() is None:
+        stop_peer(peer, signal.SIGKILL)
+    if server.poll() is None:
+        stop_server(server, stats)
+
+
+def first_telemetry(
+    env: Env, peer: Peer, server: subprocess.Popen[bytes], stats: Path, timeout: float = 60.0
+) -> bool:
+    """Wait for the peer's first telemetry at the broker. If it exits or stays silent for ``timeout`` s,
+    the peer and the Modbus server are stopped and False is returned."""
+    assert peer.proc is not None
+    deadline = time.time() + timeout
+    while not env.counter.last_arrival(peer.telemetry_prefix):
+        if peer.proc.poll() is not None or time.time() > deadline:
+            stop_peer(peer, signal.SIGKILL)
+            stop_server(server, stats)
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def wait_quiet(counter: Counter, prefix: str, quiet: float, at_most: float) -> None:
     deadline = time.time() + at_most
     while time.time() < deadline:
@@ -893,15 +984,10 @@ def one_run(env: Env, cls: type[Peer], setting: str, seconds: float, rundir: Pat
         peer.start()
         assert peer.proc is not None
         sampler = Sampler(peer.proc.pid)
-        deadline = time.time() + 60
-        while not env.counter.last_arrival(peer.telemetry_prefix):
-            if peer.proc.poll() is not None or time.time() > deadline:
-                sampler.stop()
-                stop_peer(peer, signal.SIGKILL)
-                stop_server(server, stats_path)
-                tail = (rundir / "peer.log").read_text(errors="replace").strip().splitlines()[-3:]
-                return {**row, "error": f"no telemetry within 60 s: {' | '.join(tail)}"}
-            time.sleep(0.1)
+        if not first_telemetry(env, peer, server, stats_path):
+            sampler.stop()
+            tail = (rundir / "peer.log").read_text(errors="replace").strip().splitlines()[-3:]
+            return {**row, "error": f"no telemetry within 60 s: {' | '.join(tail)}"}
         time.sleep(2.0)  # settle: connections made, first bursts out
         load0 = os.getloadavg()
         w0, c0 = time.time(), sampler.sample()
@@ -913,10 +999,7 @@ def one_run(env: Env, cls: type[Peer], setting: str, seconds: float, rundir: Pat
         stats = stop_server(server, stats_path)
         wait_quiet(env.counter, peer.telemetry_prefix, 2.0, 10.0)
     except BaseException:
-        if peer.proc is not None and peer.proc.poll() is None:
-            stop_peer(peer, signal.SIGKILL)
-        if server.poll() is None:
-            stop_server(server, stats_path)
+        abandon(peer, server, stats_path)
         raise
     messages = env.counter.take()
     c = count(peer, messages, w0, w1)
@@ -950,41 +1033,267 @@ def one_run(env: Env, cls: type[Peer], setting: str, seconds: float, rundir: Pat
     return row
 
 
-def kill_run(env: Env, cls: type[Peer], seconds: float, rundir: Path) -> dict[str, Any]:
-    """SIGKILL while shipping, Modbus server stopped, the peer started again to ship what it kept."""
+def lost_tail(
+    reads: dict[str, list[float]],
+    served: dict[str, int],
+    delivered: dict[int, int],
+    registers: int,
+    interval: float,
+    t_kill: float,
+) -> dict[str, Any]:
+    """Where the readings lost on a SIGKILL were, per unit: how many of the unit's last polls were never
+    delivered, and how long before the kill the oldest of them was answered (server time)."""
+    units = 0
+    most_polls = 0
+    oldest = 0.0
+    for u, times in reads.items():
+        lost = int(served.get(u, 0)) - delivered.get(int(u), 0)
+        if lost <= 0:
+            continue
+        units += 1
+        starts: list[float] = []
+        for t in sorted(times):
+            if not starts or t - starts[-1] > 0.5 * interval:
+                starts.append(t)
+        k = -(-lost // registers)  # polls, rounded up
+        most_polls = max(most_polls, k)
+        if starts:
+            oldest = max(oldest, t_kill - starts[-min(k, len(starts))])
+    return {
+        "units_with_loss": units,
+        "most_polls_lost_per_unit": most_polls,
+        "oldest_lost_s": round(oldest, 3),
+    }
+
+
+def kill_run(
+    env: Env, cls: type[Peer], seconds: float, rundir: Path, setting: str = "none"
+) -> dict[str, Any]:
+    """SIGKILL while shipping, Modbus server stopped, the peer started again to ship what it kept.
+
+    ``lost_on_sigkill`` = register values the server served − readings delivered in the end. For edgeflow
+    the outbox (a copy of its SQLite files taken after the kill, before the restart) says what it had
+    committed: its stream's next sequence number. That splits the loss into ``lost_committed`` (readings
+    in batches numbered below it that never arrived: must be 0, the outbox's promise) and
+    ``uncommitted_at_kill`` (answered by the server, not yet in a committed batch: the window between a
+    device's answer and the commit, which no durable store can close — a reading in memory dies with the
+    process). ``oldest_lost_s``: how long before the kill the oldest lost poll was answered."""
     env.counter.take()
     server, _, stats_path = start_server(env, rundir)
-    peer = cls(env.setup, rundir, "none")
+    peer = cls(env.setup, rundir, setting)
     peer.start()
-    assert peer.proc is not None
-    deadline = time.time() + 60
-    while not env.counter.last_arrival(peer.telemetry_prefix):
-        if peer.proc.poll() is not None or time.time() > deadline:
-            stop_peer(peer, signal.SIGKILL)
-            stop_server(server, stats_path)
-            return {"peer": cls.name, "error": "no telemetry within 60 s"}
-        time.sleep(0.1)
-    time.sleep(seconds)
+    if not first_telemetry(env, peer, server, stats_path):
+        return {"peer": cls.name, "setting": setting, "error": "no telemetry within 60 s"}
+    # a random phase, so the kill does not fall at the same point of a batching cycle every time
+    time.sleep(seconds + random.Random(f"{cls.name}-{setting}-{rundir.name}").uniform(0.0, 1.0))
+    t_kill = time.time()
     stop_peer(peer, signal.SIGKILL)
     stats = stop_server(server, stats_path)
-    peer2 = cls(env.setup, rundir, "none")
+    committed = peer.committed_after_kill()
+    peer2 = cls(env.setup, rundir, setting)
     peer2.start()
     time.sleep(5.0)
     wait_quiet(env.counter, peer.telemetry_prefix, 3.0, 40.0)
     hung, _ = stop_peer(peer2, signal.SIGINT)
     wait_quiet(env.counter, peer.telemetry_prefix, 2.0, 10.0)
-    messages = env.counter.take()
-    delivered = sum(
-        len(v)
-        for v in peer.readings([m for m in messages if m[1].startswith(peer.telemetry_prefix)]).values()
-    )
+    messages = [m for m in env.counter.take() if m[1].startswith(peer.telemetry_prefix)]
+    per_series = peer.readings(messages)
+    delivered = sum(len(v) for v in per_series.values())
+    per_unit: dict[int, int] = {}
+    for (u, _r), v in per_series.items():
+        per_unit[u] = per_unit.get(u, 0) + len(v)
     served = sum(int(v) for v in stats["registers_read"].values())
-    return {
+    out: dict[str, Any] = {
         "peer": cls.name,
+        "setting": setting,
         "served": served,
         "delivered": delivered,
         "lost_on_sigkill": served - delivered,
         "hung_on_restart_stop": hung,
+    }
+    out.update(
+        lost_tail(
+            stats["reads"],
+            stats["registers_read"],
+            per_unit,
+            env.setup.registers,
+            env.setup.interval_s,
+            t_kill,
+        )
+    )
+    if committed is not None:
+        out.update(peer.committed_delivered(messages, committed))
+        out["uncommitted_at_kill"] = served - out["committed_readings_delivered"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ thin link
+
+#: Bytes per reading of each peer's ``none`` setting at defaults (the peer table), to start the search.
+LINK_ESTIMATE = {"edgeflow": 14.0, "thingsboard": 17.0, "nodered": 89.0}
+LINK_ESTIMATE_BATCHED = 1.2  # edgeflow with max_delay: 1s
+
+
+def link_trial(
+    env: Env,
+    cls: type[Peer],
+    rate: float,
+    seconds: float,
+    rundir: Path,
+    proxy: LinkProxy,
+    setting: str = "none",
+) -> dict[str, Any]:
+    """The peer (a lossless setting: ``none``, or edgeflow's ``batched``) publishing through ``proxy`` at
+    ``rate`` readings/s (the poll period stretched: every unit, every register, every
+    ``devices * registers / rate`` s). Sustained: every register value the server served is delivered
+    (within 20 s after the server stops) and the backlog does not grow: the median latency (arrival −
+    the reading's timestamp) over the last third of the run exceeds that over the middle third by at
+    most 3 % of the time between them + 0.1 s, and the p99 over the last third is at most 5 s."""
+    s = env.setup
+    interval = max(0.1, s.devices * s.registers / rate)
+    setup = replace(s, interval_s=interval, broker_port=proxy.port)
+    env.counter.take()
+    up0 = proxy.bytes_up
+    t_started = time.time()
+    server, _, stats_path = start_server(env, rundir)
+    peer = cls(setup, rundir, setting)
+    row: dict[str, Any] = {
+        "peer": cls.name,
+        "setting": setting,
+        "link_kbit": proxy.rate_kbit,
+        "target_rate": rate,
+    }
+    try:
+        peer.start()
+        if not first_telemetry(env, peer, server, stats_path):
+            return {**row, "error": "no telemetry within 60 s", "sustained": False}
+        w0 = time.time()
+        time.sleep(seconds)
+        w1 = time.time()
+        stats = stop_server(server, stats_path)
+        t_stopped = time.time()
+        wait_quiet(env.counter, peer.telemetry_prefix, 3.0, 20.0)
+        hung, _ = stop_peer(peer, signal.SIGINT)
+        wait_quiet(env.counter, peer.telemetry_prefix, 2.0, 10.0)
+    except BaseException:
+        abandon(peer, server, stats_path)
+        raise
+    messages = [m for m in env.counter.take() if m[1].startswith(peer.telemetry_prefix)]
+    served = sum(int(v) for v in stats["registers_read"].values())
+    delivered = sum(len(v) for v in peer.readings(messages).values())
+    # latency of each reading: arrival of its message − its timestamp, by the third of the run it was read in
+    lat_mid: list[float] = []
+    lat_last: list[float] = []
+    span = w1 - w0
+    for arrival, topic, payload in messages:
+        for pts in peer.readings([(arrival, topic, payload)]).values():
+            for origin, _ in pts:
+                t = origin / 1e9
+                if w0 + span / 3 <= t < w0 + 2 * span / 3:
+                    lat_mid.append(arrival - t)
+                elif w0 + 2 * span / 3 <= t < w1:
+                    lat_last.append(arrival - t)
+    m_mid = float(np.median(lat_mid)) if lat_mid else None
+    m_last = float(np.median(lat_last)) if lat_last else None
+    p99 = float(np.quantile(lat_last, 0.99)) if lat_last else None
+    bounded = (
+        m_mid is not None
+        and m_last is not None
+        and p99 is not None
+        and m_last <= m_mid + 0.03 * span / 3 + 0.1
+        and p99 <= 5.0
+    )
+    first = min((t for v in stats["reads"].values() for t in v), default=t_started)
+    row.update(
+        {
+            "interval_s": round(interval, 4),
+            "rate": round(served / max(1e-9, t_stopped - first), 1),
+            "served": served,
+            "delivered": delivered,
+            "lost": served - delivered,
+            "link_bytes_up": proxy.bytes_up - up0,
+            "link_bytes_per_reading": round((proxy.bytes_up - up0) / delivered, 2) if delivered else None,
+            "latency_median_mid_s": m_mid,
+            "latency_median_last_s": m_last,
+            "latency_p99_last_s": p99,
+            "hung_on_sigint": hung,
+            "load": round(os.getloadavg()[0], 2),
+            "sustained": bool(bounded and served == delivered),
+        }
+    )
+    return row
+
+
+def link_search(
+    env: Env,
+    cls: type[Peer],
+    kbit: float,
+    seconds: float,
+    runs: Path,
+    max_rate: float,
+    setting: str = "none",
+) -> dict[str, Any]:
+    """The highest reading rate ``cls`` sustains through a ``kbit`` token-bucket link (doubling from an
+    estimate until a trial fails, then bisecting twice); capped at ``max_rate`` (the poll setup's)."""
+    proxy = LinkProxy(("127.0.0.1", env.setup.broker_port), rate_kbit=kbit)
+    proxy.start()
+    trials: list[dict[str, Any]] = []
+
+    def run(rate: float) -> dict[str, Any]:
+        r = link_trial(
+            env, cls, rate, seconds, runs / f"{cls.name}-{setting}-link{kbit:g}-{len(trials)}", proxy, setting
+        )
+        trials.append(r)
+        print(
+            f"  link {kbit:g} kbit/s {cls.name:<12}{setting:<8} {r.get('rate', 0):>7.0f}/s sustained={r['sustained']} "
+            f"lost={r.get('lost')} latency mid/last {r.get('latency_median_mid_s')}/{r.get('latency_median_last_s')}"
+            f" load {r.get('load')}",
+            flush=True,
+        )
+        return r
+
+    try:
+        estimate = LINK_ESTIMATE[cls.name] if setting == "none" else LINK_ESTIMATE_BATCHED
+        rate = min(max_rate, max(10.0, kbit * 125 / estimate * 0.7))
+        good: dict[str, Any] | None = None
+        bad: dict[str, Any] | None = None
+        r = run(rate)
+        if r["sustained"]:
+            good = r
+            while good["target_rate"] < max_rate:
+                r = run(min(max_rate, good["target_rate"] * 2))
+                if not r["sustained"]:
+                    bad = r
+                    break
+                good = r
+        else:
+            bad = r
+            while bad["target_rate"] > 10.0:
+                r = run(max(10.0, bad["target_rate"] / 2))
+                if r["sustained"]:
+                    good = r
+                    break
+                bad = r
+        if good is not None and bad is not None:
+            for _ in range(2):
+                r = run((good["target_rate"] + bad["target_rate"]) / 2)
+                if r["sustained"]:
+                    good = r
+                else:
+                    bad = r
+    finally:
+        proxy.stop()
+    best = good or {}
+    return {
+        "peer": cls.name,
+        "setting": setting,
+        "link_kbit": kbit,
+        "sustained_rate": best.get("rate"),
+        "capped": bool(good is not None and bad is None),
+        "link_bytes_per_reading": best.get("link_bytes_per_reading"),
+        "latency_median_s": best.get("latency_median_last_s"),
+        "latency_p99_s": best.get("latency_p99_last_s"),
+        "trials": trials,
     }
 
 
@@ -1013,7 +1322,11 @@ def summarize(
             if not rs and (peer not in unavailable or setting in EDGEFLOW_ONLY):
                 continue
             ok = [r for r in rs if "error" not in r]
-            ks = [k for k in kills if k["peer"] == peer and "error" not in k]
+            ks = [
+                k
+                for k in kills
+                if k["peer"] == peer and k.get("setting", "none") == setting and "error" not in k
+            ]
             summary: dict[str, Any] = {"peer": peer, "setting": setting, "reps": len(ok)}
             if peer in unavailable:
                 summary["unavailable"] = unavailable[peer]
@@ -1039,7 +1352,15 @@ def summarize(
                     summary[key] = _med(vals)  # type: ignore[arg-type]
                     summary[key + "_spread"] = _spread(vals)  # type: ignore[arg-type]
                 summary["hung_on_sigint"] = sum(1 for r in ok if r.get("hung_on_sigint"))
-                summary["lost_on_sigkill"] = _med([k["lost_on_sigkill"] for k in ks]) if ks else None
+                for key in (
+                    "lost_on_sigkill",
+                    "lost_committed_batches",
+                    "uncommitted_at_kill",
+                    "oldest_lost_s",
+                ):
+                    vals = [k.get(key) for k in ks]
+                    summary[key] = _med(vals) if ks else None  # type: ignore[arg-type]
+                    summary[key + "_spread"] = _spread(vals)  # type: ignore[arg-type]
                 summary["load_after"] = _med([r["load_after"][0] for r in ok])
             out.append(summary)
     ef = {s["setting"]: s for s in out if s["peer"] == "edgeflow" and "unavailable" not in s}
@@ -1086,6 +1407,19 @@ def print_table(summary: list[dict[str, Any]]) -> None:
                     f"edgeflow {own} (max_delay 1s) / {s['peer']} {theirs}: "
                     f"bytes {s[f'ratio_bytes_{own}']:.3f}, CPU {s[f'ratio_cpu_{own}']:.3f}"
                 )
+    for s in summary:
+        if s.get("lost_on_sigkill") is None:
+            continue
+        line = (
+            f"SIGKILL {s['peer']} {s['setting']}: lost {s['lost_on_sigkill']:.0f} "
+            f"({s['lost_on_sigkill_spread']}), the oldest answered {s['oldest_lost_s']:.3f} s before the kill"
+        )
+        if s.get("lost_committed_batches") is not None:
+            line += (
+                f"; committed batches lost {s['lost_committed_batches']:.0f}, answered but not yet "
+                f"committed {s['uncommitted_at_kill']:.0f} ({s['uncommitted_at_kill_spread']})"
+            )
+        print(line)
     print(
         "err/E: max |error| of the receiver's reconstruction over E (E = 1 % of range); "
         "spreads (min..max over reps) are in the JSON."
@@ -1093,6 +1427,73 @@ def print_table(summary: list[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ main
+
+
+def link_main(
+    args: argparse.Namespace,
+    env: Env,
+    classes: list[type[Peer]],
+    link_kbit: list[float],
+    runs: Path,
+    broker: Broker,
+    settings: list[str],
+) -> None:
+    s = env.setup
+    max_rate = s.devices * s.registers / 0.1
+    load0 = [round(x, 2) for x in os.getloadavg()]
+    results: list[dict[str, Any]] = []
+    try:
+        for kbit in link_kbit:
+            for cls in classes:
+                for setting in ("none", "batched") if cls is Edgeflow else ("none",):
+                    if setting in settings:
+                        results.append(
+                            link_search(env, cls, kbit, args.link_seconds, runs, max_rate, setting)
+                        )
+    finally:
+        env.counter.stop()
+        broker.stop()
+    load1 = [round(x, 2) for x in os.getloadavg()]
+    print(
+        f"\n{'peer':<12}{'setting':<9}{'link kbit/s':>12}{'readings/s':>12}{'link B/rd':>10}{'lat med s':>10}{'lat p99 s':>10}"
+    )
+    for r in results:
+
+        def f(v: Any, spec: str) -> str:
+            return "-" if v is None else format(v, spec)
+
+        rate = f(r["sustained_rate"], ".0f") + ("+" if r["capped"] else "")
+        print(
+            f"{r['peer']:<12}{r['setting']:<9}{r['link_kbit']:>12g}{rate:>12}{f(r['link_bytes_per_reading'], '.2f'):>10}"
+            f"{f(r['latency_median_s'], '.2f'):>10}{f(r['latency_p99_s'], '.2f'):>10}"
+        )
+    print(
+        f"+: the poll setup's cap ({max_rate:.0f} readings/s: {s.devices} units x {s.registers} registers every 0.1 s)"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "command": "python benchmarks/peers/run.py " + shlex.join(sys.argv[1:]),
+        "machine": {"cores": os.cpu_count(), "load_before": load0, "load_after": load1},
+        "setup": vars(s) | {"series": env.csv.name},
+        "results": results,
+    }
+    (args.out / "peers-link.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    keys = [
+        "peer",
+        "setting",
+        "link_kbit",
+        "sustained_rate",
+        "capped",
+        "link_bytes_per_reading",
+        "latency_median_s",
+        "latency_p99_s",
+    ]
+    with (args.out / "peers-link.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in results:
+            w.writerow(r)
+    print(f"\nwrote {args.out / 'peers-link.json'} and {args.out / 'peers-link.csv'}; load after {load1}")
 
 
 def main() -> None:
@@ -1104,6 +1505,18 @@ def main() -> None:
     p.add_argument(
         "--kill-seconds", type=float, default=15.0, help="shipping time before the SIGKILL (0: no kill runs)"
     )
+    p.add_argument(
+        "--kill-settings",
+        default="none,batched",
+        help="settings of the SIGKILL runs (the peers run only their own: none)",
+    )
+    p.add_argument(
+        "--link-kbit",
+        default="",
+        help="instead of the table: the highest reading rate each peer (setting none) sustains through a "
+        "token-bucket link of these kbit/s (comma-separated); writes peers-link.json + .csv",
+    )
+    p.add_argument("--link-seconds", type=float, default=30.0, help="seconds per link trial")
     p.add_argument("--devices", type=int, default=20)
     p.add_argument("--registers", type=int, default=10)
     p.add_argument("--interval", type=float, default=0.1, help="poll period, seconds")
@@ -1128,9 +1541,11 @@ def main() -> None:
     for x in peers:
         if x not in PEERS:
             p.error(f"--peers: unknown peer {x!r}; known: {', '.join(PEERS)}")
-    for x in settings:
-        if x not in SETTINGS:
-            p.error(f"--settings: unknown setting {x!r}; known: {', '.join(SETTINGS)}")
+    kill_settings = [x for x in args.kill_settings.split(",") if x]
+    for opt, xs in (("--settings", settings), ("--kill-settings", kill_settings)):
+        for x in xs:
+            if x not in SETTINGS:
+                p.error(f"{opt}: unknown setting {x!r}; known: {', '.join(SETTINGS)}")
     csv_path = args.data / "timeseries" / "nab_machine_temperature_system_failure.csv"
     if not csv_path.is_file():
         raise SystemExit(f"{csv_path} is absent: the replay needs the shared NAB series")
@@ -1170,6 +1585,19 @@ def main() -> None:
         f"{args.seconds:g} s x {args.reps} reps, E = 1 % of range = {bound} register units; "
         f"{machine['cores']} cores, load {machine['load_before']}"
     )
+    link_kbit = [float(x) for x in args.link_kbit.split(",") if x]
+    if link_kbit:
+        link_settings = [x for x in settings if x in ("none", "batched")]
+        link_main(
+            args,
+            env,
+            [classes[n] for n in peers if n not in unavailable],
+            link_kbit,
+            runs,
+            broker,
+            link_settings,
+        )
+        return
     rows: list[dict[str, Any]] = []
     kills: list[dict[str, Any]] = []
     try:
@@ -1195,22 +1623,26 @@ def main() -> None:
                         ),
                         flush=True,
                     )
-                if args.kill_seconds > 0:
-                    k = kill_run(env, classes[name], args.kill_seconds, runs / f"{name}-kill-{rep}")
+                for setting in kill_settings if args.kill_seconds > 0 else []:
+                    if setting in EDGEFLOW_ONLY and name != "edgeflow":
+                        continue
+                    k = kill_run(
+                        env, classes[name], args.kill_seconds, runs / f"{name}-kill-{setting}-{rep}", setting
+                    )
                     k["rep"] = rep
                     kills.append(k)
-                    print(f"  rep {rep} {name:<12}SIGKILL   {k}", flush=True)
+                    print(f"  rep {rep} {name:<12}SIGKILL {setting:<8} {k}", flush=True)
     finally:
         counter.stop()
         broker.stop()
     machine["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    commands = ["python benchmarks/peers/run.py " + " ".join(sys.argv[1:])]
+    commands = ["python benchmarks/peers/run.py " + shlex.join(sys.argv[1:])]
     if args.append and (args.out / "peers.json").exists():
         old = json.loads((args.out / "peers.json").read_text())
         done = {(r["peer"], r["setting"]) for r in rows}
         rows = [r for r in old["runs"] if (r["peer"], r["setting"]) not in done] + rows
-        redone = {k["peer"] for k in kills}
-        kills = [k for k in old["kill_runs"] if k["peer"] not in redone] + kills
+        redone = {(k["peer"], k.get("setting", "none")) for k in kills}
+        kills = [k for k in old["kill_runs"] if (k["peer"], k.get("setting", "none")) not in redone] + kills
         old_cmds = old.get("commands") or [old["command"]]
         commands = old_cmds + commands
         machine["earlier"] = old["machine"]
