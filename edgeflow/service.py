@@ -80,6 +80,10 @@ __all__ = ["DeviceService", "DeviceState", "Publish", "SchedulerSettings"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds a poll in flight at :meth:`DeviceService.stop` may take to finish and publish (at most the
+#: read timeout): what a device answered just before a SIGINT is shipped, not dropped.
+STOP_GRACE = 2.0
+
 #: Where a service hands each read: ``publish(topic, batch)`` (``Bus.publish`` fits).
 Publish = Callable[[str, ReadingBatch], Awaitable[object]]
 
@@ -221,6 +225,7 @@ class DeviceService:
         self.states: dict[str, DeviceState] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._device_tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._polling: set[asyncio.Task[Any]] = set()  # AutoEvent tasks inside a poll right now
         self._last_sent: dict[tuple[str, str], dict[str, tuple[str, float | None]]] = {}
         self._sources: dict[tuple[str, str], _Source] = {}
         self._opened = False
@@ -674,6 +679,9 @@ class DeviceService:
             if deadline > clock.monotonic_ns() and await self._sleep_until(device, deadline):
                 deadline = clock.monotonic_ns()  # woken early: the connector's state changed, look again
                 continue
+            task = asyncio.current_task()
+            if task is not None:
+                self._polling.add(task)
             try:
                 await self.poll_once(device, ae)
             except asyncio.CancelledError:
@@ -685,6 +693,8 @@ class DeviceService:
                 self._failed(state, exc, clock.monotonic_ns())
             else:
                 self._succeeded(state)
+            finally:
+                self._polling.discard(task)
             deadline += interval
             now = clock.monotonic_ns()
             if deadline < now:
@@ -724,8 +734,16 @@ class DeviceService:
     async def stop(self) -> None:
         """Stop polling, close the connector, then publish what it pushed before it closed."""
         self._stopping = True
+        busy = [t for t in self._tasks if t in self._polling]
         for t in self._tasks:
-            t.cancel()
+            if t not in self._polling:
+                t.cancel()
+        if busy:
+            # A poll in flight may have its answer already: it finishes and publishes (the loop ends
+            # after it), so what a device answered before the stop is not lost. Bounded by STOP_GRACE.
+            _, late = await asyncio.wait(busy, timeout=min(STOP_GRACE, self.settings.read_timeout))
+            for t in late:
+                t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._device_tasks.clear()

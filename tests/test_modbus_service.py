@@ -112,3 +112,57 @@ async def test_edgex_profile_through_the_device_service(modbus_server: Any, shar
     finally:
         await service.stop()
     assert not any(t for t in asyncio.all_tasks() if t.get_name().startswith("autoevent:"))
+
+
+async def test_a_poll_in_flight_at_stop_finishes_and_is_published(modbus_server: Any) -> None:
+    """SIGINT while the device is answering: the poll finishes and its readings are published, so what a
+    device answered before the stop is never dropped (the stop waits at most STOP_GRACE for it)."""
+    entered = asyncio.Event()
+    answered = 0
+    armed = False  # the simulator's own set() goes through the hook too
+
+    async def slow(fc: int, *_: Any) -> None:
+        nonlocal answered
+        if not armed:
+            return
+        entered.set()
+        await asyncio.sleep(0.4)  # the answer is on its way when the stop comes
+        answered += 1
+
+    server = await modbus_server(action=slow)
+    await server.set("hr", 0, [42])
+    armed = True
+    profile = DeviceProfile.model_validate(
+        {
+            "name": "p",
+            "deviceResources": [
+                {
+                    "name": "level",
+                    "attributes": {"primaryTable": "HOLDING_REGISTERS", "startingAddress": 0},
+                    "properties": {"valueType": "Int16", "readWrite": "R"},
+                }
+            ],
+        }
+    )
+    device = Device.model_validate(
+        {
+            "name": "tank",
+            "profileName": "p",
+            "protocols": {"modbus-tcp": {"Address": "127.0.0.1", "Port": server.port, "UnitID": 1, "Timeout": 5}},
+            "autoEvents": [{"interval": "10s", "sourceName": "level"}],
+        }
+    )
+    published: list[ReadingBatch] = []
+
+    async def publish(topic: str, batch: ReadingBatch) -> None:
+        published.append(batch)
+
+    table = SeriesTable()
+    service = DeviceService("device-modbus", ModbusConnector(), publish, table)
+    service.add_device(device, profile)
+    await service.start()
+    async with asyncio.timeout(10):
+        await entered.wait()
+    await service.stop()
+    assert answered == 1
+    assert [_named(b, table) for b in published] == [{"level": 42}]
