@@ -71,7 +71,7 @@ def test_version_1_with_a_non_numeric_reading() -> None:
     got = _by_key(V1_OBJECTS)
     state = got[("pump-7", "state")]
     assert state.info.value_type is ValueType.STRING
-    assert state.objects.tolist() == ["open"]
+    assert state.objects is not None and state.objects.tolist() == ["open"]
     assert state.origins.tolist() == [T0 + 1_000_000_123]
     assert np.isnan(state.values[0])
     assert got[("boiler", "pressure")].values.tolist() == [1.013]
