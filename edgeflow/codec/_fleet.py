@@ -5,7 +5,8 @@ Wire layout (version 2)::
 
     magic    b"EFC" + version byte 0x02
     flags    1 byte: bit 0 alarm, bit 1 body is a zstd frame, bit 2 the body starts with the stream's
-             table, bit 3 the body starts with a table of just this message's series (no hash)
+             table, bit 3 the body starts with a table of just this message's series (no hash), bit 4
+             first values chained per digit count (see values; always set by this encoder)
     stream   varint length + UTF-8 stream id
     seq      varint sequence number
     table    8 bytes (not with bit 3): BLAKE2b-64 of the stream's series table's bytes (below)
@@ -22,8 +23,10 @@ Wire layout (version 2)::
              times     varint unit, zigzag varint base, then one zigzag varint per point, series by
                        series: the first point's (origin - base) / unit, the second's delta, then
                        delta-of-deltas
-             values    zigzag varints, one per point of a decimal series: the first ``v · 10^k``, then
-                       deltas; then 8 bytes per point of a raw series
+             values    zigzag varints, one per point of a decimal series: the first ``v · 10^k`` (as the
+                       delta from the previous decimal series' first value with the same k — flag bit 4;
+                       without it, from the previous decimal series' first value), then deltas; then 8
+                       bytes per point of a raw series
 
 **Which table.** A message of many series (at least ``table_min_series``, a fleet's) or of series with
 few points each (fewer than 4 on average: a per-device topic's message) refers to the stream's table,
@@ -295,12 +298,40 @@ def encode_body_v2(
         dv[0] = iv[0]
         dv[1:] = iv[1:] - iv[:-1]
         fi = np.flatnonzero(fd)
-        dv[fi] = np.diff(iv[fi], prepend=np.int64(0))
+        dv[fi] = _chain_by_digits(iv[fi], digits[digits != _RAW])
         w.uints(_zz(dv))
     raw = ~dec
     if raw.any():
         w.raw(v[raw].astype("<f8").tobytes())
     return thash, w.getvalue(), tbytes is not None
+
+
+def _chain_by_digits(firsts: _I64, k: npt.NDArray[np.uint8]) -> _I64:
+    """The first values of the decimal series (``v · 10^k`` as integers, in series order), each coded as
+    the delta from the previous first value *with the same k*: series of one digit count are neighbours in
+    scale, where a delta across digit counts (52 next to 49.8 as 498) is as large as the values."""
+    order = np.argsort(k, kind="stable")
+    x = firsts[order]
+    d = np.diff(x, prepend=np.int64(0))
+    kk = k[order]
+    new = np.ones(len(kk), dtype=bool)
+    new[1:] = kk[1:] != kk[:-1]
+    d[new] = x[new]
+    out = np.empty_like(d)
+    out[order] = d
+    return out
+
+
+def _unchain_by_digits(d: _I64, k: npt.NDArray[np.uint8]) -> _I64:
+    """Inverse of :func:`_chain_by_digits`."""
+    order = np.argsort(k, kind="stable")
+    kk = k[order]
+    starts = np.flatnonzero(np.concatenate([[True], kk[1:] != kk[:-1]])) if len(kk) else np.empty(0, np.int64)
+    with np.errstate(over="ignore"):
+        x = _segmented_cumsum(d[order], starts.astype(np.int64), first_is_value=False)
+    out = np.empty_like(x)
+    out[order] = x
+    return out
 
 
 class SeriesTables:
@@ -349,6 +380,7 @@ def decode_body_v2(
     tables: SeriesTables,
     *,
     local: bool = False,
+    chained: bool = False,
 ) -> DecodedBatch:
     if local:
         infos = read_table(r)
@@ -401,7 +433,10 @@ def decode_body_v2(
         dv = r.sints(nd)
         dstarts = np.flatnonzero(np.isin(np.flatnonzero(dec), starts))
         with np.errstate(over="ignore"):
-            dv[dstarts] = np.cumsum(dv[dstarts])
+            if chained:
+                dv[dstarts] = _unchain_by_digits(dv[dstarts], digits[digits != _RAW])
+            else:  # written before the chains (version 2 without flag bit 4): one chain
+                dv[dstarts] = np.cumsum(dv[dstarts])
             iv = _segmented_cumsum(dv, dstarts, first_is_value=False)
         values[dec] = iv.astype(np.float64) / _POW10[pdig[dec]]
     nr = n - int(dec.sum())
