@@ -340,7 +340,7 @@ class SeriesTables:
 
     def __init__(self, max_tables: int = 1024) -> None:
         self.max_tables = max_tables
-        self._tables: OrderedDict[bytes, list[SeriesInfo]] = OrderedDict()
+        self._tables: OrderedDict[bytes, tuple[list[SeriesInfo], bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, h: bytes) -> list[SeriesInfo] | None:
@@ -348,14 +348,31 @@ class SeriesTables:
             t = self._tables.get(h)
             if t is not None:
                 self._tables.move_to_end(h)
-            return t
+            return None if t is None else t[0]
 
-    def put(self, h: bytes, infos: list[SeriesInfo]) -> None:
+    def data(self, h: bytes) -> bytes | None:
+        """The table's bytes as they travelled (what a receiver shares with its group through its sink)."""
         with self._lock:
-            self._tables[h] = infos
+            t = self._tables.get(h)
+            return None if t is None else t[1]
+
+    def put(self, h: bytes, infos: list[SeriesInfo], data: bytes = b"") -> None:
+        with self._lock:
+            self._tables[h] = (infos, data)
             self._tables.move_to_end(h)
             while len(self._tables) > self.max_tables:
                 self._tables.popitem(last=False)
+
+    def add(self, data: bytes) -> bytes:
+        """Learn a table from its bytes (as :meth:`data` gave them, e.g. read back from a shared store);
+        returns its hash. Raises :class:`CodecError` if they are not a table."""
+        r = Reader(data)
+        infos = read_table(r)
+        if not r.at_end():
+            raise CodecError(f"{r.remaining} trailing bytes after a series table")
+        h = table_hash(data)
+        self.put(h, infos, data)
+        return h
 
     def __contains__(self, h: bytes) -> bool:
         with self._lock:
@@ -387,9 +404,10 @@ def decode_body_v2(
     elif has_table:
         start = r.pos
         infos = read_table(r)
-        if table_hash(r.span(start, r.pos)) != thash:
+        data = r.span(start, r.pos)
+        if table_hash(data) != thash:
             raise CodecError("series table does not match its hash")
-        tables.put(thash, infos)
+        tables.put(thash, infos, data)
     else:
         got = tables.get(thash)
         if got is None:
