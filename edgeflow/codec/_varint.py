@@ -45,14 +45,14 @@ def uvarint_encode(a: _U64) -> bytes:
     if n == 0:
         return b""
     if n <= _SMALL:  # a small message's column: a Python loop beats numpy's per-call overhead
-        out = bytearray()
-        put = out.append
+        small = bytearray()
+        put = small.append
         for v in a.tolist():
             while v >= 0x80:
                 put((v & 0x7F) | 0x80)
                 v >>= 7
             put(v)
-        return bytes(out)
+        return bytes(small)
     nb = np.ones(n, dtype=np.int64)
     x = a >> np.uint64(7)
     while True:
