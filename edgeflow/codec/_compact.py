@@ -73,6 +73,7 @@ VERSION_TABLE: Final = 2
 _F_TABLE: Final = 0x04
 _F_LOCAL: Final = 0x08
 _F_CHAINED: Final = 0x10
+_F_COLUMNS: Final = 0x20
 #: A message whose series have fewer points than this on average refers to the stream's series table.
 _FEW_POINTS: Final = 4
 
@@ -187,7 +188,7 @@ class CompactEncoder(StreamEncoder):
                 n_series >= self._table_min or len(batch) < _FEW_POINTS * n_series
             )
             thash, body, has_table = encode_body_v2(batch, self._tables if many else None, interp)
-            flags = ((_F_TABLE if has_table else 0) if many else _F_LOCAL) | _F_CHAINED
+            flags = ((_F_TABLE if has_table else 0) if many else _F_LOCAL) | _F_CHAINED | _F_COLUMNS
             return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)
         return self._encode_v1(batch, interp, alarm)
 
@@ -322,7 +323,11 @@ def decode_compact(payload: bytes, tables: SeriesTables | None = None) -> Decode
         raise CodecError(
             f"compact version {version} is not supported (this decoder reads {VERSION} and {VERSION_TABLE})"
         )
-    known = _F_ALARM | _F_ZSTD | (_F_TABLE | _F_LOCAL | _F_CHAINED if version == VERSION_TABLE else 0)
+    known = (
+        _F_ALARM
+        | _F_ZSTD
+        | (_F_TABLE | _F_LOCAL | _F_CHAINED | _F_COLUMNS if version == VERSION_TABLE else 0)
+    )
     if flags & ~known or (flags & _F_TABLE and flags & _F_LOCAL):
         raise CodecError(f"unknown compact flags {flags:#x}")
     r = Reader(payload[5:])
@@ -343,6 +348,7 @@ def decode_compact(payload: bytes, tables: SeriesTables | None = None) -> Decode
             TABLES if tables is None else tables,
             local=bool(flags & _F_LOCAL),
             chained=bool(flags & _F_CHAINED),
+            by_columns=bool(flags & _F_COLUMNS),
         )
     return _decode_body(Reader(body), stream_id, seq, bool(flags & _F_ALARM))
 

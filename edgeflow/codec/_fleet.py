@@ -6,14 +6,16 @@ Wire layout (version 2)::
     magic    b"EFC" + version byte 0x02
     flags    1 byte: bit 0 alarm, bit 1 body is a zstd frame, bit 2 the body starts with the stream's
              table, bit 3 the body starts with a table of just this message's series (no hash), bit 4
-             first values chained per digit count (see values; always set by this encoder)
+             first values chained per digit count (see values), bit 5 the table's string indexes are
+             written column by column (both always set by this encoder)
     stream   varint length + UTF-8 stream id
     seq      varint sequence number
     table    8 bytes (not with bit 3): BLAKE2b-64 of the stream's series table's bytes (below)
     body     (zstd frame of):
-             [table]   varint string count, strings (varint length + UTF-8); varint series count; per
-                       series five varint string indexes (device, resource, profile, units, source) and
-                       a value-type byte. Series are sorted by (device, resource), so the table of a given
+             [table]   varint string count, strings (varint length + UTF-8); varint series count; the
+                       five string indexes of every series (device, resource, profile, units, source) —
+                       with flag bit 5 column by column, each column as zigzag varint deltas; without
+                       it row by row, plain varints —; then a value-type byte per series. Series are sorted by (device, resource), so the table of a given
                        set of series is the same bytes, and has the same hash, in every process.
              m         varint: series in this message
              index     m zigzag varints: table positions, delta-coded (series in the order of their ids)
@@ -82,9 +84,12 @@ def _key(info: SeriesInfo) -> tuple[str, str]:
 
 
 def table_bytes(infos: list[SeriesInfo]) -> bytes:
-    """The canonical bytes of a table of ``infos`` (already sorted by device, resource)."""
+    """The canonical bytes of a table of ``infos`` (already sorted by device, resource): the string
+    indexes column by column, each column delta-coded (zigzag varints), so the device column of a sorted
+    table is runs of 0 and 1 and the resource column repeats — a fifth of the row-by-row layout's size
+    after zstd."""
     strings: dict[str, int] = {}
-    rows = np.empty((len(infos), 5), dtype=np.uint64)
+    rows = np.empty((len(infos), 5), dtype=np.int64)
     codes = bytearray()
     for i, info in enumerate(infos):
         for j, name in enumerate((info.device, info.resource, info.profile, info.units, info.source)):
@@ -95,20 +100,27 @@ def table_bytes(infos: list[SeriesInfo]) -> bytes:
     for s in strings:
         w.text(s)
     w.uint(len(infos))
-    w.uints(rows.ravel())
+    cols = rows.T.copy()
+    cols[:, 1:] -= rows.T[:, :-1]
+    w.uints(_zz(cols.ravel()))
     w.raw(bytes(codes))
     return w.getvalue()
 
 
-def table_hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=8).digest()
-
-
-def read_table(r: Reader) -> list[SeriesInfo]:
+def read_table(r: Reader, *, by_columns: bool = True) -> list[SeriesInfo]:
+    """A table as :func:`table_bytes` writes it; ``by_columns=False``: the row-by-row layout of version 2
+    messages without flag bit 5 (earlier edges)."""
     n_str = r.count(r.remaining)
     strings = [r.text() for _ in range(n_str)]
     n = r.count(r.remaining // 6)
-    rows = r.uints(5 * n).reshape(n, 5) if n else np.empty((0, 5), dtype=np.uint64)
+    rows: npt.NDArray[np.int64] | npt.NDArray[np.uint64]
+    if by_columns:
+        with np.errstate(over="ignore"):
+            rows = np.cumsum(r.sints(5 * n).reshape(5, n), axis=1).T if n else np.empty((0, 5), np.int64)
+        if n and int(rows.min()) < 0:
+            raise CodecError("series table string index out of range")
+    else:
+        rows = r.uints(5 * n).reshape(n, 5) if n else np.empty((0, 5), dtype=np.uint64)
     if n and int(rows.max()) >= n_str:
         raise CodecError("series table string index out of range")
     codes = r.take(n)
@@ -119,6 +131,10 @@ def read_table(r: Reader) -> list[SeriesInfo]:
         d, res, prof, units, src = (strings[i] for i in row)
         out.append(SeriesInfo(d, res, prof, _VALUE_TYPES[code], units, src))
     return out
+
+
+def table_hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
 
 
 class TableEncoder:
@@ -351,10 +367,11 @@ class SeriesTables:
             return None if t is None else t[0]
 
     def data(self, h: bytes) -> bytes | None:
-        """The table's bytes as they travelled (what a receiver shares with its group through its sink)."""
+        """The table as it travelled, behind a layout byte (1: row by row, 2: by columns) — what a
+        receiver shares with its group through its sink, and :meth:`add` takes back."""
         with self._lock:
             t = self._tables.get(h)
-            return None if t is None else t[1]
+            return None if t is None or not t[1] else t[1]
 
     def put(self, h: bytes, infos: list[SeriesInfo], data: bytes = b"") -> None:
         with self._lock:
@@ -364,13 +381,15 @@ class SeriesTables:
                 self._tables.popitem(last=False)
 
     def add(self, data: bytes) -> bytes:
-        """Learn a table from its bytes (as :meth:`data` gave them, e.g. read back from a shared store);
-        returns its hash. Raises :class:`CodecError` if they are not a table."""
-        r = Reader(data)
-        infos = read_table(r)
+        """Learn a table from what :meth:`data` gave (e.g. read back from a shared store); returns its
+        hash. Raises :class:`CodecError` if it is not a table."""
+        if not data or data[0] not in (1, 2):
+            raise CodecError("not a series table (unknown layout byte)")
+        r = Reader(data[1:])
+        infos = read_table(r, by_columns=data[0] == 2)
         if not r.at_end():
             raise CodecError(f"{r.remaining} trailing bytes after a series table")
-        h = table_hash(data)
+        h = table_hash(data[1:])
         self.put(h, infos, data)
         return h
 
@@ -398,16 +417,17 @@ def decode_body_v2(
     *,
     local: bool = False,
     chained: bool = False,
+    by_columns: bool = False,
 ) -> DecodedBatch:
     if local:
-        infos = read_table(r)
+        infos = read_table(r, by_columns=by_columns)
     elif has_table:
         start = r.pos
-        infos = read_table(r)
+        infos = read_table(r, by_columns=by_columns)
         data = r.span(start, r.pos)
         if table_hash(data) != thash:
             raise CodecError("series table does not match its hash")
-        tables.put(thash, infos, data)
+        tables.put(thash, infos, bytes((2 if by_columns else 1,)) + data)
     else:
         got = tables.get(thash)
         if got is None:
