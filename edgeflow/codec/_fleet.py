@@ -247,7 +247,7 @@ def encode_body_v2(
 
     m = len(sids)
     w.uint(m)
-    w.uints(_zz(np.diff(pos, prepend=np.int64(0))))
+    w.uints(_zz(_delta(pos)))
     flags = np.zeros(m, dtype=np.uint8)
     if interp:
         for i, sid in enumerate(sids.tolist()):
@@ -300,7 +300,7 @@ def encode_body_v2(
     col[rest_idx] = d[rest_idx] - d[rest_idx - 1]
     # first points: delta from the previous series' first point (a fleet's devices are polled in the
     # order of their names, so neighbours in the table have neighbouring origins)
-    col[starts] = np.diff(s[starts], prepend=np.int64(0))
+    col[starts] = _delta(s[starts])
     w.uint(unit)
     w.sint(base)
     w.uints(_zz(col))
@@ -322,13 +322,24 @@ def encode_body_v2(
     return thash, w.getvalue(), tbytes is not None
 
 
+def _delta(x: _I64) -> _I64:
+    """``x[0]``, then the differences of neighbours (``np.diff`` with ``prepend=0``, without its copies)."""
+    d = np.empty_like(x)
+    if len(x):
+        d[0] = x[0]
+        np.subtract(x[1:], x[:-1], out=d[1:])
+    return d
+
+
 def _chain_by_digits(firsts: _I64, k: npt.NDArray[np.uint8]) -> _I64:
     """The first values of the decimal series (``v · 10^k`` as integers, in series order), each coded as
     the delta from the previous first value *with the same k*: series of one digit count are neighbours in
     scale, where a delta across digit counts (52 next to 49.8 as 498) is as large as the values."""
+    if len(k) == 0 or int(k.min()) == int(k.max()):  # one digit count (a small message's usual case)
+        return _delta(firsts)
     order = np.argsort(k, kind="stable")
     x = firsts[order]
-    d = np.diff(x, prepend=np.int64(0))
+    d = _delta(x)
     kk = k[order]
     new = np.ones(len(kk), dtype=bool)
     new[1:] = kk[1:] != kk[:-1]
