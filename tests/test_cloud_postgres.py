@@ -487,6 +487,16 @@ def _edge_proc(url: str, outbox: Path, stop: int, rate: float) -> subprocess.Pop
     )
 
 
+def _reap(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill what still runs and close the pipes (a test's cleanup, also after a failure)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        if p.stdout is not None:
+            p.stdout.close()
+
+
 async def _subscribed(broker: MosquittoBroker, name: str, times: int = 1) -> None:
     await wait_for(
         lambda: broker.log_text().count(f"Received SUBSCRIBE from {name}") >= times, 60, f"{name} subscribed"
@@ -546,12 +556,7 @@ async def test_three_receivers_in_a_group_one_killed_and_the_edge_restarted_stor
             assert procs[n].returncode == 0, logs.read_text()[-2000:]
             summaries[n] = orjson.loads(out)
     finally:
-        for p in [*procs.values(), *edges]:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-            if p.stdout is not None:
-                p.stdout.close()
+        _reap([*procs.values(), *edges])
         log.close()
     check_db(pg_url, range(total))
     st = Store(pg_url)
@@ -601,12 +606,7 @@ async def test_receivers_in_a_group_share_the_series_table_through_the_database(
     finally:
         if pub is not None:
             await pub.disconnect()
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-            if p.stdout is not None:
-                p.stdout.close()
+        _reap(list(procs.values()))
         log.close()
     with psycopg.connect(pg_url) as c:
         by = dict(c.execute("SELECT receiver, count(*) FROM edgeflow.batches GROUP BY 1").fetchall())
