@@ -20,6 +20,12 @@ unacknowledged message again. Give a stable ``client_id`` for that to hold acros
 and acknowledged, the rest stays unacknowledged for the broker to deliver again (to the group, or to
 this client id when it comes back).
 
+**Series tables.** A compact message that refers to a series table this process has not seen is held
+(without a sink in memory, with one unacknowledged) until the table comes. With a sink that keeps tables
+(:class:`TableSink`: the PostgreSQL sink), a table that arrives is stored there before the batch that
+carried it, and a held message looks for its table there at once and every ``table_check_interval``, so
+the receivers of a group share what each of them got.
+
 ``edgeflow receive`` (:mod:`edgeflow.cli.receive`) runs one from the command line.
 """
 
@@ -480,8 +486,7 @@ class Receiver:
         items: list[StoreItem] = []
         where: list[int] = []
         classified = [self._classify(d.payload) for d in deliveries]
-        sharing = isinstance(self.sink, TableSink)
-        if sharing:
+        if isinstance(self.sink, TableSink):
             self._share_tables(deliveries, classified)
         for d, (kind, batch, why) in zip(deliveries, classified, strict=True):
             if kind == "new" and batch is not None:
