@@ -2,8 +2,8 @@
 
 Each payload below was produced by the encoder of its version (compact version 1 with a non-numeric
 reading; version 2 naming its own series; version 2 carrying the stream's series table, and the next
-message referring to that table by hash) before the value coding changed. They must decode to the same
-readings with every later decoder."""
+message referring to that table by hash) before the value coding changed; then the same with the chained
+values and column-by-column tables. They must decode to the same readings with every later decoder."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ V2_WITH_TABLE = bytes.fromhex(
 V2_BY_HASH = bytes.fromhex(
     "45464302000c6f6c642d656467652d746162013948c3243d84c0ae020201000002010202cd96ebdc03f6a9a69cce"
     "bfce972f000200fe2132b120"
+)
+# version 2 with flag bits 4 and 5 (first values chained per digit count, tables column by column)
+V2_COLUMNS_WITH_TABLE = bytes.fromhex(
+    "45464302340c656467652d76322d636f6c7300ba7d63a1eb20ad150606626f696c657208707265737375726506426f"
+    "696c6572036261720b74656d7065726174757265014302000002060400060402060b0b020201000003020203018080"
+    "d0e2c6bfce972f00f6a9d6b907a40300f6a9d6b907cc213232ea0f0e"
+)
+V2_COLUMNS_BY_HASH = bytes.fromhex(
+    "45464302300c656467652d76322d636f6c7301ba7d63a1eb20ad15020201000002010202cd96ebdc03f6a9a69ccebf"
+    "ce972f000200fe2132b120"
 )
 V1_OBJECTS = bytes.fromhex(
     "45464301020b6f6c642d656467652d76310028b52ffd208ae5030032c71b25a0291de3beced6e65af4a1a3e20abe77"
@@ -67,6 +77,17 @@ def test_version_2_with_the_stream_table_then_by_hash() -> None:
     assert decode_compact(V2_BY_HASH, tables).stream_id == "old-edge-tab"
 
 
+def test_version_2_with_chained_values_and_column_tables() -> None:
+    tables = SeriesTables()
+    first = _by_key(V2_COLUMNS_WITH_TABLE, tables)
+    assert first[("boiler", "temperature")].values.tolist() == TEMP_V
+    assert first[("boiler", "pressure")].origins.tolist() == PRES_T
+    assert first[("boiler", "pressure")].info.units == "bar"
+    later = _by_key(V2_COLUMNS_BY_HASH, tables)
+    assert later[("boiler", "temperature")].values.tolist() == TEMP_V[1:]
+    assert later[("boiler", "pressure")].values.tolist() == PRES_V[1:]
+
+
 def test_version_1_with_a_non_numeric_reading() -> None:
     got = _by_key(V1_OBJECTS)
     state = got[("pump-7", "state")]
@@ -77,7 +98,7 @@ def test_version_1_with_a_non_numeric_reading() -> None:
     assert got[("boiler", "pressure")].values.tolist() == [1.013]
 
 
-@pytest.mark.parametrize("payload", [V2_LOCAL, V2_WITH_TABLE, V1_OBJECTS])
+@pytest.mark.parametrize("payload", [V2_LOCAL, V2_WITH_TABLE, V2_COLUMNS_WITH_TABLE, V1_OBJECTS])
 def test_old_payloads_decode_the_same_twice(payload: bytes) -> None:
     a, b = decode(payload), decode(payload)
     assert [s.key for s in a.series] == [s.key for s in b.series]
