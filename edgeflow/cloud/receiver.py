@@ -179,6 +179,13 @@ class Receiver:
                 raise ValueError("give out (a JSON-lines file) or sink, not both")
             sink = JsonLinesSink(out)
         self.topics = [f"$share/{group}/{t}" if group else t for t in topics]
+        if group and not isinstance(sink, TableSink):
+            log.warning(
+                "receiver: in group %s without a sink that shares series tables (PostgreSQL), a compact "
+                "message whose table another member got waits until its edge sends the table again "
+                "(table_interval, 30 s); give those edges series_table: false",
+                group,
+            )
         self.client_id = client_id or f"edgeflow-rx-{socket.gethostname()}-{os.getpid()}"
         self._params = connect_params(
             url,
