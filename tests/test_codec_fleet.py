@@ -186,3 +186,21 @@ def test_a_table_shared_as_bytes_is_learnt_back_by_another_decoder() -> None:
     for bad in (b"", b"\x07" + shared[1:], shared[:-3], shared + b"\x00"):
         with pytest.raises(CodecError):
             SeriesTables().add(bad)
+
+
+def test_table_positions_ascending_or_not_both_decode() -> None:
+    """Series interned in name order (a fleet polled by name) have ascending table positions, written as
+    unsigned gaps (flag bit 6); interned in another order, as signed deltas."""
+    tag = uuid.uuid4().hex[:8]
+    for names in (["a", "b", "c", "d"], ["d", "c", "b", "a"]):
+        table = SeriesTable()
+        sids = [table.intern(f"dev-{tag}-{n}", "R", "Walk") for n in names]
+        batch = ReadingBatch(
+            table,
+            np.arange(4, dtype=np.int64) + 10**18,
+            np.array([1.5, 2.25, 3.0, 4.125]),
+            np.asarray(sids, dtype=np.int32),
+        )
+        (m,) = make_encoder("compact", series_table=True, table_min_series=1).encode(batch)
+        assert bool(m.payload[4] & 0x40) == (names == sorted(names))
+        _same(decode(m.payload).to_batch(table), batch)

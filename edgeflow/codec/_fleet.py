@@ -7,7 +7,8 @@ Wire layout (version 2)::
     flags    1 byte: bit 0 alarm, bit 1 body is a zstd frame, bit 2 the body starts with the stream's
              table, bit 3 the body starts with a table of just this message's series (no hash), bit 4
              first values chained per digit count (see values), bit 5 the table's string indexes are
-             written column by column (both always set by this encoder)
+             written column by column (both always set by this encoder), bit 6 the table positions
+             ascend (see index)
     stream   varint length + UTF-8 stream id
     seq      varint sequence number
     table    8 bytes (not with bit 3): BLAKE2b-64 of the stream's series table's bytes (below)
@@ -18,7 +19,9 @@ Wire layout (version 2)::
                        it row by row, plain varints —; then a value-type byte per series. Series are sorted by (device, resource), so the table of a given
                        set of series is the same bytes, and has the same hash, in every process.
              m         varint: series in this message
-             index     m zigzag varints: table positions, delta-coded (series in the order of their ids)
+             index     m varints: table positions, delta-coded (series in the order of their ids); with
+                       flag bit 6 (positions ascend) the first as is and every further delta minus 1,
+                       else zigzag
              flags     m bytes: bit 0 linear
              counts    m varints: points per series
              digits    m bytes: decimal digits k of the series' values (0..15), or 255: raw float64
@@ -216,9 +219,9 @@ def _zz(a: _I64) -> npt.NDArray[np.uint64]:
 
 def encode_body_v2(
     batch: ReadingBatch, tables: TableEncoder | None, interp: Mapping[int, Interpolation]
-) -> tuple[bytes, bytes, bool]:
-    """(table hash, body, whether the body carries the table). ``tables`` None: the message names its
-    own series (a table of just them, inline, no hash)."""
+) -> tuple[bytes, bytes, bool, bool]:
+    """(table hash, body, whether the body carries the table, whether the table positions ascend: flag
+    bit 6). ``tables`` None: the message names its own series (a table of just them, inline, no hash)."""
     order = np.argsort(batch.series, kind="stable")
     ser = batch.series[order].astype(np.int64)
     n = len(ser)
@@ -247,7 +250,13 @@ def encode_body_v2(
 
     m = len(sids)
     w.uint(m)
-    w.uints(_zz(_delta(pos)))
+    dpos = _delta(pos)
+    ascending = m > 1 and int(dpos[1:].min()) >= 1  # series ids in table order (a fleet polled by name)
+    if ascending:
+        dpos[1:] -= 1
+        w.uints(dpos.astype(np.uint64))
+    else:
+        w.uints(_zz(dpos))
     flags = np.zeros(m, dtype=np.uint8)
     if interp:
         for i, sid in enumerate(sids.tolist()):
@@ -319,7 +328,7 @@ def encode_body_v2(
     raw = ~dec
     if raw.any():
         w.raw(v[raw].astype("<f8").tobytes())
-    return thash, w.getvalue(), tbytes is not None
+    return thash, w.getvalue(), tbytes is not None, ascending
 
 
 def _delta(x: _I64) -> _I64:
@@ -429,6 +438,7 @@ def decode_body_v2(
     local: bool = False,
     chained: bool = False,
     by_columns: bool = False,
+    ascending: bool = False,
 ) -> DecodedBatch:
     if local:
         infos = read_table(r, by_columns=by_columns)
@@ -445,7 +455,13 @@ def decode_body_v2(
             raise MissingTable(thash)
         infos = got
     m = r.count(r.remaining // 4)
-    pos = np.cumsum(r.sints(m))
+    if ascending:
+        with np.errstate(over="ignore"):
+            dpos = r.uints(m).astype(np.int64)
+            dpos[1:] += 1
+            pos = np.cumsum(dpos)
+    else:
+        pos = np.cumsum(r.sints(m))
     if m and (int(pos.max()) >= len(infos) or int(pos.min()) < 0 or len(np.unique(pos)) != m):
         raise CodecError("series table position out of range")
     flags = np.frombuffer(r.take(m), dtype=np.uint8)
