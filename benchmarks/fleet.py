@@ -126,7 +126,7 @@ def write_config(
     topic: str,
     max_delay: float | None,
     rule: str,
-    series_table: bool = False,
+    series_table: bool = True,
 ) -> Path:
     res = "\n".join(
         f'  - name: "R{i}"\n'
@@ -201,9 +201,10 @@ def main() -> None:
         "--max-delay", type=float, default=None, help="uplink batching.max_delay (default: edgeflow's)"
     )
     p.add_argument(
-        "--series-table",
-        action="store_true",
-        help="uplink series_table: true (messages refer to the stream's series table by hash)",
+        "--no-series-table",
+        dest="series_table",
+        action="store_false",
+        help="uplink series_table: false (every message names its series; the default is true)",
     )
     p.add_argument(
         "--profile",

@@ -81,6 +81,7 @@ __all__ = [
     "load_connector",
     "load_simulator",
     "register",
+    "time_us_ns",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,12 +121,21 @@ class Clock(Protocol):
         ...
 
 
-class SystemClock:
-    """The real clock: :func:`time.monotonic_ns` (the event loop's own time line), :func:`time.time_ns`
-    and asyncio's sleeps and timeouts. ``wall`` replaces :func:`time.time_ns` for origins (a fixed stamp
-    in a test, a corrected clock on a device without RTC)."""
+def time_us_ns() -> int:
+    """Now since the epoch in whole microseconds, as nanoseconds: the origin the device service stamps on
+    a read. A poll's time is not known better than its request's round trip (tens of microseconds at
+    best), and the digits below a microsecond are noise that costs about 0.7 bytes per shipped reading in
+    the compact encoding of a fleet (1,000 devices x 10 resources, swing: 3.3 -> 2.6 bytes per reading)."""
+    return time.time_ns() // 1000 * 1000
 
-    def __init__(self, wall: Callable[[], int] = time.time_ns) -> None:
+
+class SystemClock:
+    """The real clock: :func:`time.monotonic_ns` (the event loop's own time line), :func:`time_us_ns`
+    (the wall clock in whole microseconds) and asyncio's sleeps and timeouts. ``wall`` replaces it for
+    origins (:func:`time.time_ns` for every nanosecond, a fixed stamp in a test, a corrected clock on a
+    device without RTC)."""
+
+    def __init__(self, wall: Callable[[], int] = time_us_ns) -> None:
         self._wall = wall
 
     def monotonic_ns(self) -> int:

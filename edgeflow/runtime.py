@@ -41,7 +41,7 @@ from edgeflow.backoff import Backoff
 from edgeflow.bus import Bus, Subscription
 from edgeflow.commitlog import ROW_SEP, row_key
 from edgeflow.config import DeviceSpec, EdgeConfig, PipelineSpec
-from edgeflow.connector import Clock, DeviceHealth, as_clock, load_connector
+from edgeflow.connector import Clock, DeviceHealth, as_clock, load_connector, time_us_ns
 from edgeflow.errors import BusClosedError, ConfigError, ConnectorError, ConnectorNotFoundError, RuleError
 from edgeflow.kubeedge import RunDevice
 from edgeflow.metrics import MetricsServer, Registry, Sample
@@ -258,16 +258,16 @@ def _blamed_on(source: str, where: str) -> Iterator[None]:
 class Runtime:
     """One edge node, built from an :class:`~edgeflow.config.EdgeConfig`.
 
-    ``clock`` gives nanoseconds since the epoch; it stamps device reads and drives event-time
-    watermarks when no readings arrive. Use it as ``async with Runtime(cfg) as rt: ...`` or
-    :meth:`run`.
+    ``clock`` gives nanoseconds since the epoch (by default in whole microseconds,
+    :func:`~edgeflow.connector.time_us_ns`); it stamps device reads and drives event-time watermarks when
+    no readings arrive. Use it as ``async with Runtime(cfg) as rt: ...`` or :meth:`run`.
     """
 
     def __init__(
         self,
         config: EdgeConfig,
         *,
-        clock: Clock | Callable[[], int] = time.time_ns,
+        clock: Clock | Callable[[], int] = time_us_ns,
         uplink: Uplink | None = None,
         watermark_interval: float = 1.0,
     ) -> None:

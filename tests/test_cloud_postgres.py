@@ -25,7 +25,7 @@ from uplink_support import SERIES, expected_origins, expected_value, make_batch,
 
 from edgeflow.cli import receive as receive_cmd
 from edgeflow.cloud import JsonLinesSink, Receiver
-from edgeflow.codec import decode, make_encoder
+from edgeflow.codec import batch_table, decode, make_encoder
 from edgeflow.model import ReadingBatch, SeriesTable, ValueType
 from edgeflow.mqtt.connection import ConnectParams, MqttConnection
 from edgeflow.uplink.mqtt import MqttUplink
@@ -103,7 +103,8 @@ def test_store_is_exactly_once_by_stream_and_seq_across_restarts(pg_url: str) ->
     assert again.store(items) == [False, False, False, False, True]
     check_db(pg_url, range(5))
     with psycopg.connect(pg_url) as c:
-        assert c.execute("SELECT version FROM edgeflow.schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        versions = c.execute("SELECT version FROM edgeflow.schema_version ORDER BY 1").fetchall()
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # each migration once
         by = dict(c.execute("SELECT seq, receiver FROM edgeflow.batches WHERE stream = 's1'").fetchall())
     assert by == {0: "a", 1: "a", 2: "a", 3: "a", 4: "b"}
     assert again.streams() == {"s1": {"batches": 5, "readings": 5 * PER_BATCH, "first_seq": 0, "last_seq": 4}}
@@ -156,7 +157,16 @@ def test_schema_migration_is_idempotent_and_refuses_a_newer_schema(pg_url: str) 
         st.open()
         st.close()
     with psycopg.connect(pg_url) as c:
-        assert c.execute("SELECT count(*) FROM edgeflow.schema_version").fetchone() == (1,)
+        assert c.execute("SELECT count(*) FROM edgeflow.schema_version").fetchone() == (SCHEMA_VERSION,)
+        # a database of the first schema (before the shared series tables) is migrated
+        c.execute("DROP TABLE edgeflow.series_tables")
+        c.execute("DELETE FROM edgeflow.schema_version WHERE version > 1")
+    st = Store(pg_url)
+    st.open()
+    st.store_tables({b"h" * 8: b"t"})
+    assert st.load_tables([b"h" * 8, b"x" * 8]) == {b"h" * 8: b"t"}
+    st.close()
+    with psycopg.connect(pg_url) as c:
         c.execute("INSERT INTO edgeflow.schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(Exception, match=f"schema version {SCHEMA_VERSION + 1}"):
         Store(pg_url).open()
@@ -477,6 +487,16 @@ def _edge_proc(url: str, outbox: Path, stop: int, rate: float) -> subprocess.Pop
     )
 
 
+def _reap(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill what still runs and close the pipes (a test's cleanup, also after a failure)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        if p.stdout is not None:
+            p.stdout.close()
+
+
 async def _subscribed(broker: MosquittoBroker, name: str, times: int = 1) -> None:
     await wait_for(
         lambda: broker.log_text().count(f"Received SUBSCRIBE from {name}") >= times, 60, f"{name} subscribed"
@@ -536,12 +556,7 @@ async def test_three_receivers_in_a_group_one_killed_and_the_edge_restarted_stor
             assert procs[n].returncode == 0, logs.read_text()[-2000:]
             summaries[n] = orjson.loads(out)
     finally:
-        for p in [*procs.values(), *edges]:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-            if p.stdout is not None:
-                p.stdout.close()
+        _reap([*procs.values(), *edges])
         log.close()
     check_db(pg_url, range(total))
     st = Store(pg_url)
@@ -556,6 +571,49 @@ async def test_three_receivers_in_a_group_one_killed_and_the_edge_restarted_stor
         assert s["sink"] == "postgresql"
         assert s["stored_missing"] == 0
         assert s["store_failures"] == 0
+
+
+@pytest.mark.server
+@pytest.mark.slow
+async def test_receivers_in_a_group_share_the_series_table_through_the_database(
+    mosquitto: MosquittoBroker, pg_url: str, tmp_path: Path
+) -> None:
+    """The table travels once, in the first message; the group splits the messages, so the receiver that
+    did not get the first one finds the table in the database (in its own process: no shared memory)."""
+    total = 40
+    logs = tmp_path / "receivers.log"
+    log = logs.open("ab")
+    names = ["rxa", "rxb"]
+    procs = {n: _receiver_proc(mosquitto, pg_url, n, log) for n in names}
+    pub: MqttConnection | None = None
+    try:
+        for n in names:
+            await _subscribed(mosquitto, n)
+        enc = make_encoder(
+            "compact", stream_id="shared-table", series_table=True, table_min_series=1, table_interval=3600
+        )
+        payloads = [e.payload for i in range(total) for e in enc.encode(make_batch(table(), i, per_series=2))]
+        assert [batch_table(p) is not None for p in payloads] == [True] + [False] * (total - 1)
+        pub = await _publisher(mosquitto)
+        for p in payloads:
+            pub.publish("edgeflow/x/batches", p)
+        await wait_for(lambda: _count(pg_url, "batches") == total, 60, "every batch stored")
+        for n in names:
+            procs[n].send_signal(signal.SIGTERM)
+        for n in names:
+            procs[n].communicate(timeout=60)
+            assert procs[n].returncode == 0, logs.read_text()[-2000:]
+    finally:
+        if pub is not None:
+            await pub.disconnect()
+        _reap(list(procs.values()))
+        log.close()
+    with psycopg.connect(pg_url) as c:
+        by = dict(c.execute("SELECT receiver, count(*) FROM edgeflow.batches GROUP BY 1").fetchall())
+        tables = c.execute("SELECT count(*) FROM edgeflow.series_tables").fetchone()
+    assert sorted(by) == ["rxa", "rxb"], by  # both took some, so one of them never saw the table travel
+    assert tables == (1,)
+    assert _count(pg_url) == total * 2 * SERIES
 
 
 # -- reading back ------------------------------------------------------------------------------------

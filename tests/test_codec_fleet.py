@@ -163,3 +163,44 @@ def test_truncated_and_corrupted_fleet_messages_raise_codec_errors() -> None:
             data[int(rng.integers(5, len(data)))] ^= int(rng.integers(1, 256))
             with contextlib.suppress(CodecError):
                 decode(bytes(data))
+
+
+def test_a_table_shared_as_bytes_is_learnt_back_by_another_decoder() -> None:
+    """What a receiver puts into its sink (``SeriesTables.data``) is what another receiver learns the table
+    from (``SeriesTables.add``): same hash, and the messages referring to it decode there."""
+    table, sids = _fleet(200)
+    rng = np.random.default_rng(5)
+    enc = make_encoder("compact", stream_id="shared", series_table=True)
+    first, second = (enc.encode(_message(table, sids, k, rng))[0].payload for k in range(2))
+    mine = SeriesTables()
+    decode_compact(first, mine)
+    h = batch_table(first)
+    assert h is not None
+    shared = mine.data(h)
+    assert shared is not None and shared[0] == 2  # the column-by-column layout
+    theirs = SeriesTables()
+    with pytest.raises(MissingTable):
+        decode_compact(second, theirs)
+    assert theirs.add(shared) == h
+    assert decode_compact(second, theirs).readings == len(sids)
+    for bad in (b"", b"\x07" + shared[1:], shared[:-3], shared + b"\x00"):
+        with pytest.raises(CodecError):
+            SeriesTables().add(bad)
+
+
+def test_table_positions_ascending_or_not_both_decode() -> None:
+    """Series interned in name order (a fleet polled by name) have ascending table positions, written as
+    unsigned gaps (flag bit 6); interned in another order, as signed deltas."""
+    tag = uuid.uuid4().hex[:8]
+    for names in (["a", "b", "c", "d"], ["d", "c", "b", "a"]):
+        table = SeriesTable()
+        sids = [table.intern(f"dev-{tag}-{n}", "R", "Walk") for n in names]
+        batch = ReadingBatch(
+            table,
+            np.arange(4, dtype=np.int64) + 10**18,
+            np.array([1.5, 2.25, 3.0, 4.125]),
+            np.asarray(sids, dtype=np.int32),
+        )
+        (m,) = make_encoder("compact", series_table=True, table_min_series=1).encode(batch)
+        assert bool(m.payload[4] & 0x40) == (names == sorted(names))
+        _same(decode(m.payload).to_batch(table), batch)

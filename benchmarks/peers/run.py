@@ -964,8 +964,9 @@ def errors(
 def count(peer: Peer, messages: list[tuple[float, str, bytes]], w0: float, w1: float) -> dict[str, Any]:
     tele = [(t, tp, pl) for t, tp, pl in messages if tp.startswith(peer.telemetry_prefix)]
     window = [m for m in tele if w0 <= m[0] < w1]
-    readings_window = sum(len(v) for v in peer.readings(window).values())
+    # every message first: the window's compact messages refer to the series table an earlier one carried
     readings_all = sum(len(v) for v in peer.readings(tele).values())
+    readings_window = sum(len(v) for v in peer.readings(window).values())
     return {
         "messages": len(window),
         "bytes": sum(publish_size(tp, pl, peer.mqtt5) for _, tp, pl in window),

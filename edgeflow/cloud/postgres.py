@@ -26,6 +26,10 @@ the version recorded in ``edgeflow.schema_version``):
     reconstructs between this point and the next), ``start`` (window start of an aggregate, ns, else
     NULL). Index ``(series, origin)``. With the TimescaleDB extension available it is a hypertable on
     ``origin`` (one-day chunks); without it, a plain table with a BRIN index on ``origin`` as well.
+``series_tables``
+    ``hash`` (primary key), ``body``: the series tables of the ``compact`` encoding (a message refers to
+    its stream's table by hash; the table itself travels only now and then), put here by the receiver
+    that got the message carrying one, so every receiver of the group decodes what refers to it.
 ``readings_view``
     readings with device, resource, value type, ``time`` (timestamptz) and ``interpolation`` spelled out.
 ``gaps``
@@ -146,6 +150,14 @@ _MIGRATIONS: Final[list[str]] = [
                END
         FROM a LEFT JOIN b ON true
     $$;
+    """,
+    # 2: the compact encoding's series tables, shared by the receivers of a group
+    """
+    CREATE TABLE edgeflow.series_tables (
+        hash      bytea PRIMARY KEY,
+        body      bytea NOT NULL,
+        stored_at timestamptz NOT NULL DEFAULT now()
+    );
     """,
 ]
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -418,6 +430,32 @@ class PostgresStore:
                 ):
                     cp.write(b"".join(parts))
         return out
+
+    # -- series tables (see edgeflow.cloud.receiver.TableSink) -------------------------------------
+
+    def store_tables(self, tables: dict[bytes, bytes]) -> None:
+        """Keep the compact encoding's series tables ``{hash: bytes}`` for every receiver of the group."""
+        with self._lock:
+            try:
+                conn = self._connect()
+                conn.execute(
+                    "INSERT INTO edgeflow.series_tables (hash, body) SELECT * FROM unnest(%s::bytea[],"
+                    " %s::bytea[]) ON CONFLICT DO NOTHING",
+                    (list(tables), list(tables.values())),
+                )
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError) or conn_broken(self._conn):
+                    self._drop()
+                raise SinkError(
+                    f"storing {len(tables)} series tables in {self.where} failed: {_one_line(exc)}"
+                ) from exc
+
+    def load_tables(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The series tables of ``hashes`` some receiver has stored."""
+        rows = self._query(
+            "SELECT hash, body FROM edgeflow.series_tables WHERE hash = ANY(%s)", (list(hashes),)
+        )
+        return {bytes(h): bytes(b) for h, b in rows}
 
     # -- reading back -----------------------------------------------------------------------------
 

@@ -20,6 +20,12 @@ unacknowledged message again. Give a stable ``client_id`` for that to hold acros
 and acknowledged, the rest stays unacknowledged for the broker to deliver again (to the group, or to
 this client id when it comes back).
 
+**Series tables.** A compact message that refers to a series table this process has not seen is held
+(without a sink in memory, with one unacknowledged) until the table comes. With a sink that keeps tables
+(:class:`TableSink`: the PostgreSQL sink), a table that arrives is stored there before the batch that
+carried it, and a held message looks for its table there at once and every ``table_check_interval``, so
+the receivers of a group share what each of them got.
+
 ``edgeflow receive`` (:mod:`edgeflow.cli.receive`) runs one from the command line.
 """
 
@@ -37,10 +43,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from edgeflow.cloud.sinks import JsonLinesSink, Sink, SinkError, SinkOpenError, StoreItem
 from edgeflow.codec import (
+    TABLES,
     DecodedBatch,
     DecodedSeries,
     MissingTable,
@@ -53,12 +60,26 @@ from edgeflow.errors import CodecError, TransportSecurityError, UplinkError
 from edgeflow.mqtt import MqttAuthSpec, TlsSpec
 from edgeflow.mqtt.connection import Backoff, Delivery, MqttConnection, connect_params
 
-__all__ = ["BatchHandler", "Receiver", "StreamTracker"]
+__all__ = ["BatchHandler", "Receiver", "StreamTracker", "TableSink"]
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[DecodedBatch, str], None]
 """``(batch, topic)`` for each new (not duplicate) batch."""
+
+
+@runtime_checkable
+class TableSink(Protocol):
+    """A sink that also keeps the compact encoding's series tables (the PostgreSQL sink), so every
+    receiver of a group (``$share/...``), and a receiver started later, can decode a message whose table
+    travelled in a message another receiver took. Both methods block and run on the store thread."""
+
+    def store_tables(self, tables: dict[bytes, bytes]) -> None:
+        """Keep ``{hash: table bytes}`` (idempotent). May raise :class:`SinkError`."""
+
+    def load_tables(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The tables of ``hashes`` that are kept, ``{hash: table bytes}``. May raise :class:`SinkError`."""
+        return {}
 
 
 @dataclass
@@ -158,6 +179,13 @@ class Receiver:
                 raise ValueError("give out (a JSON-lines file) or sink, not both")
             sink = JsonLinesSink(out)
         self.topics = [f"$share/{group}/{t}" if group else t for t in topics]
+        if group and not isinstance(sink, TableSink):
+            log.warning(
+                "receiver: in group %s without a sink that shares series tables (PostgreSQL), a compact "
+                "message whose table another member got waits until its edge sends the table again "
+                "(table_interval, 30 s); give those edges series_table: false",
+                group,
+            )
         self.client_id = client_id or f"edgeflow-rx-{socket.gethostname()}-{os.getpid()}"
         self._params = connect_params(
             url,
@@ -200,6 +228,10 @@ class Receiver:
         self._held_count = 0
         self._held_deliveries: dict[bytes, list[tuple[MqttConnection, Delivery]]] = {}
         self.max_held = 10_000
+        #: With a :class:`TableSink`: tables this receiver has put into the sink, and how often held
+        #: messages look for their table there (another receiver of the group may have stored it).
+        self._tables_shared: set[bytes] = set()
+        self.table_check_interval = 1.0
         self._conn: MqttConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._store_task: asyncio.Task[None] | None = None
@@ -337,6 +369,13 @@ class Receiver:
         while True:
             while not self._pending and not self._stopping:
                 self._wake.clear()
+                if self._held_deliveries and isinstance(self.sink, TableSink):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.table_check_interval):
+                            await self._wake.wait()
+                    if not self._stopping:
+                        await self._look_up_held_tables()
+                    continue
                 await self._wake.wait()
             if self._stopping:
                 return
@@ -369,6 +408,38 @@ class Receiver:
                         self._wake.set()
             if self._held_count > self.max_held:
                 await self._too_many_held()
+
+    async def _look_up_held_tables(self) -> None:
+        """Held messages whose table another receiver of the group has put into the sink: store them next."""
+        assert isinstance(self.sink, TableSink)
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(
+                self._executor, self._fetch_tables, list(self._held_deliveries)
+            )
+        except SinkError as exc:
+            log.warning("receiver: cannot look up series tables in the sink: %s", exc)
+            return
+        for h in found:
+            again = self._held_deliveries.pop(h, None)
+            if again:
+                self._held_count -= len(again)
+                self._pending.extendleft(reversed(again))
+        if self._pending:
+            self._wake.set()
+
+    def _fetch_tables(self, hashes: list[bytes]) -> set[bytes]:
+        """On the store thread: the tables of ``hashes`` the sink has, learnt by the decoder."""
+        assert isinstance(self.sink, TableSink)
+        got: set[bytes] = set()
+        for h, data in self.sink.load_tables(hashes).items():
+            try:
+                if TABLES.add(data) == h:
+                    got.add(h)
+                    self._tables_shared.add(h)
+            except CodecError as exc:
+                log.error("receiver: the sink's series table %s is not one: %s", h.hex(), exc)
+        return got
 
     def _hold_delivery(self, table: bytes, conn: MqttConnection, delivery: Delivery) -> None:
         """With a sink: a message whose series table this receiver has not seen (it started after the
@@ -421,8 +492,10 @@ class Receiver:
         outcomes: list[tuple[str, DecodedBatch | None, str]] = []
         items: list[StoreItem] = []
         where: list[int] = []
-        for d in deliveries:
-            kind, batch, why = self._classify(d.payload)
+        classified = [self._classify(d.payload) for d in deliveries]
+        if isinstance(self.sink, TableSink):
+            self._share_tables(deliveries, classified)
+        for d, (kind, batch, why) in zip(deliveries, classified, strict=True):
             if kind == "new" and batch is not None:
                 t = self.streams.get(batch.stream_id)
                 if batch.seq >= 0 and t is not None and t.contains(batch.seq):
@@ -452,6 +525,32 @@ class Receiver:
             elif not res:
                 outcomes[i] = ("stored_before", outcomes[i][1], "")
         return outcomes
+
+    def _share_tables(
+        self, deliveries: list[Delivery], classified: list[tuple[str, DecodedBatch | None, str]]
+    ) -> None:
+        """On the store thread, with a :class:`TableSink`: messages awaiting a table look for it in the
+        sink (another receiver of the group may have stored it); tables that came in these messages go
+        into the sink before their batches do."""
+        assert isinstance(self.sink, TableSink)
+        waiting = {bytes.fromhex(why) for kind, _, why in classified if kind == "awaiting_table"}
+        if waiting:
+            found = self._fetch_tables(sorted(waiting))
+            for i, (kind, _, why) in enumerate(classified):
+                if kind == "awaiting_table" and bytes.fromhex(why) in found:
+                    classified[i] = self._classify(deliveries[i].payload)
+        carried: dict[bytes, bytes] = {}
+        for d, (kind, _, _) in zip(deliveries, classified, strict=True):
+            if kind != "new":
+                continue
+            h = batch_table(d.payload)
+            if h is not None and h not in self._tables_shared:
+                data = TABLES.data(h)
+                if data:
+                    carried[h] = data
+        if carried:
+            self.sink.store_tables(carried)
+            self._tables_shared.update(carried)
 
     @staticmethod
     def _classify(payload: bytes) -> tuple[str, DecodedBatch | None, str]:

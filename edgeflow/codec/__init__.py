@@ -102,10 +102,11 @@ def make_encoder(name: str, *, stream_id: str | None = None, first_seq: int = 0,
 
     ``stream_id`` defaults to :func:`new_stream_id`; ``first_seq`` resumes a stream after a restart.
     Options of ``compact``: ``level`` (zstd level, default 9), ``max_readings`` (per message, default
-    100,000), ``series_table`` (default False; True: messages of at least ``table_min_series`` series, default
-    32, or of few points per series, refer to the stream's series table by hash instead of naming every
-    series, re-sent every ``table_interval`` seconds, default 30 — for a receiver that sees every message
-    of the stream, see the README).
+    100,000), ``series_table`` (default False here, True in the MQTT uplink; True: messages of at least
+    ``table_min_series`` series, default 32, or of few points per series, refer to the stream's series
+    table by hash instead of naming every series, re-sent every ``table_interval`` seconds, default 30 —
+    a decoder holds what refers to a table it has not seen; receivers of a group share tables through
+    the PostgreSQL sink, see the README).
     ``edgex-json`` takes none.
     """
     sid = stream_id or new_stream_id()

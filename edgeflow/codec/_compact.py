@@ -76,6 +76,9 @@ VERSION: Final = 1
 VERSION_TABLE: Final = 2
 _F_TABLE: Final = 0x04
 _F_LOCAL: Final = 0x08
+_F_CHAINED: Final = 0x10
+_F_COLUMNS: Final = 0x20
+_F_ASCENDING: Final = 0x40
 #: A message whose series have fewer points than this on average refers to the stream's series table.
 _FEW_POINTS: Final = 4
 
@@ -192,8 +195,10 @@ class CompactEncoder(StreamEncoder):
             many = self._tables is not None and (
                 n_series >= self._table_min or len(batch) < _FEW_POINTS * n_series
             )
-            thash, body, has_table = encode_body_v2(batch, self._tables if many else None, interp)
-            flags = (_F_TABLE if has_table else 0) if many else _F_LOCAL
+            thash, body, has_table, ascending = encode_body_v2(batch, self._tables if many else None, interp)
+            flags = ((_F_TABLE if has_table else 0) if many else _F_LOCAL) | _F_CHAINED | _F_COLUMNS
+            if ascending:
+                flags |= _F_ASCENDING
             if not segments or many:  # a message naming its series by table stays version 2
                 return self._finish(batch, body, alarm, VERSION_TABLE, thash, flags)
             # both name their series: the one that compresses smaller goes
@@ -351,7 +356,11 @@ def decode_compact(payload: bytes, tables: SeriesTables | None = None) -> Decode
         raise CodecError(
             f"compact version {version} is not supported (this decoder reads {VERSION} and {VERSION_TABLE})"
         )
-    known = _F_ALARM | _F_ZSTD | (_F_TABLE | _F_LOCAL if version == VERSION_TABLE else 0)
+    known = (
+        _F_ALARM
+        | _F_ZSTD
+        | (_F_TABLE | _F_LOCAL | _F_CHAINED | _F_COLUMNS | _F_ASCENDING if version == VERSION_TABLE else 0)
+    )
     if flags & ~known or (flags & _F_TABLE and flags & _F_LOCAL):
         raise CodecError(f"unknown compact flags {flags:#x}")
     r = Reader(payload[5:])
@@ -371,6 +380,9 @@ def decode_compact(payload: bytes, tables: SeriesTables | None = None) -> Decode
             bool(flags & _F_TABLE),
             TABLES if tables is None else tables,
             local=bool(flags & _F_LOCAL),
+            chained=bool(flags & _F_CHAINED),
+            by_columns=bool(flags & _F_COLUMNS),
+            ascending=bool(flags & _F_ASCENDING),
         )
     return _decode_body(Reader(body), stream_id, seq, bool(flags & _F_ALARM))
 

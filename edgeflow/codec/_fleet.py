@@ -5,25 +5,33 @@ Wire layout (version 2)::
 
     magic    b"EFC" + version byte 0x02
     flags    1 byte: bit 0 alarm, bit 1 body is a zstd frame, bit 2 the body starts with the stream's
-             table, bit 3 the body starts with a table of just this message's series (no hash)
+             table, bit 3 the body starts with a table of just this message's series (no hash), bit 4
+             first values chained per digit count (see values), bit 5 the table's string indexes are
+             written column by column (both always set by this encoder), bit 6 the table positions
+             ascend (see index)
     stream   varint length + UTF-8 stream id
     seq      varint sequence number
     table    8 bytes (not with bit 3): BLAKE2b-64 of the stream's series table's bytes (below)
     body     (zstd frame of):
-             [table]   varint string count, strings (varint length + UTF-8); varint series count; per
-                       series five varint string indexes (device, resource, profile, units, source) and
-                       a value-type byte. Series are sorted by (device, resource), so the table of a given
+             [table]   varint string count, strings (varint length + UTF-8); varint series count; the
+                       five string indexes of every series (device, resource, profile, units, source) —
+                       with flag bit 5 column by column, each column as zigzag varint deltas; without
+                       it row by row, plain varints —; then a value-type byte per series. Series are sorted by (device, resource), so the table of a given
                        set of series is the same bytes, and has the same hash, in every process.
              m         varint: series in this message
-             index     m zigzag varints: table positions, delta-coded (series in the order of their ids)
+             index     m varints: table positions, delta-coded (series in the order of their ids); with
+                       flag bit 6 (positions ascend) the first as is and every further delta minus 1,
+                       else zigzag
              flags     m bytes: bit 0 linear
              counts    m varints: points per series
              digits    m bytes: decimal digits k of the series' values (0..15), or 255: raw float64
              times     varint unit, zigzag varint base, then one zigzag varint per point, series by
                        series: the first point's (origin - base) / unit, the second's delta, then
                        delta-of-deltas
-             values    zigzag varints, one per point of a decimal series: the first ``v · 10^k``, then
-                       deltas; then 8 bytes per point of a raw series
+             values    zigzag varints, one per point of a decimal series: the first ``v · 10^k`` (as the
+                       delta from the previous decimal series' first value with the same k — flag bit 4;
+                       without it, from the previous decimal series' first value), then deltas; then 8
+                       bytes per point of a raw series
 
 **Which table.** A message of many series (at least ``table_min_series``, a fleet's) or of series with
 few points each (fewer than 4 on average: a per-device topic's message) refers to the stream's table,
@@ -79,9 +87,12 @@ def _key(info: SeriesInfo) -> tuple[str, str]:
 
 
 def table_bytes(infos: list[SeriesInfo]) -> bytes:
-    """The canonical bytes of a table of ``infos`` (already sorted by device, resource)."""
+    """The canonical bytes of a table of ``infos`` (already sorted by device, resource): the string
+    indexes column by column, each column delta-coded (zigzag varints), so the device column of a sorted
+    table is runs of 0 and 1 and the resource column repeats — a fifth of the row-by-row layout's size
+    after zstd."""
     strings: dict[str, int] = {}
-    rows = np.empty((len(infos), 5), dtype=np.uint64)
+    rows = np.empty((len(infos), 5), dtype=np.int64)
     codes = bytearray()
     for i, info in enumerate(infos):
         for j, name in enumerate((info.device, info.resource, info.profile, info.units, info.source)):
@@ -92,20 +103,27 @@ def table_bytes(infos: list[SeriesInfo]) -> bytes:
     for s in strings:
         w.text(s)
     w.uint(len(infos))
-    w.uints(rows.ravel())
+    cols = rows.T.copy()
+    cols[:, 1:] -= rows.T[:, :-1]
+    w.uints(_zz(cols.ravel()))
     w.raw(bytes(codes))
     return w.getvalue()
 
 
-def table_hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=8).digest()
-
-
-def read_table(r: Reader) -> list[SeriesInfo]:
+def read_table(r: Reader, *, by_columns: bool = True) -> list[SeriesInfo]:
+    """A table as :func:`table_bytes` writes it; ``by_columns=False``: the row-by-row layout of version 2
+    messages without flag bit 5 (earlier edges)."""
     n_str = r.count(r.remaining)
     strings = [r.text() for _ in range(n_str)]
     n = r.count(r.remaining // 6)
-    rows = r.uints(5 * n).reshape(n, 5) if n else np.empty((0, 5), dtype=np.uint64)
+    rows: npt.NDArray[np.int64] | npt.NDArray[np.uint64]
+    if by_columns:
+        with np.errstate(over="ignore"):
+            rows = np.cumsum(r.sints(5 * n).reshape(5, n), axis=1).T if n else np.empty((0, 5), np.int64)
+        if n and int(rows.min()) < 0:
+            raise CodecError("series table string index out of range")
+    else:
+        rows = r.uints(5 * n).reshape(n, 5) if n else np.empty((0, 5), dtype=np.uint64)
     if n and int(rows.max()) >= n_str:
         raise CodecError("series table string index out of range")
     codes = r.take(n)
@@ -116,6 +134,10 @@ def read_table(r: Reader) -> list[SeriesInfo]:
         d, res, prof, units, src = (strings[i] for i in row)
         out.append(SeriesInfo(d, res, prof, _VALUE_TYPES[code], units, src))
     return out
+
+
+def table_hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
 
 
 class TableEncoder:
@@ -197,9 +219,9 @@ def _zz(a: _I64) -> npt.NDArray[np.uint64]:
 
 def encode_body_v2(
     batch: ReadingBatch, tables: TableEncoder | None, interp: Mapping[int, Interpolation]
-) -> tuple[bytes, bytes, bool]:
-    """(table hash, body, whether the body carries the table). ``tables`` None: the message names its
-    own series (a table of just them, inline, no hash)."""
+) -> tuple[bytes, bytes, bool, bool]:
+    """(table hash, body, whether the body carries the table, whether the table positions ascend: flag
+    bit 6). ``tables`` None: the message names its own series (a table of just them, inline, no hash)."""
     order = np.argsort(batch.series, kind="stable")
     ser = batch.series[order].astype(np.int64)
     n = len(ser)
@@ -228,7 +250,13 @@ def encode_body_v2(
 
     m = len(sids)
     w.uint(m)
-    w.uints(_zz(np.diff(pos, prepend=np.int64(0))))
+    dpos = _delta(pos)
+    ascending = m > 1 and int(dpos[1:].min()) >= 1  # series ids in table order (a fleet polled by name)
+    if ascending:
+        dpos[1:] -= 1
+        w.uints(dpos.astype(np.uint64))
+    else:
+        w.uints(_zz(dpos))
     flags = np.zeros(m, dtype=np.uint8)
     if interp:
         for i, sid in enumerate(sids.tolist()):
@@ -281,7 +309,7 @@ def encode_body_v2(
     col[rest_idx] = d[rest_idx] - d[rest_idx - 1]
     # first points: delta from the previous series' first point (a fleet's devices are polled in the
     # order of their names, so neighbours in the table have neighbouring origins)
-    col[starts] = np.diff(s[starts], prepend=np.int64(0))
+    col[starts] = _delta(s[starts])
     w.uint(unit)
     w.sint(base)
     w.uints(_zz(col))
@@ -295,12 +323,51 @@ def encode_body_v2(
         dv[0] = iv[0]
         dv[1:] = iv[1:] - iv[:-1]
         fi = np.flatnonzero(fd)
-        dv[fi] = np.diff(iv[fi], prepend=np.int64(0))
+        dv[fi] = _chain_by_digits(iv[fi], digits[digits != _RAW])
         w.uints(_zz(dv))
     raw = ~dec
     if raw.any():
         w.raw(v[raw].astype("<f8").tobytes())
-    return thash, w.getvalue(), tbytes is not None
+    return thash, w.getvalue(), tbytes is not None, ascending
+
+
+def _delta(x: _I64) -> _I64:
+    """``x[0]``, then the differences of neighbours (``np.diff`` with ``prepend=0``, without its copies)."""
+    d = np.empty_like(x)
+    if len(x):
+        d[0] = x[0]
+        np.subtract(x[1:], x[:-1], out=d[1:])
+    return d
+
+
+def _chain_by_digits(firsts: _I64, k: npt.NDArray[np.uint8]) -> _I64:
+    """The first values of the decimal series (``v · 10^k`` as integers, in series order), each coded as
+    the delta from the previous first value *with the same k*: series of one digit count are neighbours in
+    scale, where a delta across digit counts (52 next to 49.8 as 498) is as large as the values."""
+    if len(k) == 0 or int(k.min()) == int(k.max()):  # one digit count (a small message's usual case)
+        return _delta(firsts)
+    order = np.argsort(k, kind="stable")
+    x = firsts[order]
+    d = _delta(x)
+    kk = k[order]
+    new = np.ones(len(kk), dtype=bool)
+    new[1:] = kk[1:] != kk[:-1]
+    d[new] = x[new]
+    out = np.empty_like(d)
+    out[order] = d
+    return out
+
+
+def _unchain_by_digits(d: _I64, k: npt.NDArray[np.uint8]) -> _I64:
+    """Inverse of :func:`_chain_by_digits`."""
+    order = np.argsort(k, kind="stable")
+    kk = k[order]
+    starts = np.flatnonzero(np.concatenate([[True], kk[1:] != kk[:-1]])) if len(kk) else np.empty(0, np.int64)
+    with np.errstate(over="ignore"):
+        x = _segmented_cumsum(d[order], starts.astype(np.int64), first_is_value=False)
+    out = np.empty_like(x)
+    out[order] = x
+    return out
 
 
 class SeriesTables:
@@ -309,7 +376,7 @@ class SeriesTables:
 
     def __init__(self, max_tables: int = 1024) -> None:
         self.max_tables = max_tables
-        self._tables: OrderedDict[bytes, list[SeriesInfo]] = OrderedDict()
+        self._tables: OrderedDict[bytes, tuple[list[SeriesInfo], bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, h: bytes) -> list[SeriesInfo] | None:
@@ -317,14 +384,34 @@ class SeriesTables:
             t = self._tables.get(h)
             if t is not None:
                 self._tables.move_to_end(h)
-            return t
+            return None if t is None else t[0]
 
-    def put(self, h: bytes, infos: list[SeriesInfo]) -> None:
+    def data(self, h: bytes) -> bytes | None:
+        """The table as it travelled, behind a layout byte (1: row by row, 2: by columns) — what a
+        receiver shares with its group through its sink, and :meth:`add` takes back."""
         with self._lock:
-            self._tables[h] = infos
+            t = self._tables.get(h)
+            return None if t is None or not t[1] else t[1]
+
+    def put(self, h: bytes, infos: list[SeriesInfo], data: bytes = b"") -> None:
+        with self._lock:
+            self._tables[h] = (infos, data)
             self._tables.move_to_end(h)
             while len(self._tables) > self.max_tables:
                 self._tables.popitem(last=False)
+
+    def add(self, data: bytes) -> bytes:
+        """Learn a table from what :meth:`data` gave (e.g. read back from a shared store); returns its
+        hash. Raises :class:`CodecError` if it is not a table."""
+        if not data or data[0] not in (1, 2):
+            raise CodecError("not a series table (unknown layout byte)")
+        r = Reader(data[1:])
+        infos = read_table(r, by_columns=data[0] == 2)
+        if not r.at_end():
+            raise CodecError(f"{r.remaining} trailing bytes after a series table")
+        h = table_hash(data[1:])
+        self.put(h, infos, data)
+        return h
 
     def __contains__(self, h: bytes) -> bool:
         with self._lock:
@@ -349,22 +436,32 @@ def decode_body_v2(
     tables: SeriesTables,
     *,
     local: bool = False,
+    chained: bool = False,
+    by_columns: bool = False,
+    ascending: bool = False,
 ) -> DecodedBatch:
     if local:
-        infos = read_table(r)
+        infos = read_table(r, by_columns=by_columns)
     elif has_table:
         start = r.pos
-        infos = read_table(r)
-        if table_hash(r.span(start, r.pos)) != thash:
+        infos = read_table(r, by_columns=by_columns)
+        data = r.span(start, r.pos)
+        if table_hash(data) != thash:
             raise CodecError("series table does not match its hash")
-        tables.put(thash, infos)
+        tables.put(thash, infos, bytes((2 if by_columns else 1,)) + data)
     else:
         got = tables.get(thash)
         if got is None:
             raise MissingTable(thash)
         infos = got
     m = r.count(r.remaining // 4)
-    pos = np.cumsum(r.sints(m))
+    if ascending:
+        with np.errstate(over="ignore"):
+            dpos = r.uints(m).astype(np.int64)
+            dpos[1:] += 1
+            pos = np.cumsum(dpos)
+    else:
+        pos = np.cumsum(r.sints(m))
     if m and (int(pos.max()) >= len(infos) or int(pos.min()) < 0 or len(np.unique(pos)) != m):
         raise CodecError("series table position out of range")
     flags = np.frombuffer(r.take(m), dtype=np.uint8)
@@ -401,7 +498,10 @@ def decode_body_v2(
         dv = r.sints(nd)
         dstarts = np.flatnonzero(np.isin(np.flatnonzero(dec), starts))
         with np.errstate(over="ignore"):
-            dv[dstarts] = np.cumsum(dv[dstarts])
+            if chained:
+                dv[dstarts] = _unchain_by_digits(dv[dstarts], digits[digits != _RAW])
+            else:  # written before the chains (version 2 without flag bit 4): one chain
+                dv[dstarts] = np.cumsum(dv[dstarts])
             iv = _segmented_cumsum(dv, dstarts, first_is_value=False)
         values[dec] = iv.astype(np.float64) / _POW10[pdig[dec]]
     nr = n - int(dec.sum())

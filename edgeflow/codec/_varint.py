@@ -24,6 +24,7 @@ __all__ = [
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
 _MAX_VARINT: Final = 10
+_SMALL: Final = 128  # columns up to this long are written element by element
 
 
 def zigzag(a: _I64) -> _U64:
@@ -43,6 +44,15 @@ def uvarint_encode(a: _U64) -> bytes:
     n = len(a)
     if n == 0:
         return b""
+    if n <= _SMALL:  # a small message's column: a Python loop beats numpy's per-call overhead
+        small = bytearray()
+        put = small.append
+        for v in a.tolist():
+            while v >= 0x80:
+                put((v & 0x7F) | 0x80)
+                v >>= 7
+            put(v)
+        return bytes(small)
     nb = np.ones(n, dtype=np.int64)
     x = a >> np.uint64(7)
     while True:

@@ -394,7 +394,7 @@ class MqttConnection:
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         if threading.get_ident() == self._loop_thread:
             fn(*args)
-        else:
+        elif not self._loop.is_closed():  # paho's client finalised after the loop closed: nothing to drive
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _register_write(self, _c: Any, _u: Any, sock: Any) -> None:

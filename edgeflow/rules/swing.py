@@ -7,7 +7,8 @@ y0 + u·(tp - t0)] keeps every reading of the segment within E. ``knots: middle`
 slope (u + l) / 2; ``knots: shortest`` (the default) the value of that window with the fewest digits after
 the decimal point, nearest the middle (see :mod:`edgeflow.rules.knots`), which the compact encoding ships
 in a byte or two instead of a full float. The end value is emitted as a point and becomes the next anchor
-(segments are connected). The first reading of a series is emitted as is. Linear interpolation between
+(segments are connected). The first reading of a series is emitted as is with ``knots: middle``; with
+``shortest`` as the shortest decimal within E of it (a walk's first reading has 15 digits: 8 bytes). Linear interpolation between
 consecutive points is within E of every reading (up to float rounding), which the property tests check.
 
 Points are emitted when a segment closes; :meth:`~edgeflow.rules.base.Rule.flush` emits the open one.
@@ -52,9 +53,11 @@ class SwingRule(ErrorBoundedRule):
         if not st.has:
             st.has = True
             st.t0 = st.tp = ts[0]
-            st.y0 = vs[0]
+            v0 = vs[0]
+            # knots: shortest — the first point too is the shortest decimal within E of the reading
+            st.y0 = shortest_decimal(v0 - e, v0 + e, v0, v0) if short else v0
             st.n = 0
-            out.append((keys[0], ts[0], vs[0]))
+            out.append((keys[0], ts[0], st.y0))
             k = 1
         t0, y0, u, lo, n, tp = st.t0, st.y0, st.u, st.l, st.n, st.tp
         put = out.append

@@ -126,9 +126,11 @@ class MqttUplinkSpec(_Spec):
     envelope: Literal["none", "edgex-v3", "edgex-v4"] = "none"
     #: ``compact`` only: messages of many series (or few points per series) refer to the stream's series
     #: table by an 8-byte hash instead of naming every series; the table travels at stream start, when
-    #: it grows, after a rewind and every 30 s. Fewer bytes for fleets; only for receivers that see every
-    #: message of the stream (not ``receive --group``): a receiver holds a message until its table comes.
-    series_table: bool = False
+    #: it grows, after a rewind and every 30 s. A receiver holds a message until its table comes; the
+    #: receivers of a group (``receive --group`` with the PostgreSQL sink) share tables through the
+    #: database. ``false``: every message names its series (for receivers without a shared sink that
+    #: each see only part of a stream).
+    series_table: bool = True
     #: Unacknowledged QoS 1 publishes in flight at once.
     max_inflight: int = Field(default=100, ge=1, le=65535)
     batching: BatchingSpec = BatchingSpec()
