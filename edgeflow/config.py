@@ -44,6 +44,7 @@ from edgeflow.errors import ConfigError
 from edgeflow.model import OverflowPolicy
 from edgeflow.parsing import (
     ListenAddress,
+    NonNegativeSeconds,
     PositiveSeconds,
     load_yaml,
     parse_listen,
@@ -135,6 +136,16 @@ class SchedulerSpec(_Model):
         default="float",
         description="float: base/scale/offset in float64 (integer resources that scale read as Float64); "
         "edgex: device-sdk-go's typed arithmetic, truncating fractional factors on integer types",
+    )
+    push_capacity: int = Field(
+        default=100_000,
+        ge=1,
+        description="readings a pushing connector (OPC-UA subscriptions, MQTT devices) may have waiting for "
+        "the bus; beyond, pushed readings are dropped and counted per device",
+    )
+    push_linger: NonNegativeSeconds = Field(
+        default=0.0,
+        description="how long pushed readings wait to gather into bigger batches (0: until the loop is free)",
     )
 
 

@@ -310,6 +310,8 @@ class Runtime:
             read_timeout=s.read_timeout,
             shift_convention=s.shift_convention,
             transforms=s.transforms,
+            push_capacity=s.push_capacity,
+            push_linger=s.push_linger,
         )
         self._settings = settings
         for type_name, options in cfg.connectors.items():  # options of connectors no device uses yet, too

@@ -193,3 +193,14 @@ def test_rule_and_uplink_errors_name_the_key_the_user_wrote() -> None:
     assert "deadbnd" in found["pipelines[0].rules[1].type"]
     assert "did you mean 'deadband'" in found["pipelines[0].rules[1].type"]
     assert "mqtt://" in found["uplink.url"]
+
+
+def test_push_capacity_and_linger_are_configured_and_checked() -> None:
+    doc = base()
+    doc["scheduler"] = {"pushCapacity": 500, "pushLinger": "50ms"}
+    cfg = parse_config(doc, environ={})
+    assert (cfg.scheduler.push_capacity, cfg.scheduler.push_linger) == (500, 0.05)
+    doc["scheduler"] = {"pushCapacity": 0, "pushLinger": "-1s"}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(doc, environ={})
+    assert {"scheduler.pushCapacity", "scheduler.pushLinger"} <= set(problems(exc))

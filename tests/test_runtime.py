@@ -315,3 +315,12 @@ async def test_late_readings_are_shipped_as_their_own_series(tmp_path: Path) -> 
     on_time = [r.origin for r in readings if r.resource_name == "T"]
     assert on_time == sorted(on_time)
     assert rt.stats()["pipelines"]["p"]["late"] == 1
+
+
+def test_scheduler_settings_reach_every_device_service(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg["scheduler"] = {"pushCapacity": 123, "pushLinger": "20ms", "readTimeout": "3s"}
+    rt = Runtime(parse_config(cfg, environ={}))
+    (service,) = rt.services.values()
+    s = service.settings
+    assert (s.push_capacity, s.push_linger, s.read_timeout) == (123, 0.02, 3.0)
