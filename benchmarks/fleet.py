@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,39 +36,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _support import start_mosquitto, stop_mosquitto  # noqa: E402
 
 RULES = {
     "swing": "{ type: swing, max_error: 0.5 }",
     "pass": "{ type: range, min: -1.0e12, max: 1.0e12 }",
 }
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    from edgeflow.demo.localbroker import find_mosquitto
-
-    exe = find_mosquitto()
-    if exe is None:
-        sys.exit("mosquitto is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\nlog_dest none\n",
-        encoding="utf-8",
-    )
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("mosquitto did not start")
 
 
 class Subscriber:
@@ -222,7 +196,9 @@ def main() -> None:
             setattr(args, name, value)
 
     work = Path(tempfile.mkdtemp(prefix="edgeflow-fleet-"))
-    broker, port = start_broker(work)
+    broker, port = start_mosquitto(
+        work, "max_queued_messages 0", "max_queued_bytes 0", "max_inflight_messages 1000"
+    )
     sub = Subscriber(port)
     if args.keep_payloads:
         sub.keep = []
@@ -271,8 +247,7 @@ def main() -> None:
         last = sub.messages
         time.sleep(1.0)
     sub.close()
-    broker.terminate()
-    broker.wait(10)
+    stop_mosquitto(broker)
     if child.returncode != 0:
         sys.exit(f"edgeflow run failed ({child.returncode}):\n{err.decode()[-3000:]}")
     stats, _ = json.JSONDecoder().raw_decode(out[out.index(b"{") :].decode())

@@ -40,6 +40,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import start_mosquitto, stop_mosquitto  # noqa: E402
 
 _SHARED = next(
     (c for c in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if c.is_dir()),
@@ -54,39 +57,6 @@ def device_name(i: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------ broker
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    from edgeflow.demo.localbroker import find_mosquitto
-
-    exe = find_mosquitto()
-    if exe is None:
-        sys.exit("mosquitto is not installed")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_queued_bytes 0\nqueue_qos0_messages true\n"
-        "max_inflight_messages 100\nlog_dest none\n",
-        encoding="utf-8",
-    )
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("mosquitto did not start")
-
-
-# ---------------------------------------------------------------------------------------- publish
 
 
 def paho_client(client_id: str, protocol: str, *, persistent: bool = False) -> Any:
@@ -337,7 +307,13 @@ def main() -> None:
     if not PROFILE.is_file():
         sys.exit(f"{PROFILE} is absent (the shared data folder)")
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as d:
-        proc, port = start_broker(Path(d))
+        proc, port = start_mosquitto(
+            Path(d),
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "queue_qos0_messages true",
+            "max_inflight_messages 100",
+        )
         try:
             runs: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
             for r in range(args.repeat):  # interleaved, so a busy moment of the machine hits both
@@ -355,12 +331,7 @@ def main() -> None:
                             )
                             runs.setdefault((protocol, qos, kind), []).append(res)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_mosquitto(proc)
 
     print(
         f"{args.devices} devices, {args.messages:,} messages per run (3 readings each), "

@@ -24,7 +24,6 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import start_mosquitto, stop_mosquitto
 
 from edgeflow.bus import Bus, event_topic
 from edgeflow.connector import DeviceHealth
@@ -42,31 +44,6 @@ from edgeflow.twin.spec import KubeEdgeSpec
 #: EdgeCore's limits (reference/kubeedge.md section 12)
 EDGEHUB_PER_MIN = 30 * 60  # EdgeHub upstream 30 msg/s, burst 60, per node
 DMI_PER_MIN = 60  # DMI server rate.Every(1s), burst 100, shared by every mapper on the node
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import socket
-
-    from edgeflow.demo.localbroker import find_mosquitto
-
-    exe = find_mosquitto()
-    if exe is None:
-        sys.exit("mosquitto is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("mosquitto did not start")
 
 
 def kube_objects(devices: int, twins: int) -> list[tuple[KubeDevice, KubeDeviceModel]]:
@@ -303,12 +280,11 @@ def main() -> None:
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="twinbench") as tmp:
         workdir = Path(tmp)
-        proc, port = start_broker(workdir)
+        proc, port = start_mosquitto(workdir)
         try:
             results = [asyncio.run(run(args, db, port, workdir)) for db in (None, *args.deadband)]
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_mosquitto(proc)
     print(
         f"KubeEdge mapper: {args.devices} devices x {args.twins} twins changing every second "
         f"({args.devices * args.twins * 60} values/min in), {args.seconds:.0f} s each; "
