@@ -1,7 +1,10 @@
-"""A token bucket (``per_second`` sustained, ``burst`` at once), as EdgeCore's own limiters."""
+"""A token bucket (``per_second`` sustained, ``burst`` at once), as EdgeCore's own limiters, and the
+wait of a reporter (eventbus, DMI) that sends what the bucket lets through."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -34,3 +37,25 @@ class TokenBucket:
         """Seconds until a token is there (0 when one is)."""
         self._refill()
         return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.per_second
+
+
+async def wait_for_work(
+    wake: asyncio.Event,
+    bucket: TokenBucket,
+    *,
+    states_waiting: bool,
+    ready_in: float | None,
+    most: float = 0.25,
+) -> None:
+    """A reporter's sleep: until a token is due for what waits (states waiting, or a device ready in
+    ``ready_in`` seconds), or ``wake`` is set (something changed), and at most ``most`` seconds (so
+    heartbeats are checked)."""
+    delay = most
+    if states_waiting:
+        delay = min(delay, max(bucket.wait_time(), 0.005))
+    if ready_in is not None:
+        delay = min(delay, max(ready_in, bucket.wait_time(), 0.005))
+    wake.clear()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await wake.wait()

@@ -31,7 +31,7 @@ from google.protobuf import any_pb2, wrappers_pb2
 
 from edgeflow.errors import ConfigError
 from edgeflow.kubeedge import KubeDevice, KubeDeviceModel, kube_run_device, kubeedge_from_dict
-from edgeflow.twin._bucket import TokenBucket
+from edgeflow.twin._bucket import TokenBucket, wait_for_work
 from edgeflow.twin.dmi_codegen import ensure_stubs
 from edgeflow.twin.mapper import Dirty, KubeEdgeMapper, TwinDevice
 from edgeflow.twin.spec import DmiSpec
@@ -411,16 +411,9 @@ class DmiReporter(pb_grpc.DeviceMapperServiceServicer):  # type: ignore[misc]
                     log.warning("DMI: report refused: %s %s", exc.code().name, exc.details())
                 await asyncio.sleep(1.0)
                 continue
-            delay = 0.25
-            if self._states:
-                delay = min(delay, max(self.bucket.wait_time(), 0.005))
-            ready = self.dirty.ready_in()
-            if ready is not None:
-                delay = min(delay, max(ready, self.bucket.wait_time(), 0.005))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+            await wait_for_work(
+                self._wake, self.bucket, states_waiting=bool(self._states), ready_in=self.dirty.ready_in()
+            )
 
     async def _flush(self) -> None:
         while self._states:

@@ -26,7 +26,7 @@ import orjson
 from edgeflow.errors import TransportSecurityError, UplinkError
 from edgeflow.mqtt.connection import connect_params
 from edgeflow.mqtt.session import MqttSession, SubscriptionSpec
-from edgeflow.twin._bucket import TokenBucket
+from edgeflow.twin._bucket import TokenBucket, wait_for_work
 from edgeflow.twin.mapper import Dirty, KubeEdgeMapper, TwinDevice
 from edgeflow.twin.spec import EventbusSpec
 from edgeflow.twin.wire import (
@@ -250,19 +250,14 @@ class EventbusTwin:
                     pass
                 while not self._states and self._send_report(now):
                     pass
-            # sleep until a token is due (if something waits) or something changes; heartbeats are
-            # checked at least every 0.25 s
-            delay = 0.25
-            if self.connected:
-                if self._states:
-                    delay = min(delay, max(self.bucket.wait_time(), 0.005))
-                ready = self.dirty.ready_in()
-                if ready is not None:
-                    delay = min(delay, max(ready, self.bucket.wait_time(), 0.005))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+            # while disconnected nothing is sent: only heartbeats and changes wake the loop
+            up = self.connected
+            await wait_for_work(
+                self._wake,
+                self.bucket,
+                states_waiting=up and bool(self._states),
+                ready_in=self.dirty.ready_in() if up else None,
+            )
 
     # -- receiving --------------------------------------------------------------------------------
 
