@@ -16,7 +16,7 @@ protocols keep ``configData`` as they are: their connector reads them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +204,21 @@ def _opcua_resource(res: DeviceResource, i: int | None, problems: list[tuple[str
     return res.model_copy(update={"attributes": {"nodeId": str(node)}})
 
 
+Problems = list[tuple[str, str]]
+#: Per connector, how a Device's ``configData`` becomes protocol properties and how each property's
+#: visitor config becomes resource attributes (both add what they cannot use to the problems).
+_TRANSLATIONS: dict[
+    str,
+    tuple[
+        Callable[[Mapping[str, Any], Problems], dict[str, dict[str, Any]]],
+        Callable[[DeviceResource, int | None, Problems], DeviceResource],
+    ],
+] = {
+    "modbus": (_modbus_protocols, _modbus_resource),
+    "opcua": (_opcua_protocols, _opcua_resource),
+}
+
+
 def kube_run_device(
     device: KubeDevice, model: KubeDeviceModel, *, connectors: Mapping[str, str] | None = None
 ) -> RunDevice:
@@ -218,27 +233,16 @@ def kube_run_device(
             source=f"Device {device.name}",
             problems=[("spec.protocol.protocolName", "required (or the DeviceModel's spec.protocol)")],
         )
-    if connector == "modbus":
+    translate = _TRANSLATIONS.get(connector)
+    if translate is not None:
+        protocols_of, resource_of = translate
         problems: list[tuple[str, str]] = []
-        protocols = _modbus_protocols(device.spec.protocol.config_data, problems)
+        protocols = protocols_of(device.spec.protocol.config_data, problems)
         index = {p.name: i for i, p in enumerate(device.spec.properties)}
-        resources = [_modbus_resource(r, index.get(r.name), problems) for r in profile.device_resources]
+        resources = [resource_of(r, index.get(r.name), problems) for r in profile.device_resources]
         if problems:
             raise ConfigError(
-                "cannot run this Device with the modbus connector",
-                source=f"Device {device.name}",
-                problems=problems,
-            )
-        profile = profile.model_copy(update={"device_resources": resources})
-        dev = dev.model_copy(update={"protocols": protocols})
-    elif connector == "opcua":
-        problems = []
-        protocols = _opcua_protocols(device.spec.protocol.config_data, problems)
-        index = {p.name: i for i, p in enumerate(device.spec.properties)}
-        resources = [_opcua_resource(r, index.get(r.name), problems) for r in profile.device_resources]
-        if problems:
-            raise ConfigError(
-                "cannot run this Device with the opcua connector",
+                f"cannot run this Device with the {connector} connector",
                 source=f"Device {device.name}",
                 problems=problems,
             )
