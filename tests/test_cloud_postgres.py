@@ -21,7 +21,16 @@ import numpy as np
 import orjson
 import pytest
 from conftest import MosquittoBroker, PostgresCluster
-from uplink_support import SERIES, expected_origins, expected_value, make_batch, table, uplink_spec, wait_for
+from uplink_support import (
+    SERIES,
+    Producer,
+    expected_origins,
+    expected_value,
+    make_batch,
+    table,
+    uplink_spec,
+    wait_for,
+)
 
 from edgeflow.cli import receive as receive_cmd
 from edgeflow.cloud import JsonLinesSink, Receiver
@@ -421,29 +430,19 @@ async def test_database_stopped_for_10_s_loses_nothing(
     await rx.start()
     up = MqttUplink(uplink_spec(mosquitto.url, tmp_path / "ob.sqlite"), service="s")
     await up.start()
-    t = table()
-    sent = 0
-
-    async def produce(seconds: float) -> None:
-        nonlocal sent
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            await up.send(make_batch(t, sent))
-            sent += 1
-            await asyncio.sleep(0.05)
-
-    await produce(2)
+    producer = Producer(up)
+    await producer.run(2)
     await wait_for(lambda: _count(url) > 0, 20, "the first readings stored")
     await asyncio.to_thread(pg_own_cluster.stop)
-    await produce(10)  # the database is down for these 10 s
+    await producer.run(10)  # the database is down for these 10 s
     assert rx.counts["store_failures"] >= 1
     await asyncio.to_thread(pg_own_cluster.start)
-    await produce(2)
-    await wait_for(lambda: _count(url) == sent * PER_BATCH, 90, "every reading stored")
+    await producer.run(2)
+    await wait_for(lambda: _count(url) == producer.sent * PER_BATCH, 90, "every reading stored")
     await wait_for(lambda: up.stats()["queued"] == 0, 20, "the edge's outbox drained")
     await rx.stop()
     await up.stop()
-    check_db(url, range(sent))
+    check_db(url, range(producer.sent))
     st = Store(url)
     assert st.gaps() == []
     st.close()

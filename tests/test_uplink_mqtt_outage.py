@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import MosquittoBroker, MosquittoFactory
-from uplink_support import check_series, make_batch, rss_bytes, table, uplink_spec, wait_for
+from uplink_support import Producer, check_series, make_batch, rss_bytes, table, uplink_spec, wait_for
 
 from edgeflow.cloud import Receiver
 from edgeflow.model import ReadingBatch
@@ -32,32 +32,22 @@ async def test_broker_down_30s_mid_stream_loses_nothing(mosquitto: MosquittoBrok
     await rx.start()
     up = MqttUplink(uplink_spec(mosquitto.url, tmp_path / "ob.sqlite"), service="s")
     await up.start()
-    t = table()
-    sent = 0
-
-    async def produce(seconds: float) -> None:
-        nonlocal sent
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            await up.send(make_batch(t, sent))
-            sent += 1
-            await asyncio.sleep(0.05)
-
-    await produce(3)
+    producer = Producer(up)
+    await producer.run(3)
     mosquitto.stop()
-    await produce(30)
+    await producer.run(30)
     during = up.stats()
     assert during["connected"] == 0
     assert during["queued"] > 400  # the outage's batches wait in the outbox
     mosquitto.start()
-    await produce(3)
-    await wait_for(lambda: rx.counts["readings"] == sent * 100, 60, "every committed reading")
+    await producer.run(3)
+    await wait_for(lambda: rx.counts["readings"] == producer.sent * 100, 60, "every committed reading")
     await wait_for(lambda: up.stats()["queued"] == 0, 10, "outbox drained")
     st = up.stats()
-    assert st["acked_readings"] == sent * 100
+    assert st["acked_readings"] == producer.sent * 100
     assert st["dropped_by_policy"] == 0
     assert st["reconnects"] >= 1
-    check_series(rx.series(), range(sent))  # in order per series, no duplicates left
+    check_series(rx.series(), range(producer.sent))  # in order per series, no duplicates left
     (stream,) = rx.streams.values()
     assert stream.missing == 0
     # only what was in flight when the broker went away may have come twice

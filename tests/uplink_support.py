@@ -12,6 +12,7 @@ import numpy as np
 
 from edgeflow.codec import DecodedSeries
 from edgeflow.model import ReadingBatch, SeriesTable
+from edgeflow.uplink import Uplink
 from edgeflow.uplink.spec import MqttUplinkSpec
 
 #: Readings per series per batch and series per batch in :func:`make_batch`.
@@ -84,3 +85,20 @@ def rss_bytes() -> int:
     """Resident set size of this process (Linux)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
+
+
+class Producer:
+    """Sends ``make_batch(table(), n)`` for n = 0, 1, 2, … every 50 ms while :meth:`run` runs;
+    ``sent`` is how many batches were sent (and committed) so far."""
+
+    def __init__(self, up: Uplink) -> None:
+        self.up = up
+        self.table = table()
+        self.sent = 0
+
+    async def run(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await self.up.send(make_batch(self.table, self.sent))
+            self.sent += 1
+            await asyncio.sleep(0.05)
