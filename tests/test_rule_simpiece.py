@@ -3,7 +3,6 @@ going backwards), hand-outs, snapshot/restore mid-stream, configuration."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -16,8 +15,8 @@ from edgeflow.errors import ConfigError
 from edgeflow.model import SeriesTable
 from edgeflow.rules.pipeline import rule_specs
 from edgeflow.rules.simpiece import grid_step, segment_value
-from edgeflow.testing import ListSource, run
-from tests._rulecases import SEC, T0, check_compressor, pipeline, run_one, series
+from edgeflow.testing import ListSource
+from tests._rulecases import SEC, T0, check_compressor, check_restart_mid_stream, pipeline, run_one, series
 
 KINDS = ["sim_piece", "mix_piece"]
 ALL = [*KINDS, "auto"]  # auto segments as Sim-Piece does, and ships whichever compressor is smallest
@@ -163,26 +162,7 @@ def test_snapshot_restore_mid_stream_gives_identical_output(
 ) -> None:
     t, v = data
     cut = min(cut, len(t))
-    rule = {"type": kind, "max_error": 0.5, "backwards": "reset", "horizon": 3}
-    whole = run_one(rule, t, v, chunk=chunk)[0].batch
-
-    table1 = SeriesTable()
-    s1 = ListSource(table1)
-    s1.add("d", "r", t[:cut], v[:cut])
-    p1 = pipeline(table1, rule)
-    first = run(p1, s1.batches(chunk), flush=False)
-    snap = json.loads(json.dumps(p1.snapshot(), allow_nan=False))
-    table2 = SeriesTable()
-    table2.intern("other", "series")  # ids differ in the new process; the snapshot is keyed by name
-    p2 = pipeline(table2, rule)
-    p2.restore(snap)
-    s2 = ListSource(table2)
-    s2.add("d", "r", t[cut:], v[cut:])
-    second = run(p2, s2.batches(chunk))
-    got_t = first.batch.origins.tolist() + second.batch.origins.tolist()
-    got_v = first.batch.values.tolist() + second.batch.values.tolist()
-    assert got_t == whole.origins.tolist()
-    np.testing.assert_array_equal(got_v, whole.values)
+    check_restart_mid_stream({"type": kind, "max_error": 0.5, "backwards": "reset", "horizon": 3}, t, v, cut, chunk)
 
 
 def test_malformed_snapshot_is_refused() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeflow.rules import reconstruct
-from tests._rulecases import SEC, check_compressor, run_one, series
+from tests._rulecases import SEC, check_compressor, check_restart_mid_stream, run_one, series
 
 
 def test_hand_worked_line_then_plateau() -> None:
@@ -160,32 +159,8 @@ def test_series_are_independent() -> None:
 def test_snapshot_restore_mid_stream_gives_identical_output(
     data: tuple[list[int], list[float]], cut: int, chunk: int
 ) -> None:
-    from edgeflow.model import SeriesTable
-    from edgeflow.testing import ListSource, run
-    from tests._rulecases import pipeline
-
     t, v = data
-    cut = min(cut, len(t))
-    rule = {"type": "swing", "max_error": 0.5, "backwards": "reset"}
-    whole = run_one(rule, t, v, chunk=chunk)[0].batch
-
-    table1 = SeriesTable()
-    s1 = ListSource(table1)
-    s1.add("d", "r", t[:cut], v[:cut])
-    p1 = pipeline(table1, rule)
-    first = run(p1, s1.batches(chunk), flush=False)
-    snap = json.loads(json.dumps(p1.snapshot()))
-    table2 = SeriesTable()
-    table2.intern("other", "series")  # ids differ in the new process; the snapshot is keyed by name
-    p2 = pipeline(table2, rule)
-    p2.restore(snap)
-    s2 = ListSource(table2)
-    s2.add("d", "r", t[cut:], v[cut:])
-    second = run(p2, s2.batches(chunk))
-    got_t = first.batch.origins.tolist() + second.batch.origins.tolist()
-    got_v = first.batch.values.tolist() + second.batch.values.tolist()
-    assert got_t == whole.origins.tolist()
-    np.testing.assert_array_equal(got_v, whole.values)
+    check_restart_mid_stream({"type": "swing", "max_error": 0.5, "backwards": "reset"}, t, v, min(cut, len(t)), chunk)
 
 
 def _nab(shared_data: Path) -> tuple[list[int], list[float]]:
