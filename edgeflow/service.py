@@ -669,6 +669,8 @@ class DeviceService:
         interval = ae.interval_ns
         state = self.states[device]
         deadline = clock.monotonic_ns()
+        task = asyncio.current_task()
+        assert task is not None
         while not self._stopping:
             if self.connector.pushes(device, ae):
                 await self._waker(device).wait()  # the connector delivers it; wait until that changes
@@ -679,9 +681,7 @@ class DeviceService:
             if deadline > clock.monotonic_ns() and await self._sleep_until(device, deadline):
                 deadline = clock.monotonic_ns()  # woken early: the connector's state changed, look again
                 continue
-            task = asyncio.current_task()
-            if task is not None:
-                self._polling.add(task)
+            self._polling.add(task)
             try:
                 await self.poll_once(device, ae)
             except asyncio.CancelledError:
