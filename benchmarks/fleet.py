@@ -1,7 +1,8 @@
 """Fleet scale: many virtual devices on one node, one swing pipeline, compact encoding, MQTT uplink.
 
     python benchmarks/fleet.py [--devices 1000] [--resources 10] [--interval 1s] [--duration 60]
-                               [--topic batches|device] [--max-delay SECONDS] [--profile out.svg]
+                               [--topic batches|device] [--max-delay SECONDS] [--commit-delay SECONDS]
+                               [--profile out.svg]
 
 Starts its own Mosquitto on a free loopback port and a subscriber that decodes every message it gets
 (the cloud side, in this process). Writes a device profile with ``--resources`` Float64 ``walk``
@@ -101,6 +102,7 @@ def write_config(
     max_delay: float | None,
     rule: str,
     series_table: bool = True,
+    commit_delay: float | None = None,
 ) -> Path:
     res = "\n".join(
         f'  - name: "R{i}"\n'
@@ -120,7 +122,9 @@ def write_config(
         for d in range(devices)
     )
     topic_line = "  topic: edgeflow/{service}/{device}\n" if topic == "device" else ""
-    batching = f"  batching: {{ max_delay: {max_delay} }}\n" if max_delay is not None else ""
+    knobs = {"max_delay": max_delay, "commit_delay": commit_delay}
+    given = ", ".join(f"{k}: {v}" for k, v in knobs.items() if v is not None)
+    batching = f"  batching: {{ {given} }}\n" if given else ""
     cfg = (
         "service: fleet\n"
         f"devices:\n{devs}\n"
@@ -175,6 +179,12 @@ def main() -> None:
         "--max-delay", type=float, default=None, help="uplink batching.max_delay (default: edgeflow's)"
     )
     p.add_argument(
+        "--commit-delay",
+        type=float,
+        default=None,
+        help="uplink batching.commit_delay (default: edgeflow's, 100 ms)",
+    )
+    p.add_argument(
         "--no-series-table",
         dest="series_table",
         action="store_false",
@@ -210,6 +220,7 @@ def main() -> None:
         port=port,
         topic=args.topic,
         max_delay=args.max_delay,
+        commit_delay=args.commit_delay,
         series_table=args.series_table,
         rule=RULES[args.rule],
     )

@@ -71,10 +71,20 @@ log = logging.getLogger(__name__)
 ALL_EVENTS = "edgex/events/device/#"
 #: Uplink statistics that go up and down; every other one is a total.
 _UPLINK_GAUGES = frozenset(
-    {"batching", "queued", "queued_readings", "queued_bytes", "outbox_file_bytes", "inflight", "connected"}
+    {
+        "batching",
+        "staged",
+        "queued",
+        "queued_readings",
+        "queued_bytes",
+        "outbox_file_bytes",
+        "inflight",
+        "connected",
+    }
 )
 _UPLINK_HELP = {
     "batching": "readings waiting to be committed to the outbox",
+    "staged": "readings committed (durable) and waiting to be cut into a message (batching.max_delay)",
     "queued": "batches in the outbox not yet acknowledged by the broker (or written by the file uplink)",
     "queued_readings": "readings in the outbox not yet acknowledged",
     "queued_bytes": "bytes in the outbox not yet acknowledged",
@@ -543,10 +553,13 @@ class Runtime:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.uplink.set_state_source(self._snapshots)
+        self.uplink.set_series_table(self.table)
         await self.uplink.start()
         self._uplink_started = True
         await self._restore_state()
+        # Only now may a commit take the rules' states: one before the restore (the readings staged
+        # before a restart are cut at once) would write the fresh rules' states over the restored.
+        self.uplink.set_state_source(self._snapshots)
         self._tasks.append(loop.create_task(self._supervise_router(), name="router"))
         self._tasks.append(loop.create_task(self._watermarks(), name="watermarks"))
         for service in self.services.values():

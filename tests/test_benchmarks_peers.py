@@ -250,6 +250,7 @@ async def test_kill_measurement_reads_what_the_outbox_committed(tmp_path: Path) 
             "type": "mqtt",
             "url": f"mqtt://127.0.0.1:{free_port()}",  # nobody there: everything stays in the outbox
             "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+            "batching": {"max_delay": 0},  # a message each send (staged readings: the next test)
         }
     )
     up = MqttUplink(spec, service="bench")
@@ -273,8 +274,63 @@ async def test_kill_measurement_reads_what_the_outbox_committed(tmp_path: Path) 
         "committed_batches": 5,
         "committed_batches_delivered": 4,
         "lost_committed_batches": 1,
+        "staged_at_kill": 0,
+        "lost_staged_readings": 0,
         "committed_readings_delivered": 12,
     }
+
+
+async def test_kill_measurement_counts_staged_readings_as_committed(tmp_path: Path) -> None:
+    """At defaults readings wait staged for their message: the copy a kill leaves has them in the
+    staged table, not under a sequence number. The split reads them, and finds them in the batches the
+    restart ships (or counts them lost)."""
+    import shutil
+    import sqlite3
+
+    from conftest import free_port
+    from run import Edgeflow, Setup
+
+    from edgeflow.model import ReadingBatch, SeriesTable
+    from edgeflow.uplink.mqtt import MqttUplink
+    from edgeflow.uplink.spec import MqttUplinkSpec
+
+    def spec_at(folder: Path) -> MqttUplinkSpec:
+        return MqttUplinkSpec.model_validate(
+            {
+                "type": "mqtt",
+                "url": f"mqtt://127.0.0.1:{free_port()}",  # nobody there: everything stays in the outbox
+                "outbox": {"path": str(folder / "outbox.sqlite")},
+            }
+        )
+
+    up = MqttUplink(spec_at(tmp_path), service="bench")
+    await up.start()
+    table = SeriesTable()
+    sids = np.asarray([table.intern("dev01", f"r{i}", "bench") for i in range(3)], np.int32)
+    for k in range(4):
+        origins = np.full(3, 10**18 + k * 10**8, np.int64)
+        await up.send(ReadingBatch(table, origins, np.arange(3, dtype=np.float64) + k, sids))
+    assert up.stats()["staged"] == 12
+    killed = tmp_path / "killed"  # what a kill -9 would leave now: the committed files
+    killed.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copyfile(tmp_path / f"outbox.sqlite{suffix}", killed / f"outbox.sqlite{suffix}")
+    await up.stop(flush_timeout=0.2)
+
+    peer = Edgeflow(Setup(1, 3, 0.1, 0, 0, 1.0), killed, "none")
+    committed = peer.committed_after_kill()
+    assert committed == {} and len(peer.staged_at_kill) == 12
+    restarted = MqttUplink(spec_at(killed), service="bench")  # cuts what was staged into a batch
+    await restarted.start()
+    await restarted.stop(flush_timeout=0.2)
+    db = sqlite3.connect(killed / "outbox.sqlite")
+    rows = db.execute("SELECT topic, payload FROM outbox ORDER BY seq").fetchall()
+    db.close()
+    assert len(rows) == 1
+    got = peer.committed_delivered([(0.0, t, bytes(p)) for t, p in rows], committed)
+    assert got["staged_at_kill"] == 12 and got["lost_staged_readings"] == 0
+    assert got["committed_readings_delivered"] == 12
+    assert peer.committed_delivered([], committed)["lost_staged_readings"] == 12
 
 
 @pytest.mark.server

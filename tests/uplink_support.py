@@ -57,13 +57,16 @@ def check_series(series: dict[tuple[str, str], DecodedSeries], batches: range, p
 
 
 def uplink_spec(url: str, path: Path, **kw: Any) -> MqttUplinkSpec:
-    """A spec for tests: outbox at ``path``, quick reconnects; ``kw`` overrides (dicts are merged)."""
+    """A spec for tests: outbox at ``path``, quick reconnects, a message per ``send`` (``max_delay``
+    0: these tests count messages; the default batching has tests of its own); ``kw`` overrides (dicts
+    are merged)."""
     doc: dict[str, Any] = {
         "type": "mqtt",
         "url": url,
         "outbox": {"path": str(path)},
         "reconnect": {"initial_delay": 0.1, "max_delay": 1.0},
         "keepalive": 5,
+        "batching": {"max_delay": 0},
     }
     for k, v in kw.items():
         if isinstance(v, dict) and isinstance(doc.get(k), dict):

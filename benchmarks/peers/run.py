@@ -112,6 +112,8 @@ from linkproxy import LinkProxy  # noqa: E402
 from replay_server import load_series, source_value  # noqa: E402
 
 from edgeflow.codec import decode, merge_points, reconstruct  # noqa: E402
+from edgeflow.commitlog import unpack_staged  # noqa: E402
+from edgeflow.model import SeriesTable  # noqa: E402
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SETTINGS = ("none", "batched", "on_change", "deadband", "bounded", "bounded_batched")
@@ -458,8 +460,10 @@ class Edgeflow(Peer):
     def committed_after_kill(self) -> dict[str, int] | None:
         """Each stream's next sequence number in the outbox as the SIGKILL left it: every batch numbered
         below it was committed. Read from a copy of the SQLite files (database + WAL), so the restart
-        that follows opens the originals untouched."""
+        that follows opens the originals untouched. The readings staged then (committed, their message
+        not yet cut: ``batching.max_delay``) are kept in :attr:`staged_at_kill`, by series and origin."""
         src = self.rundir / "outbox.sqlite"
+        self.staged_at_kill: set[tuple[str, str, int]] = set()
         if not src.exists():
             return {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -470,23 +474,45 @@ class Edgeflow(Peer):
             db = sqlite3.connect(Path(tmp) / "outbox.sqlite")
             try:
                 rows = db.execute("SELECT stream_id, next_seq FROM streams").fetchall()
+                has_staged = db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'staged'"
+                ).fetchone()
+                staged = db.execute("SELECT payload FROM staged").fetchall() if has_staged else []
             finally:
                 db.close()
+        table = SeriesTable()
+        for (blob,) in staged:
+            batch, _ = unpack_staged(bytes(blob), table)
+            for sid, origin in zip(batch.series.tolist(), batch.origins.tolist(), strict=True):
+                info = table.info(sid)
+                self.staged_at_kill.add((info.device, info.resource, origin))
         return {str(sid): int(n) for sid, n in rows}
 
     def committed_delivered(
         self, messages: list[tuple[float, str, bytes]], committed: dict[str, int]
     ) -> dict[str, int]:
         """Of the batches committed before the kill (seq below the stream's next_seq; a stream starts at
-        0): how many, how many arrived, how many readings they carried."""
+        0): how many, how many arrived, how many readings they carried; of the readings staged then:
+        how many, how many arrived (in later batches)."""
         batches = {(b.stream_id, b.seq): b for b in self._decoded(messages)}
         total = sum(committed.values())
         arrived = [b for (sid, seq), b in batches.items() if seq < committed.get(sid, 0)]
+        staged = getattr(self, "staged_at_kill", set())
+        later = {
+            (s.info.device, s.info.resource, origin)
+            for (sid, seq), b in batches.items()
+            if seq >= committed.get(sid, 0)
+            for s in b.series
+            for origin in s.origins.tolist()
+        }
+        staged_arrived = len(staged & later)
         return {
             "committed_batches": total,
             "committed_batches_delivered": len(arrived),
             "lost_committed_batches": total - len(arrived),
-            "committed_readings_delivered": sum(len(s) for b in arrived for s in b.series),
+            "staged_at_kill": len(staged),
+            "lost_staged_readings": len(staged) - staged_arrived,
+            "committed_readings_delivered": sum(len(s) for b in arrived for s in b.series) + staged_arrived,
         }
 
     def interpolation(self, messages: list[tuple[float, str, bytes]]) -> dict[tuple[int, int], str]:
@@ -1356,6 +1382,7 @@ def summarize(
                 for key in (
                     "lost_on_sigkill",
                     "lost_committed_batches",
+                    "lost_staged_readings",
                     "uncommitted_at_kill",
                     "oldest_lost_s",
                 ):
@@ -1417,7 +1444,8 @@ def print_table(summary: list[dict[str, Any]]) -> None:
         )
         if s.get("lost_committed_batches") is not None:
             line += (
-                f"; committed batches lost {s['lost_committed_batches']:.0f}, answered but not yet "
+                f"; committed batches lost {s['lost_committed_batches']:.0f}, staged readings lost "
+                f"{s.get('lost_staged_readings') or 0:.0f}, answered but not yet "
                 f"committed {s['uncommitted_at_kill']:.0f} ({s['uncommitted_at_kill_spread']})"
             )
         print(line)

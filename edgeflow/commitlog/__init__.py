@@ -23,6 +23,7 @@ The outbox is bounded by bytes with a declared overflow policy, every drop count
 from __future__ import annotations
 
 from edgeflow.commitlog._log import CommitLog
+from edgeflow.commitlog._staging import unpack as unpack_staged
 from edgeflow.commitlog._store import (
     ROW_OVERHEAD,
     ROW_SEP,
@@ -49,4 +50,5 @@ __all__ = [
     "StateSource",
     "StreamState",
     "row_key",
+    "unpack_staged",
 ]

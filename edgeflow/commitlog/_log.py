@@ -20,6 +20,7 @@ from edgeflow.commitlog._store import (
     OutboxItem,
     OutboxRecord,
     OverflowPolicy,
+    Staged,
     Store,
     StreamState,
 )
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 B = TypeVar("B")
+
+Built = tuple[Sequence[OutboxItem], Sequence[StreamState], Sequence[Staged], B]
+"""What :meth:`CommitLog.commit_built`'s ``build`` returns: items, stream positions, readings to stage,
+and anything for the caller."""
 
 
 class CommitLog:
@@ -70,7 +75,7 @@ class CommitLog:
             store = self._store
             counters = store.counters() if store is not None else {}
             if store is not None:
-                counters["file_bytes"] = store.file_bytes()
+                counters["file_bytes"] = store.file_bytes_now()
             return result, counters
 
         result, counters = await loop.run_in_executor(self._executor, job)
@@ -126,13 +131,16 @@ class CommitLog:
         items: Sequence[OutboxItem],
         streams: Sequence[StreamState] = (),
         states: Mapping[str, bytes | None] | None = None,
+        stage: Sequence[Staged] = (),
+        unstage: Sequence[int] = (),
     ) -> CommitResult:
-        """Commit ``items`` with the stream positions and states (``None`` deletes one), in one transaction; durable when this
-        returns. Under ``block`` it waits for acknowledgements to make room. Raises :class:`OutboxError`
-        when the database fails (nothing of the call is then committed)."""
+        """Commit ``items`` with the stream positions and states (``None`` deletes one), the readings to
+        ``stage`` and the staged rows to ``unstage`` (see :meth:`Store.commit`), in one transaction;
+        durable when this returns. Under ``block`` it waits for acknowledgements to make room. Raises
+        :class:`OutboxError` when the database fails (nothing of the call is then committed)."""
         store = self._s()
         while True:
-            result = await self._call(store.commit, items, streams, states)
+            result = await self._call(store.commit, items, streams, states, stage, unstage)
             if not result.full:
                 return result
             assert self._room is not None
@@ -145,22 +153,30 @@ class CommitLog:
 
     async def commit_built(
         self,
-        build: Callable[[], tuple[Sequence[OutboxItem], Sequence[StreamState], B]],
+        build: Callable[[], Built[B]],
         states: Mapping[str, bytes | None] | None = None,
+        unstage: Sequence[int] = (),
     ) -> tuple[B, CommitResult]:
-        """As :meth:`commit`, with the items made by ``build()`` on the log's thread, just before the
-        transaction (``build`` returns the items, the stream positions and anything for the caller).
-        Under ``block`` the built items wait for room; ``build`` runs once."""
+        """As :meth:`commit`, with the items and the readings to stage made by ``build()`` on the log's
+        thread, just before the transaction (``build`` returns the items, the stream positions, the
+        readings to stage and anything for the caller). Under ``block`` the built items wait for room;
+        ``build`` runs once."""
         store = self._s()
 
-        def job() -> tuple[Sequence[OutboxItem], Sequence[StreamState], B, CommitResult]:
-            items, streams, extra = build()
-            return items, streams, extra, store.commit(items, streams, states)
+        def job() -> tuple[Built[B], CommitResult]:
+            built = build()
+            items, streams, stage, _ = built
+            return built, store.commit(items, streams, states, stage, unstage)
 
-        items, streams, extra, result = await self._call(job)
+        built, result = await self._call(job)
         if result.full:
-            result = await self.commit(items, streams, states)
-        return extra, result
+            items, streams, stage, _ = built
+            result = await self.commit(items, streams, states, stage, unstage)
+        return built[3], result
+
+    async def load_staged(self) -> list[tuple[int, bytes]]:
+        """``(row id, payload)`` of the readings staged before a restart, oldest first."""
+        return await self._call(self._s().load_staged)
 
     async def stream_state(self, key: str) -> tuple[str, int] | None:
         return await self._call(self._s().stream_state, key)

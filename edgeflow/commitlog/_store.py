@@ -8,17 +8,20 @@ tables:
 * ``streams`` — each stream's id and next sequence number;
 * ``state`` — named blobs: each pipeline's rule snapshot, as a head under the pipeline's key and rows
   under ``<key>`` + :data:`ROW_SEP` + ``<name>`` (see :func:`row_key`; the runtime keeps one per rule
-  and device), so a commit rewrites only what changed.
+  and device), so a commit rewrites only what changed;
+* ``staged`` — readings committed and not yet cut into a message (batching with ``max_delay``: a
+  reading is durable as soon as it is read, the message that carries it is made later).
 
-:meth:`Store.commit` writes batches, stream positions and states in **one** transaction: after a crash
-the rules resume from exactly the state that produced the batches the outbox holds, and no sequence
-number is used twice.
+:meth:`Store.commit` writes batches, staged readings (and the removal of those a batch now carries),
+stream positions and states in **one** transaction: after a crash the rules resume from exactly the
+state that produced the batches and staged readings the log holds, and no sequence number is used twice.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ __all__ = [
     "OutboxItem",
     "OutboxRecord",
     "OverflowPolicy",
+    "Staged",
     "Store",
     "StreamState",
     "row_key",
@@ -46,9 +50,13 @@ log = logging.getLogger(__name__)
 ROW_OVERHEAD: Final = 64
 #: Between a state's key and the name of one of its rows (a character no state key holds).
 ROW_SEP: Final = "\x1f"
+#: The file's size is looked at again (two ``stat`` calls) after this many seconds, or after this many
+#: bytes were written or the file was shrunk; in between, :meth:`Store.file_bytes_now` repeats the last.
+_SIZE_EVERY_S: Final = 1.0
+_SIZE_EVERY_BYTES: Final = 256 * 1024
 #: Freed bytes in an empty outbox past which the file is shrunk.
 _SHRINK_AT: Final = 1 << 20
-_SCHEMA_VERSION: Final = 2
+_SCHEMA_VERSION: Final = 3
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,6 +78,11 @@ CREATE TABLE IF NOT EXISTS streams (
 CREATE TABLE IF NOT EXISTS state (
     key       TEXT    PRIMARY KEY,
     value     BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staged (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    readings  INTEGER NOT NULL,
+    payload   BLOB    NOT NULL
 );
 """
 _OUTBOX_COLUMNS: Final = [
@@ -96,6 +109,9 @@ def _rows_range(key: str) -> tuple[str, str]:
     """Bounds ``lo <= k < hi`` of the keys of ``key``'s rows (text compares as UTF-8 bytes)."""
     return f"{key}{ROW_SEP}", f"{key}{chr(ord(ROW_SEP) + 1)}"
 
+
+Staged = tuple[int, bytes]
+"""``(readings, payload)``: readings committed before they are cut into a batch (see :meth:`Store.commit`)."""
 
 StreamState = tuple[str, str, int]
 """``(key, stream_id, next_seq)``: where a producer's stream stands, saved with the batches it made, so
@@ -149,6 +165,8 @@ class CommitResult:
     evicted_readings: int = 0
     #: ``block`` only: nothing was written, the outbox has no room yet (the caller waits and retries).
     full: bool = False
+    #: Row ids of the staged readings this commit wrote, in the order given.
+    staged_ids: tuple[int, ...] = ()
 
 
 class Store:
@@ -175,6 +193,9 @@ class Store:
         self._db = self._open()
         self._inflight: set[int] = set()
         self._cursor = {1: 0, 0: 0}  # last id handed out, per lane (1 = alarms)
+        self._size = 0
+        self._size_at = 0.0  # monotonic time after which the size is looked at again
+        self._written = 0  # bytes written since it was last looked at
         self.put_batches = 0
         self.put_readings = 0
         self.acked_batches = 0
@@ -217,9 +238,9 @@ class Store:
             db.execute("PRAGMA journal_size_limit=8388608")
             db.execute("PRAGMA busy_timeout=1000")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if version not in (0, 1, _SCHEMA_VERSION):
+            if version not in (0, 1, 2, _SCHEMA_VERSION):
                 raise OutboxError(f"outbox {self.path}: schema version {version} is not {_SCHEMA_VERSION}")
-            db.executescript(_SCHEMA)  # version 1 files gain the state table
+            db.executescript(_SCHEMA)  # older files gain the state (version 1) and staged (2) tables
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             cols = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
             if cols != _OUTBOX_COLUMNS:
@@ -252,10 +273,15 @@ class Store:
         items: Sequence[OutboxItem],
         streams: Sequence[StreamState] = (),
         states: Mapping[str, bytes | None] | None = None,
+        stage: Sequence[Staged] = (),
+        unstage: Sequence[int] = (),
     ) -> CommitResult:
         """Store ``items``, the stream positions and the named states in one transaction (a state of
         ``None`` is deleted; ``row_key(key, "")`` set to ``None`` deletes every row of ``key``, before
-        the rows this commit writes).
+        the rows this commit writes), with the readings to ``stage`` (``(readings, payload)``; their
+        row ids come back in :attr:`CommitResult.staged_ids`) and the staged rows to ``unstage`` (a
+        batch of this commit carries them now). Staged readings do not count against the bound: the
+        committer cuts them into batches within its ``max_delay`` or ``max_readings``.
 
         A batch larger than the whole bound is dropped (counted). Without room, ``drop-oldest`` evicts
         the oldest batches not in flight, ``drop-newest`` refuses the new batches (the stream positions
@@ -312,6 +338,12 @@ class Store:
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [(k, v) for k, v in states.items() if v is not None],
                 )
+            staged_ids: list[int] = []
+            for readings, payload in stage:
+                cur = db.execute("INSERT INTO staged (readings, payload) VALUES (?, ?)", (readings, payload))
+                staged_ids.append(int(cur.lastrowid or 0))
+            if unstage:
+                db.executemany("DELETE FROM staged WHERE id = ?", [(i,) for i in unstage])
             if keep:
                 db.executemany(
                     "INSERT INTO outbox (alarm, stream_id, seq, topic, encoding, readings, size, payload)"
@@ -342,6 +374,7 @@ class Store:
         if dropped_b:
             self._count_drop(dropped_b, dropped_r, 0)
         n = sum(i.readings for i in keep)
+        self._written += need + sum(len(p) for _, p in stage)
         self.queued_batches += len(keep)
         self.queued_bytes += need
         self.queued_readings += n
@@ -354,6 +387,7 @@ class Store:
             refused_readings=dropped_r,
             evicted_batches=len(victims),
             evicted_readings=victim_readings,
+            staged_ids=tuple(staged_ids),
         )
 
     def _evict_oldest(self, excess: int) -> tuple[list[int], int, int]:
@@ -392,6 +426,12 @@ class Store:
         self.dropped_bytes += size
 
     # -- state ------------------------------------------------------------------------------------
+
+    def load_staged(self) -> list[tuple[int, bytes]]:
+        """``(row id, payload)`` of every staged row, oldest first: readings committed before a restart
+        and not yet cut into a batch."""
+        rows = self._db.execute("SELECT id, payload FROM staged ORDER BY id").fetchall()
+        return [(int(i), bytes(p)) for i, p in rows]
 
     def stream_state(self, key: str) -> tuple[str, int] | None:
         """``(stream_id, next_seq)`` last committed under ``key``, or None."""
@@ -498,6 +538,7 @@ class Store:
                 return
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._size_at = 0.0
         except sqlite3.Error as exc:  # a missed shrink loses nothing; say so and go on
             log.warning("outbox %s: could not give freed space back: %s", self.path, exc)
 
@@ -519,6 +560,17 @@ class Store:
             if p.exists():
                 total += p.stat().st_size
         return total
+
+    def file_bytes_now(self) -> int:
+        """:meth:`file_bytes`, looked at again only when it may have moved (a second passed, a
+        quarter megabyte written, the file shrunk): every call of the log reports it, most of them
+        a take or an acknowledgement that change nothing much."""
+        now = time.monotonic()
+        if now >= self._size_at or self._written >= _SIZE_EVERY_BYTES:
+            self._size = self.file_bytes()
+            self._size_at = now + _SIZE_EVERY_S
+            self._written = 0
+        return self._size
 
     def counters(self) -> dict[str, int]:
         return {

@@ -7,8 +7,8 @@
                                     transport (MQTT QoS 1, file) ◄── take ── ack on delivery ◄┘
 
 :class:`Uplink` is what the runtime (and a user without a runtime) ships through. ``send`` returns
-once the readings are durable (with ``max_delay`` batching, once they are queued for the next
-commit); ``submit`` only queues them, for callers that apply backpressure with ``room`` instead.
+once the readings are durable (with ``max_delay`` batching, staged in the commit log until their
+message is cut); ``submit`` only queues them, for callers that apply backpressure with ``room`` instead.
 A :class:`Transport` knows nothing of encoding or sequence numbers: it publishes what the outbox
 holds and acknowledges it.
 """
@@ -22,7 +22,7 @@ from typing import Protocol
 from edgeflow.codec import Encoder, make_encoder, new_stream_id
 from edgeflow.commitlog import CommitLog, Committer, Shipment, StateSource
 from edgeflow.errors import UplinkError
-from edgeflow.model import ReadingBatch
+from edgeflow.model import ReadingBatch, SeriesTable
 from edgeflow.uplink.encoding import UplinkEncoder, check_interpolation
 from edgeflow.uplink.spec import OutboxSpec
 
@@ -84,6 +84,7 @@ class Uplink:
         max_readings: int = 5000,
         max_bytes: int = 256 * 1024,
         max_delay: float = 0.0,
+        commit_delay: float = 0.0,
         encoder_factory: EncoderFactory | None = None,
     ) -> None:
         self.service = service
@@ -95,10 +96,12 @@ class Uplink:
         self.max_readings = max_readings
         self.max_bytes = max_bytes
         self.max_delay = max_delay
+        self.commit_delay = commit_delay
         self._encoder_factory = encoder_factory or _default_encoder_factory
         self._stream_key = f"uplink:{service}:{encoding}"
         self.stream_id = f"{service}-{new_stream_id()}"
         self._states: StateSource | None = None
+        self._table: SeriesTable | None = None
         self._committer: Committer | None = None
         self._final: dict[str, int | float] = {}
 
@@ -120,6 +123,11 @@ class Uplink:
         self._states = states
         if self._committer is not None:
             self._committer.states = states
+
+    def set_series_table(self, table: SeriesTable | None) -> None:
+        """The series table readings staged before a restart are read back into (the runtime's), so
+        they travel with the readings of this run; without one they get a table of their own."""
+        self._table = table
 
     async def start(self) -> None:
         """Open the commit log, resume the stream it holds (or start a new one), start committing and
@@ -147,10 +155,12 @@ class Uplink:
                 encoder,
                 max_readings=self.max_readings,
                 max_delay=self.max_delay,
+                commit_delay=self.commit_delay,
                 max_pending=4 * self.max_readings,
                 states=self._states,
                 on_commit=self.transport.wake,
             )
+            await self._committer.recover(self._table)
             self._committer.start()
             await self.transport.start(self.commit_log)
         except BaseException:
@@ -201,17 +211,16 @@ class Uplink:
     async def send(
         self, batch: ReadingBatch, interpolation: Mapping[int, str] | None = None, *, alarm: bool = False
     ) -> None:
-        """Ship readings; durable when this returns (with a batching ``max_delay``, alarms only: other
-        readings are committed within that delay). ``interpolation`` maps series ids to ``hold`` or
-        ``linear``, how the cloud rebuilds them."""
+        """Ship readings; durable when this returns (with a batching ``max_delay``, staged in the
+        commit log: the message that carries them is cut within that delay). ``interpolation`` maps
+        series ids to ``hold`` or ``linear``, how the cloud rebuilds them."""
         if len(batch) == 0:
             return
         committer = self.committer
         interp = check_interpolation(interpolation)
         await committer.room()
         ticket = committer.submit(Shipment(batch, interp, alarm))
-        if alarm or self.max_delay <= 0:
-            await committer.wait_committed(ticket)
+        await committer.wait_committed(ticket)
 
     async def room(self) -> None:
         """Wait while too many readings wait to be committed (backpressure)."""
@@ -258,6 +267,7 @@ class Uplink:
             "refused_readings": c.refused_readings,
             "encode_failed_readings": c.encode_failed_readings,
             "batching": c.pending_readings,  # waiting to be committed, or being committed
+            "staged": c.staged_readings,  # committed, waiting to be cut into a message
             "commits": c.commits,
             "commit_failures": c.commit_failures,
             "queued": ob.get("queued_batches", 0),

@@ -74,7 +74,8 @@ class UplinkEncoder:
         self.max_readings = max_readings
         self.max_bytes = max_bytes
         self._fields = template_fields(topic) - {"service"} if topic else frozenset()
-        self._group_keys: dict[int, tuple[str, ...]] = {}
+        self._group_keys: dict[int, tuple[str, ...]] = {}  # by series id, of the table below
+        self._keys_table: int | None = None
         self._bytes_per_reading = 16.0
 
     @property
@@ -140,6 +141,9 @@ class UplinkEncoder:
         if not self._fields:
             return [({}, batch)]
         table = batch.table
+        if id(table) != self._keys_table:  # readings read back after a restart may bring their own
+            self._keys_table = id(table)
+            self._group_keys = {}
         names = sorted(self._fields)
         by_key: dict[tuple[str, ...], list[int]] = {}
         for sid in np.unique(batch.series).tolist():

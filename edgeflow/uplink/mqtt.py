@@ -338,6 +338,7 @@ class MqttUplink(Uplink):
             max_readings=b.max_readings,
             max_bytes=int(b.max_bytes),
             max_delay=b.max_delay,
+            commit_delay=b.group_delay,
             encoder_factory=encoder_factory or (_with_series_table if spec.series_table else None),
         )
 

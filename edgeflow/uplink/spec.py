@@ -88,21 +88,36 @@ def template_fields(template: str) -> frozenset[str]:
     return frozenset(used)
 
 
-#: The default ``batching.max_delay`` when the topic has ``{device}`` (one message per device otherwise
-#: carries one poll: 44 bytes per reading for 1,000 devices x 10 resources, against 5 with 1 s).
-PER_DEVICE_MAX_DELAY = 1.0
+#: The default ``batching.max_delay`` of the ``compact`` encoding: a message carries a second of
+#: readings (with a per-device topic one poll a message would be 44 bytes a reading for 1,000 devices
+#: x 10 resources, against 5 with 1 s; one commit, publish and acknowledgement a poll cost 3x the CPU).
+COMPACT_MAX_DELAY = 1.0
+#: The default ``batching.commit_delay`` when ``max_delay`` is above it.
+COMMIT_DELAY = 0.1
 
 
 class BatchingSpec(_Spec):
-    """How readings are gathered into one MQTT message. With ``max_delay: 0`` (the default) each
-    :meth:`send` is encoded and committed to the outbox at once (split at ``max_readings``); with a
-    delay, readings wait in memory up to that long (a crash loses at most that window). With a
-    per-device topic (``{device}`` in ``topic``) and the ``compact`` encoding the default is ``1s`` (:data:`PER_DEVICE_MAX_DELAY`),
-    so each device's message carries a second of its readings instead of one poll's."""
+    """How readings are gathered into one MQTT message, and how long a reading waits in memory.
+
+    ``commit_delay``: a group of readings is committed to the commit log (durable) this long after
+    its first reading came (alarms and ``max_readings`` at once) — the most a ``kill -9`` can take, and
+    what bounds the commits a second. ``max_delay``: the message that carries committed readings is cut
+    this long after the oldest of them came (or at ``max_readings``); until then they wait staged in the
+    commit log, not in memory. With ``max_delay: 0`` every group is a message. Defaults: ``max_delay``
+    1 s for ``compact`` (:data:`COMPACT_MAX_DELAY`), 0 for ``edgex-json``; ``commit_delay`` 100 ms
+    (:data:`COMMIT_DELAY`) or ``max_delay`` if that is shorter."""
 
     max_readings: int = Field(default=5000, ge=1)
     max_bytes: ByteSize = Field(default=ByteSize(256 * 1024), ge=1024)
-    max_delay: NonNegativeSeconds = Field(default=0.0, le=3600.0, description="0: no delay, commit at once")
+    max_delay: NonNegativeSeconds = Field(default=0.0, le=3600.0, description="0: every group is a message")
+    commit_delay: NonNegativeSeconds | None = Field(
+        default=None, le=3600.0, description="default: 100 ms, or max_delay if shorter; 0: commit at once"
+    )
+
+    @property
+    def group_delay(self) -> float:
+        """``commit_delay`` as set, or its default for this ``max_delay``."""
+        return self.commit_delay if self.commit_delay is not None else min(COMMIT_DELAY, self.max_delay)
 
 
 class MqttUplinkSpec(_Spec):
@@ -164,13 +179,9 @@ class MqttUplinkSpec(_Spec):
             raise ValueError("tls is set but url is not mqtts://; use mqtts:// for TLS")
         if self.envelope != "none" and self.encoding != "edgex-json":
             raise ValueError(f"envelope {self.envelope} needs encoding edgex-json, not {self.encoding}")
-        if (
-            self.encoding == "compact"
-            and "max_delay" not in self.batching.model_fields_set
-            and "device" in template_fields(self.topic_template)
-        ):
+        if self.encoding == "compact" and "max_delay" not in self.batching.model_fields_set:
             object.__setattr__(
-                self, "batching", self.batching.model_copy(update={"max_delay": PER_DEVICE_MAX_DELAY})
+                self, "batching", self.batching.model_copy(update={"max_delay": COMPACT_MAX_DELAY})
             )
         return self
 
