@@ -135,7 +135,7 @@ async def test_backoff_fails_fast_and_caps(modbus_server: Any) -> None:
         assert connector.connected("d")
 
 
-async def test_pymodbus_does_not_reconnect_on_its_own(modbus_server: Any) -> None:
+async def test_nothing_reconnects_in_the_background(modbus_server: Any) -> None:
     server = await modbus_server()
     connector = ModbusConnector()
     connector.add_device(_device("d", server.port), PROFILE)
@@ -144,8 +144,8 @@ async def test_pymodbus_does_not_reconnect_on_its_own(modbus_server: Any) -> Non
         await server.stop()
         await _until(lambda: not connector.connected("d"))
         await server.start()
-        # pymodbus's own reconnect (on by default, 0.1 s after a lost connection, doubling) is off:
-        # nothing dials the server in the background; the next read does.
+        # No client dials the server in the background (pymodbus's own reconnect, on by default, is off
+        # for serial lines; Modbus TCP is spoken by the connector's own client): the next read does.
         await asyncio.sleep(0.5)
         assert not connector.connected("d")
         assert (await _read_temp(connector, "d")) == 0.0
@@ -301,6 +301,35 @@ async def test_truncated_pdu_and_wrong_function(raw_tcp_server: Any) -> None:
         assert info.value.resource == "temp"
         with pytest.raises(DeviceProtocolError, match="response to function 1, expected 3"):
             await _read_temp(connector, "g")
+
+
+async def test_a_late_answer_is_not_taken_for_the_next_request(raw_tcp_server: Any) -> None:
+    """The first answer comes after the read timed out; the next read, on the same connection, gets
+    its own answer (each register value here is the request's transaction id), not the late one."""
+
+    async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = True
+        try:
+            while True:
+                tid, _pid, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+                await reader.readexactly(length - 1)
+                if first:  # answered 0.7 s late: after the first read's 0.5 s, during the second
+                    await asyncio.sleep(0.7)
+                    first = False
+                writer.write(_mbap(tid, unit, bytes([3, 2]) + tid.to_bytes(2, "big")))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    port = await raw_tcp_server(slow_first)
+    connector = ModbusConnector()
+    connector.add_device(_device("late", port, timeout=0.5), PROFILE)
+    async with connector:
+        with pytest.raises(DeviceTimeoutError):
+            await _read_temp(connector, "late")
+        assert connector.connected("late")  # one timeout keeps a TCP connection
+        assert await _read_temp(connector, "late") == 2.0  # transaction 2's answer
+        assert await _read_temp(connector, "late") == 3.0
 
 
 async def test_hang_up_mid_request_fails_at_once(raw_tcp_server: Any) -> None:

@@ -21,16 +21,18 @@ from typing import Any, ClassVar, TypeVar
 
 from connectors.modbus._codec import decode, encode_registers, registers_to_bytes, to_bool
 from connectors.modbus._config import LinkSpec, Point, Table, parse_link, parse_point
-from connectors.modbus._plan import MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ, Block, Limits, plan
-from connectors.modbus._pymodbus import (
+from connectors.modbus._link import (
     EXCEPTION_NAMES,
+    Link,
     LinkClosed,
     LinkError,
     LinkException,
     LinkGarbled,
     LinkTimeout,
-    ModbusLink,
 )
+from connectors.modbus._plan import MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ, Block, Limits, plan
+from connectors.modbus._pymodbus import ModbusLink
+from connectors.modbus._tcp import TcpLink
 from edgeflow.connector import CommandValue, Connector, DeviceHealth
 from edgeflow.errors import (
     ConfigError,
@@ -78,7 +80,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
 
 @dataclass(eq=False)
 class _Connection:
-    link: ModbusLink
+    link: Link
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     failures: int = 0  # consecutive failed connects
     retry_at: float = 0.0  # loop time before which no connect is tried
@@ -143,7 +145,8 @@ class ModbusConnector(Connector):
         spec, points = self._validated.pop(device.name)
         conn = self._connections.get(spec.gateway)
         if conn is None:
-            conn = _Connection(ModbusLink(spec))
+            # Modbus TCP: spoken here (the poll path); RTU and ASCII on serial lines: through pymodbus
+            conn = _Connection(TcpLink(spec) if spec.framing == "socket" else ModbusLink(spec))
             self._connections[spec.gateway] = conn
         conn.link.backstop = max(conn.link.backstop, spec.timeout + 1.0)
         self._states[device.name] = _DeviceState(device.name, spec, conn, points)
@@ -204,7 +207,7 @@ class ModbusConnector(Connector):
     async def _request(
         self,
         state: _DeviceState,
-        call: Callable[[ModbusLink], Awaitable[T]],
+        call: Callable[[Link], Awaitable[T]],
         *,
         resource: str,
         address: str,
@@ -396,7 +399,7 @@ class ModbusConnector(Connector):
             )
 
 
-async def _write_bit(link: ModbusLink, point: Point, flag: bool, unit: int, wait_s: float) -> None:
+async def _write_bit(link: Link, point: Point, flag: bool, unit: int, wait_s: float) -> None:
     """Set or clear one bit of a holding register: read, modify, write, under the connection's lock."""
     (word,) = await link.read(Table.HOLDING_REGISTERS, point.address, 1, unit, wait_s)
     mask = 1 << (point.bit or 0)

@@ -24,8 +24,17 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from connectors.modbus._config import LinkSpec, Table
+from connectors.modbus._link import (
+    EXCEPTION_NAMES,
+    LinkClosed,
+    LinkError,
+    LinkException,
+    LinkGarbled,
+    LinkTimeout,
+)
 
 __all__ = [
+    "EXCEPTION_NAMES",
     "LinkClosed",
     "LinkError",
     "LinkException",
@@ -38,46 +47,6 @@ log = logging.getLogger(__name__)
 
 _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU, "ascii": FramerType.ASCII}
 _NEVER = 2**31  # pymodbus's max_no_responses: it must not close the connection on its own
-
-
-class LinkError(Exception):
-    """A request failed below the connector; the connector maps it to an edgeflow error."""
-
-
-class LinkClosed(LinkError):
-    """No connection, or it was lost while a request was in flight."""
-
-
-class LinkTimeout(LinkError):
-    """No answer in time."""
-
-
-class LinkGarbled(LinkError):
-    """An answer came but was not a valid response to the request (short, wrong function, junk)."""
-
-
-class LinkException(LinkError):
-    """The device answered with a Modbus exception response."""
-
-    def __init__(self, code: int, function: int) -> None:
-        self.code = code
-        self.function = function
-        super().__init__(
-            f"Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) to function {function}"
-        )
-
-
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
 
 
 class ModbusLink:
