@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,34 +233,46 @@ def test_lost_tail_says_which_polls_a_kill_took_and_how_old() -> None:
     assert out["most_polls_lost_per_unit"] == 1 and out["oldest_lost_s"] == 0.05
 
 
+def _offline_uplink(folder: Path, **batching: Any) -> Any:
+    """An MQTT uplink with its outbox in ``folder`` and nobody at the broker's address: everything it
+    commits stays in the outbox, as the SIGKILL runs find it."""
+    from conftest import free_port
+
+    from edgeflow.uplink.mqtt import MqttUplink
+    from edgeflow.uplink.spec import MqttUplinkSpec
+
+    doc: dict[str, Any] = {
+        "type": "mqtt",
+        "url": f"mqtt://127.0.0.1:{free_port()}",
+        "outbox": {"path": str(folder / "outbox.sqlite")},
+    }
+    if batching:
+        doc["batching"] = batching
+    return MqttUplink(MqttUplinkSpec.model_validate(doc), service="bench")
+
+
+async def _send_polls(up: Any, polls: int) -> None:
+    """``polls`` polls of unit 1's three registers (``dev01/r0..r2``), 0.1 s apart, each sent alone."""
+    from edgeflow.model import ReadingBatch, SeriesTable
+
+    table = SeriesTable()
+    sids = np.asarray([table.intern("dev01", f"r{i}", "bench") for i in range(3)], np.int32)
+    for k in range(polls):
+        origins = np.full(3, 10**18 + k * 10**8, np.int64)
+        await up.send(ReadingBatch(table, origins, np.arange(3, dtype=np.float64) + k, sids))
+
+
 async def test_kill_measurement_reads_what_the_outbox_committed(tmp_path: Path) -> None:
     """The SIGKILL run's split of the loss: the stream's next_seq in a real outbox says what was
     committed; a committed batch that never arrived is counted as such, and the readings of those
     that did arrive are what the uncommitted remainder is computed from."""
     import sqlite3
 
-    from conftest import free_port
     from run import Edgeflow, Setup
 
-    from edgeflow.model import ReadingBatch, SeriesTable
-    from edgeflow.uplink.mqtt import MqttUplink
-    from edgeflow.uplink.spec import MqttUplinkSpec
-
-    spec = MqttUplinkSpec.model_validate(
-        {
-            "type": "mqtt",
-            "url": f"mqtt://127.0.0.1:{free_port()}",  # nobody there: everything stays in the outbox
-            "outbox": {"path": str(tmp_path / "outbox.sqlite")},
-            "batching": {"max_delay": 0},  # a message each send (staged readings: the next test)
-        }
-    )
-    up = MqttUplink(spec, service="bench")
+    up = _offline_uplink(tmp_path, max_delay=0)  # a message each send (staged readings: the next test)
     await up.start()
-    table = SeriesTable()
-    sids = np.asarray([table.intern("dev01", f"r{i}", "bench") for i in range(3)], np.int32)
-    for k in range(5):
-        origins = np.full(3, 10**18 + k * 10**8, np.int64)
-        await up.send(ReadingBatch(table, origins, np.arange(3, dtype=np.float64) + k, sids))
+    await _send_polls(up, 5)
     await up.stop(flush_timeout=0.2)
 
     peer = Edgeflow(Setup(1, 3, 0.1, 0, 0, 1.0), tmp_path, "none")
@@ -287,29 +300,11 @@ async def test_kill_measurement_counts_staged_readings_as_committed(tmp_path: Pa
     import shutil
     import sqlite3
 
-    from conftest import free_port
     from run import Edgeflow, Setup
 
-    from edgeflow.model import ReadingBatch, SeriesTable
-    from edgeflow.uplink.mqtt import MqttUplink
-    from edgeflow.uplink.spec import MqttUplinkSpec
-
-    def spec_at(folder: Path) -> MqttUplinkSpec:
-        return MqttUplinkSpec.model_validate(
-            {
-                "type": "mqtt",
-                "url": f"mqtt://127.0.0.1:{free_port()}",  # nobody there: everything stays in the outbox
-                "outbox": {"path": str(folder / "outbox.sqlite")},
-            }
-        )
-
-    up = MqttUplink(spec_at(tmp_path), service="bench")
+    up = _offline_uplink(tmp_path)  # the defaults: staged, a message a second
     await up.start()
-    table = SeriesTable()
-    sids = np.asarray([table.intern("dev01", f"r{i}", "bench") for i in range(3)], np.int32)
-    for k in range(4):
-        origins = np.full(3, 10**18 + k * 10**8, np.int64)
-        await up.send(ReadingBatch(table, origins, np.arange(3, dtype=np.float64) + k, sids))
+    await _send_polls(up, 4)
     assert up.stats()["staged"] == 12
     killed = tmp_path / "killed"  # what a kill -9 would leave now: the committed files
     killed.mkdir()
@@ -320,7 +315,7 @@ async def test_kill_measurement_counts_staged_readings_as_committed(tmp_path: Pa
     peer = Edgeflow(Setup(1, 3, 0.1, 0, 0, 1.0), killed, "none")
     committed = peer.committed_after_kill()
     assert committed == {} and len(peer.staged_at_kill) == 12
-    restarted = MqttUplink(spec_at(killed), service="bench")  # cuts what was staged into a batch
+    restarted = _offline_uplink(killed)  # cuts what was staged into a batch
     await restarted.start()
     await restarted.stop(flush_timeout=0.2)
     db = sqlite3.connect(killed / "outbox.sqlite")

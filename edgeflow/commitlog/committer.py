@@ -61,11 +61,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Built:
-    """What encoding a group gave: the items, the tickets encoded, what could not be encoded, and the
-    merged shipment staged (with its readings)."""
+    """What encoding a group gave: the items, what could not be encoded, and the merged shipment
+    staged (with its readings)."""
 
     items: list[OutboxItem] = field(default_factory=list)
-    kept: list[int] = field(default_factory=list)
     failed_readings: int = 0
     failures: list[str] = field(default_factory=list)
     staged: Shipment | None = None
@@ -369,23 +368,17 @@ class Committer:
         if not parts:
             return
         enc = self.encoder
-        batch = ReadingBatch.concat(parts[0][1].batch.table, [s.batch for _, s in parts])
-        interp: dict[int, str] = {}
-        for _, s in parts:
-            if s.interpolation:
-                interp.update(s.interpolation)
+        merged = _merge(parts)
         seq = enc.next_seq
         try:
-            built.items.extend(enc.encode(batch, interp or None, alarm=alarm))
-            built.kept.extend(t for t, _ in parts)
+            built.items.extend(enc.encode(merged.batch, merged.interpolation or None, alarm=alarm))
             return
         except Exception:
             enc.next_seq = seq
-        for t, s in parts:  # find the shipment that cannot be encoded
+        for _, s in parts:  # find the shipment that cannot be encoded
             seq = enc.next_seq
             try:
                 built.items.extend(enc.encode(s.batch, s.interpolation, alarm=alarm))
-                built.kept.append(t)
             except Exception as exc:
                 enc.next_seq = seq
                 built.failed_readings += len(s.batch)
@@ -405,7 +398,6 @@ class Committer:
             try:
                 stage.append((len(merged.batch), pack(merged.batch, merged.interpolation)))
                 built.staged = merged
-                built.kept.extend(t for t, _ in plain)
             except UnstageableError:
                 cut = True  # a value staging cannot hold: these readings go into a batch now
         if cut:
@@ -502,12 +494,14 @@ class Committer:
 
 
 def _merge(parts: list[tuple[int, Shipment]]) -> Shipment:
-    """The shipments of one group as one (they share the process's series table)."""
+    """Shipments of one lane and one series table as one: their readings in order, their
+    interpolations together (what is encoded as one message, or staged as one row)."""
+    first = parts[0][1]
     if len(parts) == 1:
-        return parts[0][1]
-    batch = ReadingBatch.concat(parts[0][1].batch.table, [s.batch for _, s in parts])
+        return first
+    batch = ReadingBatch.concat(first.batch.table, [s.batch for _, s in parts])
     interp: dict[int, str] = {}
     for _, s in parts:
         if s.interpolation:
             interp.update(s.interpolation)
-    return Shipment(batch, interp or None)
+    return Shipment(batch, interp or None, first.alarm)
