@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edgeflow.model import SeriesTable
@@ -84,6 +84,15 @@ def test_first_value_always_passes_and_state_is_per_series() -> None:
     chunk=st.integers(1, 60),
     policy=st.sampled_from(["late", "drop", "reset"]),
     eq=st.booleans(),
+)
+# found in CI: deadbandEq with gap 0 sent a series' first reading twice, and the batch-sized output
+# then passed as "every reading kept", the late one among them
+@example(
+    data=([T0 + 8, T0 + 17, T0 + 23, T0 - 3], [math.nan, -6.37e-05, 0.00634, 0.00739]),
+    gap=0.0,
+    chunk=4,
+    policy="late",
+    eq=True,
 )
 def test_hold_error_within_the_gap(
     data: tuple[list[int], list[float]], gap: float, chunk: int, policy: str, eq: bool

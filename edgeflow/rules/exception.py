@@ -198,7 +198,8 @@ class ExceptionRule(Rule):
         else:
             s = vs[0]
             put(pos[0])
-            k0 = last = 0
+            last = 0
+            k0 = 1  # sent: not tested against itself (deadbandEq with gap 0 would send it twice)
         if self.test == "deadband":
             for k in range(k0, len(vs)):
                 x = vs[k]
