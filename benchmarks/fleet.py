@@ -103,6 +103,7 @@ def write_config(
     rule: str,
     series_table: bool = True,
     commit_delay: float | None = None,
+    align: bool = True,
 ) -> Path:
     res = "\n".join(
         f'  - name: "R{i}"\n'
@@ -125,8 +126,10 @@ def write_config(
     knobs = {"max_delay": max_delay, "commit_delay": commit_delay}
     given = ", ".join(f"{k}: {v}" for k, v in knobs.items() if v is not None)
     batching = f"  batching: {{ {given} }}\n" if given else ""
+    scheduler = "" if align else "scheduler: { align: false }\n"
     cfg = (
         "service: fleet\n"
+        f"{scheduler}"
         f"devices:\n{devs}\n"
         "pipelines:\n"
         "  - name: walks\n"
@@ -185,6 +188,12 @@ def main() -> None:
         help="uplink batching.commit_delay (default: edgeflow's, 100 ms)",
     )
     p.add_argument(
+        "--no-align",
+        dest="align",
+        action="store_false",
+        help="scheduler align: false (every device keeps the phase of its first read)",
+    )
+    p.add_argument(
         "--no-series-table",
         dest="series_table",
         action="store_false",
@@ -222,6 +231,7 @@ def main() -> None:
         max_delay=args.max_delay,
         commit_delay=args.commit_delay,
         series_table=args.series_table,
+        align=args.align,
         rule=RULES[args.rule],
     )
     cmd = [sys.executable, "-m", "edgeflow", "run", str(cfg), "--duration", str(args.duration), "--stats"]

@@ -241,6 +241,11 @@ class Subscription(Generic[P]):
         self._took(1, n)
         return topic, msg
 
+    @property
+    def queued_messages(self) -> int:
+        """Messages queued now."""
+        return len(self._queue)
+
     def drain(self, max_messages: int | None = None) -> list[tuple[str, P]]:
         """Everything queued (up to ``max_messages``), oldest first."""
         out: list[tuple[str, P]] = []

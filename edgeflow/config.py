@@ -147,12 +147,23 @@ class SchedulerSpec(_Model):
         default=0.0,
         description="how long pushed readings wait to gather into bigger batches (0: until the loop is free)",
     )
+    align: bool = Field(
+        default=True,
+        description="AutoEvents fire on multiples of their interval on the wall clock (the first read at once), "
+        "so the devices of one interval are read together and their readings share a router step; "
+        "false: every device keeps the phase of its first read",
+    )
 
 
 class BusSpec(_Model):
     """The queue between the device services and the pipelines: bounded, with a declared policy."""
 
     batch_max: int = Field(default=1_000, ge=1, description="readings the pipelines take per step")
+    linger: NonNegativeSeconds = Field(
+        default=0.02,
+        description="while AutoEvent reads are in flight, how long the router may wait for them before a "
+        "step, so the reads of one tick go through the rules together (0: step at once)",
+    )
     capacity: int = Field(default=100_000, ge=1, description="readings queued at most")
     policy: OverflowPolicy = Field(
         default="block", description="when the queue is full: wait (block), or drop and count"

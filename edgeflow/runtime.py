@@ -204,6 +204,7 @@ class _Route:
 class _Counters:
     started_at: float = field(default_factory=time.time)
     router_taken: int = 0
+    router_steps: int = 0  # batches through the pipelines: readings of one tick share one
     routed: int = 0
     unrouted_shipped: int = 0
     unrouted_dropped: int = 0
@@ -322,6 +323,7 @@ class Runtime:
             transforms=s.transforms,
             push_capacity=s.push_capacity,
             push_linger=s.push_linger,
+            align=s.align,
         )
         self._settings = settings
         for type_name, options in cfg.connectors.items():  # options of connectors no device uses yet, too
@@ -795,9 +797,12 @@ class Runtime:
         sub = self._sub
         assert sub is not None
         batch_max = self.config.bus.batch_max
+        linger = self.config.bus.linger
         while True:
             await sub.wait()
             await self.uplink.room()  # backpressure: the bus fills, and its policy applies
+            if linger > 0 and sub.queued_messages < batch_max:
+                await self._settle(linger)
             items = sub.drain(batch_max)
             if not items:
                 continue
@@ -806,12 +811,24 @@ class Runtime:
             self._step(batch)
             self._router_error = ""
 
+    async def _settle(self, linger: float) -> None:
+        """Wait, at most ``linger`` seconds, until no AutoEvent read is in flight: the reads of one
+        tick (aligned, or queued on one connection) then take one step through the rules, not one each."""
+        busy = [s for s in self.services.values() if s.polling]
+        if not busy:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(linger):
+                for service in busy:
+                    await service.settled()
+
     def _step(self, batch: ReadingBatch) -> None:
         """One step: ``batch`` through every pipeline that takes it, outputs to the committer. It does
         not await, so the rule states the committer snapshots match what it commits."""
         n = len(batch)
         if n == 0:
             return
+        self._counters.router_steps += 1
         sizes = self._edgex_sizes()
         self._counters.edgex_json_bytes += int(sizes[batch.series].sum())
         matched = np.zeros(n, dtype=bool)
@@ -957,6 +974,7 @@ class Runtime:
             },
             "router": {
                 "taken": c.router_taken,
+                "steps": c.router_steps,
                 "routed": c.routed,
                 "unrouted_shipped": c.unrouted_shipped,
                 "unrouted_dropped": c.unrouted_dropped,
@@ -1044,6 +1062,7 @@ class Runtime:
         c = self._counters
         yield Sample("pipeline_errors_total", c.pipeline_errors, kind="counter")
         yield Sample("router_restarts_total", c.router_restarts, kind="counter")
+        yield Sample("router_steps_total", c.router_steps, kind="counter")
         yield Sample("state_restored_total", c.state_restored, kind="counter")
         yield Sample("state_discarded_total", c.state_discarded, kind="counter")
         yield Sample("bus_published_readings_total", self.bus.published_readings, kind="counter")

@@ -100,6 +100,9 @@ class SchedulerSettings:
     push_capacity: int = 100_000
     #: Seconds pushed readings wait to gather into bigger batches (0: until the loop is free).
     push_linger: float = 0.0
+    #: AutoEvents fire on multiples of their interval on the wall clock (after the first read, at
+    #: once): the devices of one interval are read together, and their readings share a router step.
+    align: bool = True
 
 
 @dataclass(slots=True)
@@ -226,6 +229,13 @@ class DeviceService:
         self._tasks: list[asyncio.Task[None]] = []
         self._device_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._polling: set[asyncio.Task[Any]] = set()  # AutoEvent tasks inside a poll right now
+        self._settled = asyncio.Event()  # set while no poll is in flight
+        self._settled.set()
+        # Real clock: the loops asleep until one instant (an aligned tick), in the order they went to
+        # sleep, woken by one timer in that order — so every tick reads its devices in the same order,
+        # and each device's reads stay as evenly spaced as its interval (cheap to encode).
+        self._ticks: dict[int, list[asyncio.Future[bool]]] = {}
+        self._wall_offset: int | None = None  # clock.time_ns() - clock.monotonic_ns(), taken once
         self._last_sent: dict[tuple[str, str], dict[str, tuple[str, float | None]]] = {}
         self._sources: dict[tuple[str, str], _Source] = {}
         self._opened = False
@@ -646,13 +656,16 @@ class DeviceService:
                 return True
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[bool] = loop.create_future()
-            delay = max(0, deadline_ns - self.clock.monotonic_ns()) / 1e9
-            timer = loop.call_later(delay, _resolve, fut, False)
+            sleepers = self._ticks.get(deadline_ns)
+            if sleepers is None:
+                sleepers = self._ticks[deadline_ns] = []
+                delay = max(0, deadline_ns - self.clock.monotonic_ns()) / 1e9
+                loop.call_later(delay, self._tick, deadline_ns)
+            sleepers.append(fut)
             waker.add(fut)
             try:
                 return await fut
             finally:
-                timer.cancel()
                 waker.discard(fut)
         sleeper = asyncio.ensure_future(self.clock.sleep_until(deadline_ns))
         woken = asyncio.ensure_future(waker.wait())
@@ -664,11 +677,19 @@ class DeviceService:
             await asyncio.gather(sleeper, woken, return_exceptions=True)
         return woken.done() and not woken.cancelled() and waker.is_set()
 
+    def _tick(self, deadline_ns: int) -> None:
+        for fut in self._ticks.pop(deadline_ns, ()):
+            _resolve(fut, False)
+
     async def _autoevent_loop(self, device: str, ae: AutoEvent) -> None:
         clock = self.clock
         interval = ae.interval_ns
         state = self.states[device]
         deadline = clock.monotonic_ns()
+        align = self.settings.align
+        if self._wall_offset is None:
+            self._wall_offset = clock.time_ns() - deadline
+        wall_offset = self._wall_offset  # one for every loop: their ticks are the same instants
         task = asyncio.current_task()
         assert task is not None
         while not self._stopping:
@@ -682,6 +703,7 @@ class DeviceService:
                 deadline = clock.monotonic_ns()  # woken early: the connector's state changed, look again
                 continue
             self._polling.add(task)
+            self._settled.clear()
             try:
                 await self.poll_once(device, ae)
             except asyncio.CancelledError:
@@ -695,7 +717,10 @@ class DeviceService:
                 self._succeeded(state)
             finally:
                 self._polling.discard(task)
-            deadline += interval
+                if not self._polling:
+                    self._settled.set()
+            # the next multiple of the interval on the wall clock, or one interval on
+            deadline += interval - (deadline + wall_offset) % interval if align else interval
             now = clock.monotonic_ns()
             if deadline < now:
                 missed = (now - deadline) // interval + 1
@@ -730,6 +755,15 @@ class DeviceService:
                 log.info("device %s is LOCKED; its AutoEvents do not run", name)
                 continue
             self._start_autoevents(dev)
+
+    @property
+    def polling(self) -> bool:
+        """Whether an AutoEvent read is in flight (its readings are on the way to the bus)."""
+        return bool(self._polling)
+
+    async def settled(self) -> None:
+        """Return once no AutoEvent read is in flight."""
+        await self._settled.wait()
 
     async def stop(self) -> None:
         """Stop polling, close the connector, then publish what it pushed before it closed."""

@@ -148,7 +148,9 @@ async def test_a_poll_in_flight_at_stop_finishes_and_is_published(modbus_server:
         {
             "name": "tank",
             "profileName": "p",
-            "protocols": {"modbus-tcp": {"Address": "127.0.0.1", "Port": server.port, "UnitID": 1, "Timeout": 5}},
+            "protocols": {
+                "modbus-tcp": {"Address": "127.0.0.1", "Port": server.port, "UnitID": 1, "Timeout": 5}
+            },
             "autoEvents": [{"interval": "10s", "sourceName": "level"}],
         }
     )
@@ -166,3 +168,56 @@ async def test_a_poll_in_flight_at_stop_finishes_and_is_published(modbus_server:
     await service.stop()
     assert answered == 1
     assert [_named(b, table) for b in published] == [{"level": 42}]
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+async def test_the_reads_of_one_tick_take_one_router_step(
+    modbus_server: Any, tmp_path: Path, aligned: bool
+) -> None:
+    """Ten units behind one connection, read one after the other every 100 ms: by default (AutoEvents on
+    the interval's multiples, the router lingering while reads are in flight) each tick's ten reads go
+    through the rules as one batch; without either, every read is a step of its own."""
+    from edgeflow.config import parse_config
+    from edgeflow.runtime import Runtime
+
+    units = tuple(range(1, 11))
+    server = await modbus_server(units=units)
+    for u in units:
+        await server.set("hr", 0, [u], unit=u)
+    level = {
+        "name": "level",
+        "attributes": {"primaryTable": "HOLDING_REGISTERS", "startingAddress": 0},
+        "properties": {"valueType": "Int16", "readWrite": "R"},
+    }
+    cfg = parse_config(
+        {
+            "service": "edge",
+            "scheduler": {"align": aligned},
+            "bus": {"linger": "20ms" if aligned else 0},
+            "devices": [
+                {
+                    "name": f"unit{u}",
+                    "connector": "modbus",
+                    "profile": {"name": "p", "deviceResources": [level]},
+                    "protocols": {
+                        "modbus-tcp": {"Address": "127.0.0.1", "Port": server.port, "UnitID": u, "Timeout": 2}
+                    },
+                    "autoEvents": [{"interval": "100ms", "sourceName": "level"}],
+                }
+                for u in units
+            ],
+            "pipelines": [{"name": "all", "rules": [{"type": "on_change"}]}],
+            "uplink": {"type": "file", "path": str(tmp_path / "out.jsonl")},
+        }
+    )
+    rt = Runtime(cfg)
+    async with rt:
+        await _until(lambda: rt.ledger()["router"]["taken"] >= 10 * 12)
+    led = rt.ledger()
+    reads, steps = led["router"]["taken"], led["router"]["steps"]
+    ticks = reads / len(units)
+    if aligned:
+        assert steps <= ticks + 3, (reads, steps)
+    else:
+        assert steps >= 0.8 * reads, (reads, steps)
+    assert not rt.ledger_problems()

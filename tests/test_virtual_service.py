@@ -70,7 +70,9 @@ class Collector:
         self.items.append((topic, batch))
 
 
-T0 = 1_000  # the manual clock's start: origins of reads at time 0 of a test
+#: The manual clock's start: origins of reads at time 0 of a test. A day: a multiple of every interval
+#: here, so aligned AutoEvents keep the phase of the first read.
+T0 = 86_400_000_000_000
 
 
 class MidJitter(random.Random):
@@ -173,7 +175,10 @@ async def test_write_inverse_transforms_in_float_mode() -> None:
 
 async def test_autoevents_publish_on_the_edgex_topic() -> None:
     svc, _, sink, clock = make(
-        Device(name="b1", profile_name="Boiler", auto_events=[AutoEvent(interval="20ms", source_name="Temp")])
+        Device(
+            name="b1", profile_name="Boiler", auto_events=[AutoEvent(interval="20ms", source_name="Temp")]
+        ),
+        settings=SchedulerSettings(align=False),
     )
     await svc.start()
     await clock.run_for(150 * MS)
@@ -351,3 +356,18 @@ async def test_a_bool_has_one_form_whichever_library_made_it() -> None:
     assert [b.objects for b in batches] == [None, None, None]
     assert [b.values.tolist() for b in batches] == [[1.0], [1.0], [0.0]]
     assert [type(b.value_at(0)) for b in batches] == [bool, bool, bool]
+
+
+async def test_aligned_autoevents_read_on_multiples_of_the_interval_together() -> None:
+    # the default: after a first read at once, every device reads on the wall clock's multiples of
+    # its interval, whenever it started, so the devices of one interval are read at the same instants
+    ae = [AutoEvent(interval="20ms", source_name="Temp")]
+    svc, _, sink, clock = make(Device(name="b1", profile_name="Boiler", auto_events=ae))
+    await svc.start()
+    await clock.run_for(7 * MS)  # b2 comes 7 ms after b1
+    await svc.add_running_device(Device(name="b2", profile_name="Boiler", auto_events=ae), PROFILE)
+    await clock.run_for(60 * MS)
+    await svc.stop()
+    assert origins(sink, "b1") == [0, 20, 40, 60]
+    assert origins(sink, "b2") == [7, 20, 40, 60]
+    assert svc.states["b2"].missed_intervals == 0
