@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -744,9 +745,15 @@ class Runtime:
         except Exception:
             log.exception("reload failed; the running configuration keeps going")
 
-    async def run(self, duration: float | None = None) -> None:
+    async def run(self, duration: float | None = None, *, freeze_gc: bool = False) -> None:
         """Run until SIGINT/SIGTERM or ``duration`` seconds, then stop cleanly. SIGHUP reloads the
-        configuration file (:meth:`reload`)."""
+        configuration file (:meth:`reload`).
+
+        ``freeze_gc`` (for a process that is this node alone, as ``edgeflow run``): once started, what
+        the process built (modules, profiles, connections) is moved out of the garbage collector's sight
+        (:func:`gc.freeze`), so a full collection scans what the node allocates while it runs, not every
+        object of every import — a 25–40 ms pause of the event loop otherwise, enough to push a 100 ms
+        poll into a missed one."""
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         installed = []
@@ -766,6 +773,9 @@ class Runtime:
             installed.append(signal.SIGHUP)
         try:
             await self.start()
+            if freeze_gc:
+                gc.collect()
+                gc.freeze()
             if duration is None:
                 await done.wait()
             else:
@@ -1213,7 +1223,9 @@ class _TwinHost:
 
 
 async def run_config(config: EdgeConfig, duration: float | None = None) -> Mapping[str, Any]:
-    """Run ``config`` until a signal or ``duration`` and return the final :meth:`Runtime.stats`."""
+    """Run ``config`` until a signal or ``duration`` and return the final :meth:`Runtime.stats`.
+
+    A process of its own (``edgeflow run``): ``freeze_gc`` (see :meth:`Runtime.run`)."""
     rt = Runtime(config)
-    await rt.run(duration)
+    await rt.run(duration, freeze_gc=True)
     return rt.stats()
