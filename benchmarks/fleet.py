@@ -185,7 +185,7 @@ def main() -> None:
         "--commit-delay",
         type=float,
         default=None,
-        help="uplink batching.commit_delay (default: edgeflow's, 100 ms)",
+        help="uplink batching.commit_delay (default: edgeflow's, 20 ms)",
     )
     p.add_argument(
         "--no-align",

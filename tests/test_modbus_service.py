@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from connectors.modbus import ModbusConnector
+from edgeflow.config import parse_config
 from edgeflow.connector import DeviceHealth
 from edgeflow.model import ReadingBatch, SeriesTable
 from edgeflow.profiles import Device, DeviceProfile
+from edgeflow.runtime import Runtime
 from edgeflow.service import DeviceService, SchedulerSettings
 
 pytestmark = [pytest.mark.server, pytest.mark.data]
@@ -177,9 +179,6 @@ async def test_the_reads_of_one_tick_take_one_router_step(
     """Ten units behind one connection, read one after the other every 100 ms: by default (AutoEvents on
     the interval's multiples, the router lingering while reads are in flight) each tick's ten reads go
     through the rules as one batch; without either, every read is a step of its own."""
-    from edgeflow.config import parse_config
-    from edgeflow.runtime import Runtime
-
     units = tuple(range(1, 11))
     server = await modbus_server(units=units)
     for u in units:
