@@ -57,6 +57,7 @@ from edgeflow.model import (
 )
 from edgeflow.profiles import DeviceProfile
 from edgeflow.rules import Pipeline, PipelineOutput, SeriesMatcher, build_pipeline
+from edgeflow.rules.base import series_from_rows
 from edgeflow.rules.pipeline import late_name, output_names
 from edgeflow.service import DeviceService, SchedulerSettings
 from edgeflow.twin.spec import KubeEdgeSpec
@@ -103,82 +104,56 @@ UNROUTED_LOG_INTERVAL = 60.0
 
 
 class _StateRows:
-    """How a pipeline's rule state is stored as rows: one row per rule and device
-    (``row_key(state key, "<rule index>" + ROW_SEP + <device as JSON>)``), holding the JSON list of
-    ``[series key, state]`` of every series of that device the rule keeps. A device's series are read
-    together, so they change together: a commit rewrites the rows of the devices read since the last
-    one, not every series, and not one row per reading series (a row costs SQLite more than its bytes).
-
-    It keeps each series' entry as stored, to write a device's row again when some of its series
-    changed. A fresh pipeline first clears the rows a pipeline of that name left (``row_key(key, "")``
-    set to ``None``), so no stale row outlives a changed definition."""
+    """How a pipeline's rule state is stored as rows: each rule that keeps its series in rows gives
+    them by name (:class:`~edgeflow.rules.base.SeriesChanges`: chunks of
+    :data:`~edgeflow.rules.base.STATE_ROW_SERIES` series), stored as ``row_key(state key, "<rule
+    index>" + ROW_SEP + <name>)``. A commit writes the rows of the chunks read since the last one.
+    A fresh pipeline first clears the rows a pipeline of that name left (``row_key(key, "")`` set to
+    ``None``), so no stale row outlives a changed definition; so does one whose rows, read back, are
+    laid out otherwise than it would write them (rows of an earlier release)."""
 
     def __init__(self) -> None:
-        self.fresh = True  # nothing read back: clear what is stored under the key at the first commit
-        self._rows: dict[int, dict[str, dict[str, bytes]]] = {}  # rule -> device -> series -> entry
-        # series key (JSON text) -> its device (JSON text), and the start of its entry (b'[<key>,')
-        self._series: dict[str, tuple[str, bytes]] = {}
-
-    def _series_of(self, series: str) -> tuple[str, bytes]:
-        found = self._series.get(series)
-        if found is None:
-            key = orjson.loads(series)
-            device = orjson.dumps(key[0] if isinstance(key, list) and key else "").decode()
-            found = self._series[series] = (device, b"[" + series.encode() + b",")
-        return found
+        self.fresh = True  # clear what is stored under the key at the next commit
 
     def changed(
-        self, key: str, changes: Mapping[int, Sequence[tuple[str, Any]]], out: dict[str, bytes | None]
+        self, key: str, changes: Mapping[int, Mapping[str, bytes]], out: dict[str, bytes | None]
     ) -> None:
-        """Put into ``out`` the rows that ``changes`` (rule index -> (series, state or None)) rewrite."""
+        """Put into ``out`` the rows of ``changes`` (rule index -> row name -> row)."""
         if self.fresh:
             out[row_key(key, "")] = None
             self.fresh = False
-        dumps = orjson.dumps
-        known = self._series
-        for i, series in changes.items():
-            devices = self._rows.setdefault(i, {})
-            touched: set[str] = set()
-            for name, st in series:
-                found = known.get(name)
-                device, head = found if found is not None else self._series_of(name)
-                entries = devices.get(device)
-                if entries is None:
-                    entries = devices[device] = {}
-                if st is None:
-                    entries.pop(name, None)
-                else:
-                    entries[name] = head + dumps(st) + b"]"
-                touched.add(device)
+        for i, rows in changes.items():
             prefix = row_key(key, f"{i}{ROW_SEP}")
-            for device in touched:
-                entries = devices[device]
-                if entries:
-                    out[prefix + device] = b"[" + b",".join(entries.values()) + b"]"
-                else:
-                    out[prefix + device] = None
-                    del devices[device]
+            for name, blob in rows.items():
+                out[prefix + name] = blob
 
     def load(self, rows: Sequence[tuple[str, bytes]]) -> list[tuple[int, Any, Any]]:
-        """The ``(rule index, series key, state)`` of stored rows, remembered as stored."""
-        self._rows.clear()
+        """The ``(rule index, series key, state)`` of stored rows, in the order the rules placed them.
+        Rows of one device each (``<rule>ROW_SEP<device as JSON>``: ``[[series, state], ...]``, before
+        state rows were chunks) are read too, and written again as chunks at the next commit."""
+        named: dict[int, list[tuple[str, bytes]]] = {}
         out: list[tuple[int, Any, Any]] = []
+        exact = True
         for name, blob in rows:
-            index, sep, device = name.partition(ROW_SEP)
+            index, sep, rest = name.partition(ROW_SEP)
+            if not sep or not index.isdigit():
+                raise RuleError(f"rule state row {name!r} is not <rule>{ROW_SEP!r}<name>")
+            if not rest.startswith('"'):
+                named.setdefault(int(index), []).append((rest, blob))
+                continue
             entries = orjson.loads(blob)
-            if not sep or not index.isdigit() or not isinstance(entries, list):
-                raise RuleError(
-                    f"rule state row {name!r} is not <rule>{ROW_SEP!r}<device>: [[series, state], ...]"
-                )
-            kept = self._rows.setdefault(int(index), {}).setdefault(device, {})
+            if not isinstance(entries, list):
+                raise RuleError(f"rule state row {name!r} is not [[series, state], ...]")
             for entry in entries:
                 if not isinstance(entry, list) or len(entry) != 2:
                     raise RuleError(f"rule state row {name!r} holds {entry!r}, not [series, state]")
-                series = orjson.dumps(entry[0]).decode()
-                self._series[series] = (device, b"[" + series.encode() + b",")
-                kept[series] = orjson.dumps(entry)
                 out.append((int(index), entry[0], entry[1]))
-        self.fresh = False
+            exact = False
+        for i in sorted(named):
+            entries, same = series_from_rows(named[i], f"rule {i}")
+            out.extend((i, series, st) for series, st in entries)
+            exact = exact and same
+        self.fresh = not exact
         return out
 
 
@@ -534,9 +509,10 @@ class Runtime:
                 )
             else:
                 self._counters.state_restored += 1
-                if rows:
+                if rows and not route.rows.fresh:
                     # The rows stored are the state just restored: nothing to write again. (A head
-                    # without rows, from before rows were kept, is written as rows at the next commit.)
+                    # without rows, from before rows were kept, and rows laid out otherwise, are
+                    # written as rows at the next commit.)
                     route.pipeline.snapshot_changes()
                     route.dirty = False
                 log.info("pipeline %s: rule state restored", route.spec.name)

@@ -14,6 +14,7 @@ from runtime_support import sensors
 from edgeflow.config import parse_config
 from edgeflow.errors import ConfigError
 from edgeflow.model import decode_event
+from edgeflow.rules.base import series_from_rows
 from edgeflow.runtime import Runtime
 from edgeflow.testing import MS, ManualClock
 from tests._rulecases import sorted_state
@@ -226,10 +227,11 @@ def _outbox_state(tmp_path: Path, key: str) -> Any:
     if row is None:
         return None
     head = orjson.loads(row[0])
-    series: dict[int, list[Any]] = {}
+    named: dict[int, list[tuple[str, bytes]]] = {}
     for k, v in rows:
-        index, _, _device = k[len(key) + 1 :].partition("\x1f")  # a row per rule and device
-        series.setdefault(int(index), []).extend(orjson.loads(v))
+        index, _, name = k[len(key) + 1 :].partition("\x1f")  # rows of the rule: k<n>, s<n>
+        named.setdefault(int(index), []).append((name, v))
+    series = {i: series_from_rows(rs, f"rule {i}")[0] for i, rs in named.items()}
     for i, rule in enumerate(head["rules"]):
         if rule.pop("rows", False):
             rule["state"]["series"] = sorted(series.pop(i, []))

@@ -7,8 +7,8 @@ tables:
 * ``outbox`` — encoded batches waiting for their transport, alarms in their own lane;
 * ``streams`` — each stream's id and next sequence number;
 * ``state`` — named blobs: each pipeline's rule snapshot, as a head under the pipeline's key and rows
-  under ``<key>`` + :data:`ROW_SEP` + ``<name>`` (see :func:`row_key`; the runtime keeps one per rule
-  and device), so a commit rewrites only what changed;
+  under ``<key>`` + :data:`ROW_SEP` + ``<name>`` (see :func:`row_key`; the runtime keeps, per rule, the keys
+  and the states of 64 series a row), so a commit rewrites only what changed;
 * ``staged`` — readings committed and not yet cut into a message (batching with ``max_delay``: a
   reading is durable as soon as it is read, the message that carries it is made later).
 

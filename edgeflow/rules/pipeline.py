@@ -155,11 +155,11 @@ def build_rule(spec: RuleSpec, table: SeriesTable, index: int = 0, pipeline: str
 
 @dataclass(frozen=True, slots=True)
 class PipelineChanges:
-    """See :meth:`Pipeline.snapshot_changes`: ``rows`` maps a rule's index to its changed series,
-    ``(series key as JSON text, state)``, the state ``None`` for a series whose state is gone."""
+    """See :meth:`Pipeline.snapshot_changes`: ``rows`` maps a rule's index to the state rows it changed,
+    by name (:class:`~edgeflow.rules.base.SeriesChanges`)."""
 
     head: dict[str, Any]
-    rows: dict[int, list[tuple[str, Any]]]
+    rows: dict[int, dict[str, bytes]]
 
 
 class Pipeline:
@@ -253,15 +253,15 @@ class Pipeline:
         only its ``rest`` and ``"rows": true``; any other rule whole) and the rows that changed.
         :meth:`restore_changes` takes the head and every row stored."""
         rules: list[dict[str, Any]] = []
-        rows: dict[int, list[tuple[str, Any]]] = {}
+        rows: dict[int, dict[str, bytes]] = {}
         for i, r in enumerate(self.rules):
             changes = r.snapshot_changes()
             if changes is None:
                 rules.append({"type": r.kind, "state": r.snapshot()})
                 continue
             rules.append({"type": r.kind, "state": changes.rest, "rows": True})
-            if changes.series:
-                rows[i] = changes.series
+            if changes.rows:
+                rows[i] = changes.rows
         return PipelineChanges({"version": SNAPSHOT_VERSION, "rules": rules}, rows)
 
     def restore_changes(self, head: Mapping[str, Any], rows: Iterable[tuple[int, Any, Any]]) -> None:

@@ -271,7 +271,7 @@ class SimPieceRule(ErrorBoundedRule):
                 st.closed = []
                 st.held = 0
                 sids.extend([sid] * (len(emitted) - before))
-                self._touched.add(sid)
+                self._touch(sid)
         return RuleOutput(self._assemble(self.empty(), emitted, sids, []))
 
     # -- state ----------------------------------------------------------------------------------------
