@@ -4,6 +4,7 @@ for the metrics endpoint. AutoEvents run on a manual clock, so the counts are ex
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from runtime_support import sensors
 
+from edgeflow import runtime
 from edgeflow.config import parse_config
 from edgeflow.errors import ConfigError
 from edgeflow.model import decode_event
@@ -264,6 +266,29 @@ async def test_rule_state_is_committed_with_the_batches_and_survives_a_restart(t
     await rt2._restore_state()
     assert sorted_state(rt2.routes[0].pipeline.snapshot()) == state
     await rt2.uplink.stop()
+
+
+async def test_a_node_of_its_own_freezes_what_start_and_the_first_reads_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run(freeze_gc=True)`` (``edgeflow run``): frozen at start, again once the first reads built the
+    rule state, young collections rarer; the collector as it was after the run."""
+    monkeypatch.setattr(runtime, "GC_SETTLE", 0.3)
+    rt = Runtime(parse_config(config(tmp_path), environ={}))
+    before = gc.get_threshold()
+    run = asyncio.create_task(rt.run(duration=1.0, freeze_gc=True))
+    for _ in range(500):
+        if rt._started:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    at_start = gc.get_freeze_count()
+    assert at_start > 0 and gc.get_threshold()[0] == runtime.GC_YOUNG
+    built = [[i] for i in range(1000)]  # built after start (as rule states are): frozen at the settle
+    await asyncio.sleep(0.4)
+    assert gc.get_freeze_count() >= at_start + len(built)
+    await run
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 async def test_unreadable_state_is_set_aside_and_the_rules_start_afresh(tmp_path: Path) -> None:
