@@ -84,6 +84,9 @@ log = logging.getLogger(__name__)
 #: read timeout): what a device answered just before a SIGINT is shipped, not dropped.
 STOP_GRACE = 2.0
 
+#: Integers up to this size ride in the numeric column exactly (see :func:`~edgeflow.model.is_numeric_value`).
+_EXACT = 2**53
+
 #: Where a service hands each read: ``publish(topic, batch)`` (``Bus.publish`` fits).
 Publish = Callable[[str, ReadingBatch], Awaitable[object]]
 
@@ -172,8 +175,10 @@ class _Source:
     sids: list[int] | None = None
     #: the AutoEvent topic of this source (worked out on the first publish)
     topic: str = ""
-    #: every readable resource's series is a float type (known once each has been interned)
-    floats: bool | None = None
+    #: the Python type every value of a read has when the read is one numeric column as is: ``float``
+    #: (every readable resource's series is a float type), ``int`` (an integer type exact in a float64),
+    #: ``object`` (neither); None until each series has been interned
+    column: type | None = None
 
 
 @dataclass(slots=True)
@@ -386,11 +391,18 @@ class DeviceService:
             series.append(sid)
             origins.append(cv.origin or now)
             typed.append(value)
-        if src.floats is None and resources is src.readable and min(sids, default=0) >= 0:
-            src.floats = all(table.info(sid).value_type.is_float for sid in sids)
-        if src.floats and not flagged_any and all(type(v) is float for v in typed):
-            # What batch_from_values gives here (a float of a float series rides in the numeric
-            # column), for the whole read at once: the common case of a fleet of Float64 sensors.
+        if src.column is None and resources is src.readable and min(sids, default=0) >= 0:
+            types = [table.info(sid).value_type for sid in sids]
+            if all(vt.is_float for vt in types):
+                src.column = float
+            elif all(vt.is_integer and max(map(abs, vt.int_range)) <= _EXACT for vt in types):
+                src.column = int
+            else:
+                src.column = object
+        column = src.column
+        if column is not None and not flagged_any and all(type(v) is column for v in typed):
+            # What batch_from_values gives here (a float of a float series, an int of an Int16 one, rides
+            # in the numeric column), for the whole read at once: the common case of a fleet of sensors.
             return ReadingBatch.from_columns(table, origins, typed, series)
         return batch_from_values(table, origins, typed, series)
 

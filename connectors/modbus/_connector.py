@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -336,17 +335,14 @@ class ModbusConnector(Connector):
         self, state: _DeviceState, block: Block, values: list[Any], origins: list[int]
     ) -> None:
         unit, timeout = state.spec.unit, state.spec.timeout
-        first = block.members[0][1]
-        address = f"{block.table.name}[{block.address}:{block.end}]"
+        resources, address = block.names()
         data = await self._request(
             state,
             lambda link: link.read(block.table, block.address, block.count, unit, timeout),
-            resource=first.resource
-            if len(block.members) == 1
-            else ",".join(p.resource for _, p in block.members),
+            resource=resources,
             address=address,
         )
-        origin = time.time_ns()
+        origin = self.clock.time_ns()  # the service's clock: whole microseconds by default
         if block.table.is_bits:
             for i, p in block.members:
                 values[i] = bool(data[p.address - block.address])

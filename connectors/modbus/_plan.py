@@ -47,10 +47,19 @@ class Block:
     address: int
     count: int
     members: list[tuple[int, Point]] = field(default_factory=list)
+    _names: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def end(self) -> int:
         return self.address + self.count
+
+    def names(self) -> tuple[str, str]:
+        """``(resources, address)`` as an error names them (``"r0,r1"``, ``"HOLDING_REGISTERS[0:2]"``),
+        worked out once: a block is read at every poll."""
+        if self._names is None:
+            resources = ",".join(p.resource for _, p in self.members)
+            self._names = (resources, f"{self.table.name}[{self.address}:{self.end}]")
+        return self._names
 
     def key(self) -> tuple[Table, int, int]:
         return (self.table, self.address, self.end)

@@ -547,6 +547,7 @@ class ReadPlan:
         "_f32",
         "_float",
         "_floaty",
+        "_inty",
         "_mappings",
         "_mode",
         "_numeric",
@@ -575,6 +576,8 @@ class ReadPlan:
         identity = _active(res.properties) == (0, 0, 0.0, 1.0, 0.0)
         self._plain = identity and not res.properties.assertion and not self._mappings
         self._floaty = self._plain and self._vt.is_float
+        # a plain integer resource: an int in the type's range is the reading as is, in either mode
+        self._inty = self._vt.int_range if self._plain and self._vt.is_integer else None
         self._f32 = self._vt is ValueType.FLOAT32
 
     def apply(self, value: Any) -> tuple[Any, ValueType, bool]:
@@ -591,6 +594,9 @@ class ReadPlan:
                 if not math.isfinite(f):
                     return OVERFLOW, ValueType.STRING, False
             return f, self._vt, False
+        inty = self._inty
+        if inty is not None and type(value) is int and inty[0] <= value <= inty[1]:
+            return value, self._vt, False
         r = self(value)
         return r.value, r.value_type, r.assertion_failed
 
