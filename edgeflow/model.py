@@ -30,6 +30,7 @@ from edgeflow.errors import ValueFormatError
 
 __all__ = [
     "API_VERSION",
+    "EXACT_INT",
     "Event",
     "Interpolation",
     "OverflowPolicy",
@@ -52,7 +53,7 @@ __all__ = [
 API_VERSION: Final = "v3"
 
 #: Integers up to this magnitude are exact in a float64 and ride in the numeric column.
-_EXACT_INT: Final = 2**53
+EXACT_INT: Final = 2**53
 
 Interpolation = Literal["hold", "linear"]
 """How the cloud rebuilds a series between the points shipped: ``hold`` (step) or ``linear``. Rules
@@ -572,7 +573,7 @@ def is_numeric_value(vt: ValueType, value: Any) -> bool:
     if vt.is_float:
         return isinstance(value, int | float | np.integer | np.floating)
     if vt.is_integer:
-        return isinstance(value, int | np.integer) and abs(int(value)) <= _EXACT_INT
+        return isinstance(value, int | np.integer) and abs(int(value)) <= EXACT_INT
     return False
 
 

@@ -56,6 +56,7 @@ from edgeflow.connector import (
 )
 from edgeflow.errors import ConnectorError, DeviceOfflineError, ValueFormatError, WriteRejectedError
 from edgeflow.model import (
+    EXACT_INT,
     ReadingBatch,
     SeriesTable,
     ValueType,
@@ -83,9 +84,6 @@ log = logging.getLogger(__name__)
 #: Seconds a poll in flight at :meth:`DeviceService.stop` may take to finish and publish (at most the
 #: read timeout): what a device answered just before a SIGINT is shipped, not dropped.
 STOP_GRACE = 2.0
-
-#: Integers up to this size ride in the numeric column exactly (see :func:`~edgeflow.model.is_numeric_value`).
-_EXACT = 2**53
 
 #: Where a service hands each read: ``publish(topic, batch)`` (``Bus.publish`` fits).
 Publish = Callable[[str, ReadingBatch], Awaitable[object]]
@@ -395,7 +393,7 @@ class DeviceService:
             types = [table.info(sid).value_type for sid in sids]
             if all(vt.is_float for vt in types):
                 src.column = float
-            elif all(vt.is_integer and max(map(abs, vt.int_range)) <= _EXACT for vt in types):
+            elif all(vt.is_integer and max(map(abs, vt.int_range)) <= EXACT_INT for vt in types):
                 src.column = int
             else:
                 src.column = object

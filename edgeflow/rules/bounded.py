@@ -141,7 +141,7 @@ class PointRule(Rule):
     def _flush(self) -> RuleOutput:
         emitted: Emit = []
         sids: list[int] = []
-        self._dirty.update(range(-(-len(self._slots) // STATE_ROW_SERIES)))
+        self._dirty.update(range(self._chunks()))
         for sid, st in self._states.items():
             before = len(emitted)
             self._close(st, emitted, 0)
@@ -167,6 +167,10 @@ class PointRule(Rule):
             self._slots.append(sid)
             self._slot_keys.append(series_key(self.table, sid))
 
+    def _chunks(self) -> int:
+        """How many state rows' worth of series the rule has placed."""
+        return -(-len(self._slots) // STATE_ROW_SERIES)
+
     def _touch(self, sid: int) -> None:
         """Mark a series' state changed outside :meth:`_process` (its row is given at the next call)."""
         if sid < len(self._slot_of) and self._slot_of[sid] >= 0:
@@ -183,7 +187,9 @@ class PointRule(Rule):
         slots = self._slots
         rows: dict[str, bytes] = {}
         dumps = orjson.dumps
-        for n in range(self._keyed // per, -(-len(slots) // per) if len(slots) > self._keyed else 0):
+        # the chunks that gained a series since the last call: their keys again
+        first = self._keyed // per if len(slots) > self._keyed else self._chunks()
+        for n in range(first, self._chunks()):
             rows[f"k{n}"] = dumps(self._slot_keys[n * per : (n + 1) * per])
             self._dirty.add(n)
         self._keyed = len(slots)
@@ -230,7 +236,7 @@ class PointRule(Rule):
         self._slot_of = np.full(0, -1, dtype=np.int64)
         for sid in states:  # in the order of the snapshot (of the rows read back: the same places)
             self._place(sid)
-        self._dirty = set(range(-(-len(self._slots) // STATE_ROW_SERIES)))
+        self._dirty = set(range(self._chunks()))
 
 
 class ErrorBoundedRule(PointRule):
