@@ -82,7 +82,7 @@ from edgeflow.uplink.mqtt import MqttUplink  # noqa: E402
 from edgeflow.uplink.spec import MqttUplinkSpec  # noqa: E402
 
 STRATEGIES = ("edgex", "compact", "swing")
-MAX_DELAY = 0.0  # the uplink's batching.max_delay (--max-delay)
+MAX_DELAY: float | None = None  # the uplink's batching.max_delay (--max-delay); None: as shipped
 _TRIALS = 0
 #: Bytes per reading to start the search from (measured once; only the start of the search).
 ESTIMATE = {"edgex": 420.0, "compact": 3.0, "swing": 0.5}
@@ -325,7 +325,7 @@ class ProxyLink:
 
 
 def make_uplink(
-    strategy: str, host: str, port: int, outbox: Path, service: str, max_delay: float
+    strategy: str, host: str, port: int, outbox: Path, service: str, max_delay: float | None
 ) -> MqttUplink:
     spec = MqttUplinkSpec.model_validate(
         {
@@ -334,7 +334,7 @@ def make_uplink(
             "encoding": "edgex-json" if strategy == "edgex" else "compact",
             "outbox": {"path": str(outbox)},
             "reconnect": {"initial_delay": 0.5, "max_delay": 5.0},
-            "batching": {"max_delay": max_delay},
+            "batching": {} if max_delay is None else {"max_delay": max_delay},
             "keepalive": 30,
         }
     )
@@ -640,8 +640,8 @@ def main() -> None:
     p.add_argument(
         "--max-delay",
         type=float,
-        default=0.0,
-        help="the uplink's batching.max_delay, seconds (default 0, as shipped)",
+        default=None,
+        help="the uplink's batching.max_delay, seconds (default: as shipped, 1 s for compact, 0 for EdgeX JSON)",
     )
     p.add_argument("--long", action="store_true", help="also a 600 s outage")
     p.add_argument(
@@ -724,7 +724,7 @@ def main() -> None:
     }
     stem = (
         ("backhaul" if args.link == "proxy" else "backhaul-tc")
-        + (f"-delay{MAX_DELAY:g}s" if MAX_DELAY else "")
+        + ("" if MAX_DELAY is None else f"-delay{MAX_DELAY:g}s")
         + ("" if args.links else "-outages")  # outages alone never overwrite the search's results
     )
     (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
