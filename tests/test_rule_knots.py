@@ -7,11 +7,12 @@ import itertools
 import math
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeflow.rules.knots import MAX_DIGITS, decimal_digits, shortest_decimal
+from edgeflow.rules.knots import MAX_DIGITS, decimal_digits, shortest_decimal, shortest_decimals
 from tests._rulecases import run_one, series
 
 REL = 1e-9  # how far inside the exact window a shorter decimal must be for the test to demand it
@@ -35,6 +36,40 @@ def test_hand_worked_choices() -> None:
     assert shortest_decimal(1.0, 1.0 + 1e-15, 1.0 + 5e-16) == 1.0 + 5e-16  # narrower than the margin: middle
     # an end exactly on a window edge is not taken (float rounding could put it a hair outside)
     assert shortest_decimal(4.0, 4.5, 4.25) == 4.2
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_finite, st.floats(min_value=0, max_value=1e3), st.floats(0, 1), _finite),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(-12, 2),
+)
+def test_the_array_chooser_is_the_scalar_one_bit_for_bit(
+    rows: list[tuple[float, float, float, float]], exp: int
+) -> None:
+    # windows of every width from 1e-12 to 1e5 around values of every size, the middle anywhere inside
+    lo = np.asarray([m for m, _, _, _ in rows])
+    hi = lo + np.asarray([w for _, w, _, _ in rows]) * 10.0**exp
+    mid = lo + (hi - lo) * np.asarray([f for _, _, f, _ in rows])
+    scale = np.asarray([s for _, _, _, s in rows])
+    got = shortest_decimals(lo, hi, mid, scale)
+    want = [shortest_decimal(*map(float, x)) for x in zip(lo, hi, mid, scale, strict=True)]
+    assert got.tobytes() == np.asarray(want, dtype=np.float64).tobytes()
+
+
+def test_the_array_chooser_on_hand_worked_windows() -> None:
+    cases = [(1.1, 3.1, 2.1), (4.22, 4.5, 4.36), (-2.74, -2.71, -2.725), (0.99, 1.02, 1.005), (3.0, 3.0, 3.0)]
+    cases += [(1.0, 1.0 + 1e-15, 1.0 + 5e-16), (4.0, 4.5, 4.25), (-0.4, 0.3, -0.05), (math.nan, 1.0, 0.5)]
+    lo, hi, mid = (np.asarray(c, dtype=np.float64) for c in zip(*cases, strict=True))
+    got = shortest_decimals(lo, hi, mid, np.zeros(len(cases)))
+    want = [shortest_decimal(*c) for c in cases]
+    assert got.tobytes() == np.asarray(want, dtype=np.float64).tobytes()  # 0.0, not -0.0, as Python's
 
 
 def _fewer_digits_inside(lo: Fraction, hi: Fraction, k: int) -> bool:

@@ -193,19 +193,20 @@ class PointRule(Rule):
             rows[f"k{n}"] = dumps(self._slot_keys[n * per : (n + 1) * per])
             self._dirty.add(n)
         self._keyed = len(slots)
-        states = self._states.__getitem__
         last = self.frame.last_t.get
-        fields = attrgetter(*self._row_fields) if self._row_fields else None
         for n in sorted(self._dirty):
             sids = slots[n * per : (n + 1) * per]
-            sts = list(map(states, sids))
-            if fields is None:
-                values = list(map(self._state_to_json, sts))
-            else:
-                values = [fields(st) if st.has else None for st in sts]
-            rows[f"s{n}"] = dumps([list(map(last, sids)), values])
+            rows[f"s{n}"] = dumps([list(map(last, sids)), self._row_states(n * per, sids)])
         self._dirty.clear()
         return SeriesChanges({}, rows)
+
+    def _row_states(self, first: int, sids: list[int]) -> list[Any]:
+        """The states of ``sids`` (places ``first`` onwards) as a state row gives them."""
+        sts = list(map(self._states.__getitem__, sids))
+        if not self._row_fields:
+            return list(map(self._state_to_json, sts))
+        fields = attrgetter(*self._row_fields)
+        return [fields(st) if st.has else None for st in sts]
 
     def _entry_from_json(self, d: Any) -> tuple[Any, int | None]:
         """``(state, last_t)`` of a series entry: a snapshot's ``{"last_t", "algo"}`` or a row's

@@ -22,7 +22,17 @@ import math
 from math import ceil as _ceil
 from typing import Final, Literal
 
-__all__ = ["MARGIN_ULPS", "MAX_DIGITS", "Knots", "decimal_digits", "shortest_decimal"]
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "MARGIN_ULPS",
+    "MAX_DIGITS",
+    "Knots",
+    "decimal_digits",
+    "shortest_decimal",
+    "shortest_decimals",
+]
 
 Knots = Literal["shortest", "middle"]
 
@@ -58,6 +68,39 @@ def shortest_decimal(lo: float, hi: float, mid: float, scale: float = 0.0) -> fl
             if a <= c:  # mid was off-centre
                 return c
     return mid
+
+
+def shortest_decimals(
+    lo: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+    mid: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """:func:`shortest_decimal` of each element, in numpy: the same float operations in the same order
+    (``ceil``, and ``rint``, which rounds half to even as Python's ``round`` does; ``+ 0.0`` makes their
+    ``-0.0`` the ``0`` Python's integers give), so every element is bit for bit what the scalar function
+    gives for finite input (the tests check it)."""
+    margin = _MARGIN * np.maximum(np.maximum(np.abs(lo), np.abs(hi)), np.abs(scale))
+    a = lo + margin
+    b = hi - margin
+    out = mid.copy()
+    pending = a <= b  # else narrower than the margin (or NaN): the middle
+    for s in _POWERS:
+        if not pending.any():
+            break
+        x = a * s
+        pending &= (x > -_EXACT) & (x < _EXACT)  # beyond: no shorter value to find, the middle
+        c = (np.ceil(x) + 0.0) / s
+        found = pending & (c <= b)
+        if not found.any():
+            continue
+        r = (np.rint(mid * s) + 0.0) / s
+        near = found & (a <= r) & (r <= b)
+        out[near] = r[near]
+        low = found & ~near & (a <= c)  # mid was off-centre
+        out[low] = c[low]
+        pending &= ~(near | low)
+    return out
 
 
 def decimal_digits(x: float) -> int:

@@ -12,18 +12,37 @@ in a byte or two instead of a full float. The end value is emitted as a point an
 consecutive points is within E of every reading (up to float rounding), which the property tests check.
 
 Points are emitted when a segment closes; :meth:`~edgeflow.rules.base.Rule.flush` emits the open one.
+
+A fleet's step gives each of many series one reading (every device polled once per tick). The rule keeps
+its states as numpy columns by the series' place in the state rows, and steps the series of a batch that
+have exactly one clean reading each (finite, numeric, after the series' last origin, with a state begun)
+all at once, in numpy, with the float operations of the one-by-one loop in the same order: the points and
+states are bit for bit the same (the tests check it). The rest of a batch, and every batch of fewer than
+:data:`STEP_MIN` readings, goes one by one through the shared frame, on per-series state objects loaded
+from the columns and stored back.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, ClassVar, Final
+
+import numpy as np
+import numpy.typing as npt
 
 from edgeflow.errors import RuleError
-from edgeflow.rules.base import Interpolation
+from edgeflow.model import ReadingBatch
+from edgeflow.rules.base import STATE_ROW_SERIES, Interpolation, RuleOutput
 from edgeflow.rules.bounded import Emit, ErrorBoundedRule
-from edgeflow.rules.knots import shortest_decimal
+from edgeflow.rules.knots import shortest_decimal, shortest_decimals
 
-__all__ = ["SwingRule"]
+__all__ = ["STEP_MIN", "SwingRule"]
+
+#: Series with one clean reading each in a batch from which they are stepped as columns, at once.
+STEP_MIN: Final = 64
+
+_NO_ORIGIN: Final = -(2**63)
 
 
 class _Swing:
@@ -39,9 +58,225 @@ class _Swing:
         self.tp = 0  # origin of the last reading
 
 
+_FIELDS = ("has", "t0", "y0", "u", "l", "n", "tp")
+_get_fields = attrgetter(*_FIELDS)
+
+
+class _Columns:
+    """Every placed series' swing state, by place: the rule's state (a :class:`_Swing` is a copy)."""
+
+    def __init__(self) -> None:
+        self.has = np.zeros(0, dtype=bool)
+        self.t0 = np.zeros(0, dtype=np.int64)
+        self.y0 = np.zeros(0, dtype=np.float64)
+        self.u = np.zeros(0, dtype=np.float64)
+        self.l = np.zeros(0, dtype=np.float64)
+        self.n = np.zeros(0, dtype=np.int64)
+        self.tp = np.zeros(0, dtype=np.int64)
+        self.stale = np.zeros(0, dtype=bool)  # the place's _Swing is behind its columns
+
+    def grow(self, places: int) -> None:
+        have = len(self.has)
+        if places <= have:
+            return
+        size = max(places, 2 * have, 64)
+        for name in (*_FIELDS, "stale"):
+            old = getattr(self, name)
+            new = np.zeros(size, dtype=old.dtype)
+            new[:have] = old
+            setattr(self, name, new)
+
+
 class SwingRule(ErrorBoundedRule):
     kind = "swing"
     interpolation: ClassVar[Interpolation | None] = "linear"
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._cols = _Columns()
+
+    # -- many series, one reading each: as columns ----------------------------------------------------
+
+    def _process(self, batch: ReadingBatch) -> RuleOutput:
+        pos = self._steppable(batch) if len(batch) >= STEP_MIN else None
+        if pos is None:
+            return self._one_by_one(batch)
+        points = self._step(batch, pos)
+        if len(pos) == len(batch):
+            return RuleOutput(points)
+        rest = np.ones(len(batch), dtype=bool)
+        rest[pos] = False
+        other = self._one_by_one(batch.take(rest))
+        # each series is in one part or the other: its points keep their order
+        return RuleOutput(ReadingBatch.concat(self.table, [points, other.batch]), late=other.late)
+
+    def _places(self, series: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+        slot_of = self._slot_of
+        if len(series) and int(series.max()) >= len(slot_of):
+            grown = np.full(int(series.max()) + 1, -1, dtype=np.int64)
+            grown[: len(slot_of)] = slot_of
+            slot_of = grown
+        return slot_of[series]
+
+    def _steppable(self, batch: ReadingBatch) -> npt.NDArray[np.intp] | None:
+        """Positions of the readings that are their series' only one in ``batch``, finite, numeric,
+        after its last origin, of a series whose state has begun or has none yet; ``None`` when fewer
+        than STEP_MIN."""
+        series = batch.series
+        places = self._places(series)
+        known = places >= 0
+        ok = ~known | self._cols.has[np.where(known, places, 0)] if len(self._cols.has) else ~known
+        ok &= np.isfinite(batch.values)
+        if batch.objects is not None:
+            ok &= ~batch.object_mask()
+        ok &= self.table.numeric_series()[series]
+        ok &= np.bincount(series)[series] == 1
+        if int(ok.sum()) < STEP_MIN:
+            return None
+        last = np.fromiter(
+            map(self.frame.last_t.get, series.tolist(), repeat(_NO_ORIGIN)), dtype=np.int64, count=len(series)
+        )
+        ok &= batch.origins > last
+        pos = np.flatnonzero(ok)
+        return pos if len(pos) >= STEP_MIN else None
+
+    def _begin(self, sids: npt.NDArray[np.int32]) -> None:
+        """States for series that have none, placed in the order of their ids (as the frame feeds them)."""
+        for sid in np.sort(sids).tolist():
+            self._states[sid] = _Swing()
+            self._place(sid)
+        self._cols.grow(len(self._slots))
+
+    def _step(self, batch: ReadingBatch, pos: npt.NDArray[np.intp]) -> ReadingBatch:
+        """One reading for each of many series: :meth:`_feed`'s loop body, in numpy."""
+        c = self._cols
+        e = self.max_error
+        short = self.knots == "shortest"
+        sids = batch.series[pos]
+        places = self._places(sids)
+        fresh = places < 0
+        if fresh.any():
+            self._begin(sids[fresh])
+            places = self._places(sids)
+        t = batch.origins[pos]
+        v = batch.values[pos]
+        t0, y0, u, lo, n, tp = c.t0[places], c.y0[places], c.u[places], c.l[places], c.n[places], c.tp[places]
+        dt = (t - t0).astype(np.float64)
+        hi = (v + e - y0) / dt
+        lw = (v - e - y0) / dt
+        first = n == 0
+        nu = np.where(hi < u, hi, u)
+        nl = np.where(lw > lo, lw, lo)
+        close = np.flatnonzero(~fresh & ~first & (nl > nu))
+        new_u = np.where(first, hi, nu)
+        new_l = np.where(first, lw, nl)
+        new_n = np.where(first, 1, n + 1)
+        at: list[npt.NDArray[np.intp]] = []  # the points: where in pos, origin, value
+        ts: list[npt.NDArray[np.int64]] = []
+        vs: list[npt.NDArray[np.float64]] = []
+        if len(close):
+            yc, uc, lc, tpc = y0[close], u[close], lo[close], tp[close]
+            d = (tpc - t0[close]).astype(np.float64)
+            mid = yc + (uc + lc) * 0.5 * d
+            y1 = shortest_decimals(yc + lc * d, yc + uc * d, mid, yc) if short else mid
+            dt1 = (t[close] - tpc).astype(np.float64)
+            vc = v[close]
+            new_u[close] = (vc + e - y1) / dt1
+            new_l[close] = (vc - e - y1) / dt1
+            new_n[close] = 1
+            c.y0[places[close]] = y1
+            c.t0[places[close]] = tpc
+            at.append(close)
+            ts.append(tpc)
+            vs.append(y1)
+        if fresh.any():  # the first reading: the anchor, shipped at once
+            f = np.flatnonzero(fresh)
+            vf = v[f]
+            yf = shortest_decimals(vf - e, vf + e, vf, vf) if short else vf
+            pf = places[f]
+            c.has[pf] = True
+            c.t0[pf] = t[f]
+            c.y0[pf] = yf
+            new_u[f], new_l[f], new_n[f] = 0.0, 0.0, 0
+            at.append(f)
+            ts.append(t[f])
+            vs.append(yf)
+        c.u[places] = new_u
+        c.l[places] = new_l
+        c.n[places] = new_n
+        c.tp[places] = t
+        c.stale[places] = True
+        self.frame.last_t.update(zip(sids.tolist(), t.tolist(), strict=True))
+        self._dirty.update(np.unique(places // STATE_ROW_SERIES).tolist())
+        if not at:
+            return self.empty()
+        k = np.concatenate(at)
+        order = np.argsort(k, kind="stable")  # in batch order
+        return ReadingBatch.from_columns(
+            self.table, np.concatenate(ts)[order], np.concatenate(vs)[order], sids[k[order]]
+        )
+
+    # -- one by one, on state objects copied from the columns and back --------------------------------
+
+    def _one_by_one(self, batch: ReadingBatch) -> RuleOutput:
+        sids = np.unique(batch.series).tolist()
+        self._load(sids)
+        out = super()._process(batch)
+        self._store(sids)
+        return out
+
+    def _load(self, sids: list[int]) -> None:
+        """Bring the state objects of ``sids`` up to their columns."""
+        c = self._cols
+        places = self._places(np.asarray(sids, dtype=np.int64)) if sids else np.zeros(0, dtype=np.int64)
+        places = places[places >= 0]
+        places = places[c.stale[places]]
+        if not len(places):
+            return
+        cols = [getattr(c, f)[places].tolist() for f in _FIELDS]
+        slots = self._slots
+        for p, has, t0, y0, u, lo, n, tp in zip(places.tolist(), *cols, strict=True):
+            st = self._states[slots[p]]
+            st.has, st.t0, st.y0, st.u, st.l, st.n, st.tp = has, t0, y0, u, lo, n, tp
+        c.stale[places] = False
+
+    def _store(self, sids: list[int]) -> None:
+        """Put the state objects of ``sids`` (those that have one) into the columns."""
+        states = self._states
+        mine = [s for s in sids if s in states]
+        if not mine:
+            return
+        c = self._cols
+        c.grow(len(self._slots))
+        places = self._slot_of[np.asarray(mine, dtype=np.int64)]
+        values = list(zip(*map(_get_fields, map(states.__getitem__, mine)), strict=True))
+        for name, col in zip(_FIELDS, values, strict=True):
+            getattr(c, name)[places] = col
+        c.stale[places] = False
+
+    def _flush(self) -> RuleOutput:
+        sids = list(self._states)
+        self._load(sids)
+        out = super()._flush()
+        self._store(sids)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        self._load(list(self._states))
+        return super().snapshot()
+
+    def restore(self, snap: Any) -> None:
+        super().restore(snap)
+        self._cols = _Columns()
+        self._store(list(self._states))
+
+    def _row_states(self, first: int, sids: list[int]) -> list[Any]:
+        c = self._cols
+        end = first + len(sids)
+        rows = zip(*(getattr(c, f)[first:end].tolist() for f in self._row_fields), strict=True)
+        return [r if has else None for r, has in zip(rows, c.has[first:end].tolist(), strict=True)]
+
+    # -- the algorithm, one series at a time ----------------------------------------------------------
 
     def _new_state(self) -> _Swing:
         return _Swing()
