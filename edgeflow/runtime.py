@@ -215,6 +215,26 @@ def _edgex_event_size(info: SeriesInfo) -> int:
     return len(encode_add_event_request(event))
 
 
+def _edgex_event_sizes(infos: Sequence[SeriesInfo]) -> list[int]:
+    """:func:`_edgex_event_size` of each of ``infos``. A device name JSON writes as it is (printable
+    ASCII without quotes or backslashes) counts only by its length, so the series of a fleet (the same
+    resources on many devices) are sized once per resource and name length, not once each."""
+    sizes: dict[tuple[Any, ...], int] = {}
+    out: list[int] = []
+    for info in infos:
+        name = info.device
+        plain = name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
+        if not plain:
+            out.append(_edgex_event_size(info))
+            continue
+        key = (len(name), info.resource, info.profile, info.value_type, info.units, info.source)
+        size = sizes.get(key)
+        if size is None:
+            size = sizes[key] = _edgex_event_size(info)
+        out.append(size)
+    return out
+
+
 _ORIGIN = 1_767_225_600_000_000_000  # a 19-digit origin, as every origin in this century is
 
 
@@ -869,7 +889,7 @@ class Runtime:
         device services publish: an event per AutoEvent read); computed once per series."""
         have = len(self._edgex_size)
         if have < len(self.table):
-            new = [_edgex_event_size(self.table.info(sid)) for sid in range(have, len(self.table))]
+            new = _edgex_event_sizes([self.table.info(sid) for sid in range(have, len(self.table))])
             self._edgex_size = np.concatenate([self._edgex_size, np.asarray(new, dtype=np.int64)])
         return self._edgex_size
 

@@ -138,7 +138,9 @@ def test_a_restarted_edge_sends_the_same_table() -> None:
 
 def test_a_table_that_does_not_match_its_hash_is_refused() -> None:
     table, sids = _fleet(40)
-    m = make_encoder("compact", level=1, series_table=True).encode(_message(table, sids, 0, np.random.default_rng(4)))[0]
+    m = make_encoder("compact", level=1, series_table=True).encode(
+        _message(table, sids, 0, np.random.default_rng(4))
+    )[0]
     data = bytearray(m.payload)
     h = batch_table(bytes(data))
     assert h is not None
@@ -204,3 +206,26 @@ def test_table_positions_ascending_or_not_both_decode() -> None:
         (m,) = make_encoder("compact", series_table=True, table_min_series=1).encode(batch)
         assert bool(m.payload[4] & 0x40) == (names == sorted(names))
         _same(decode(m.payload).to_batch(table), batch)
+
+
+def test_a_batch_cut_in_several_messages_grows_the_table_once_and_sends_it_once() -> None:
+    # A fleet's first tick: every series new, more readings than a message takes. The table grows once
+    # for the whole batch, the first message carries it and the others refer to it.
+    from edgeflow.uplink.encoding import UplinkEncoder
+
+    table, sids = _fleet(100, 10)
+    enc = UplinkEncoder(
+        make_encoder("compact", stream_id="fleet", series_table=True),
+        stream_key="k",
+        service="s",
+        topic="edgeflow/s/batches",
+        max_readings=150,
+    )
+    batch = _message(table, sids, 0, np.random.default_rng(2))
+    items = enc.encode(batch, None, alarm=False)
+    assert len(items) == 7
+    tables = [batch_table(i.payload) for i in items]
+    assert tables[0] is not None and all(t is None for t in tables[1:])
+    # the later messages decode with the table of the first: it holds every series of the batch
+    parts = [decode(i.payload).to_batch(table) for i in items]
+    _same(ReadingBatch.concat(table, parts), batch)

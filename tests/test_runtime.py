@@ -351,3 +351,16 @@ def test_scheduler_settings_reach_every_device_service(tmp_path: Path) -> None:
     (service,) = rt.services.values()
     s = service.settings
     assert (s.push_capacity, s.push_linger, s.read_timeout) == (123, 0.02, 3.0)
+
+
+def test_edgex_sizes_of_a_fleet_are_the_sizes_of_each_series() -> None:
+    # sized once per resource and name length where the name is written as it is; each as its own else
+    from edgeflow.model import SeriesTable, ValueType
+
+    table = SeriesTable()
+    names = ["dev-00001", "dev-00002", "pump/7", "x", 'quo"te', "back\\slash", "tab\there", "ünï", "dev-0000"]
+    for name in names:
+        for res, vt in (("temp", ValueType.FLOAT64), ("count", ValueType.INT32), ("on", ValueType.BOOL)):
+            table.intern(name, res, "p", vt, "C", "All")
+    infos = [table.info(sid) for sid in range(len(table))]
+    assert runtime._edgex_event_sizes(infos) == [runtime._edgex_event_size(i) for i in infos]

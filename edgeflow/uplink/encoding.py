@@ -101,8 +101,8 @@ class UplinkEncoder:
         items: list[OutboxItem] = []
         encoding = self.codec.name
         prepare = getattr(self.codec, "prepare", None)
-        if prepare is not None and self._fields:  # split per device: the series table grows once
-            prepare(batch)
+        if prepare is not None and (self._fields or len(batch) > self._per_message()):
+            prepare(batch)  # split per device or cut in several messages: the series table grows once
         for fields, part in self._split(batch):
             for chunk in self._chunks(part):
                 encoded = self.codec.encode(chunk, interp, alarm=alarm)
@@ -128,9 +128,13 @@ class UplinkEncoder:
                     self._bytes_per_reading = 0.5 * self._bytes_per_reading + 0.5 * (size / len(chunk))
         return items
 
+    def _per_message(self) -> int:
+        """Readings a message takes at most: ``max_readings``, and about ``max_bytes`` encoded."""
+        return max(1, min(self.max_readings, int(self.max_bytes / max(self._bytes_per_reading, 1e-3))))
+
     def _chunks(self, batch: ReadingBatch) -> list[ReadingBatch]:
         """Slices of at most ``max_readings`` readings, and about ``max_bytes`` encoded."""
-        per = max(1, min(self.max_readings, int(self.max_bytes / max(self._bytes_per_reading, 1e-3))))
+        per = self._per_message()
         n = len(batch)
         if n <= per:
             return [batch]
