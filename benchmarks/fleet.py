@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -303,6 +304,7 @@ def main() -> None:
         ),
         ("RSS MB peak", f"{max(s[2] for s in samples):.1f}" if samples else "-"),
         ("reads ok / missed intervals", f"{reads_ok} / {missed}"),
+        ("missed intervals, when (s after polling began)", behind_text(err.decode(errors="replace"))),
         ("readings polled /s", f"{polled / args.duration:,.0f}"),
         ("readings out of the rule", f"{pipe['readings_out']:,}"),
         ("readings shipped but not received", f"{pipe['readings_out'] - sub.readings:,}"),
@@ -331,6 +333,20 @@ def main() -> None:
     if args.profile:
         print_profile(Path(args.profile))
     shutil.rmtree(work, ignore_errors=True)
+
+
+_BEHIND = re.compile(
+    r"AutoEvents (?:caught up|were still behind at the stop): (\d+) interval\(s\) of (\d+) device\(s\) "
+    r"missed from ([\d.]+) s to ([\d.]+) s after polling began"
+)
+
+
+def behind_text(log: str) -> str:
+    """The edge's own account of when polling fell behind (it logs each episode once, with its count)."""
+    episodes = [m.groups() for m in _BEHIND.finditer(log)]
+    if not episodes:
+        return "none"
+    return "; ".join(f"{int(n):,} ({d} devices) in {a}-{b}" for n, d, a, b in episodes)
 
 
 def print_profile(path: Path, top: int = 25) -> None:

@@ -85,6 +85,10 @@ log = logging.getLogger(__name__)
 #: read timeout): what a device answered just before a SIGINT is shipped, not dropped.
 STOP_GRACE = 2.0
 
+#: Seconds without a missed AutoEvent interval after which polling that fell behind is said to have
+#: caught up (logged once, with how many intervals were missed in between).
+CAUGHT_UP = 10.0
+
 #: Where a service hands each read: ``publish(topic, batch)`` (``Bus.publish`` fits).
 Publish = Callable[[str, ReadingBatch], Awaitable[object]]
 
@@ -253,6 +257,7 @@ class DeviceService:
         self._push_full = False
         # per device: set (and replaced) when the connector says its push or health state changed
         self._wakers: dict[str, _Waker] = {}
+        self._behind = _Behind()
         connector.add_state_listener(self._connector_state_changed)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -736,10 +741,15 @@ class DeviceService:
                 missed = (now - deadline) // interval + 1
                 state.missed_intervals += missed
                 deadline += missed * interval
+                self._behind.missed(device, missed, now)
+            elif self._behind.since is not None:
+                self._behind.caught_up(now)
 
     async def start(self) -> None:
         """Subscribe every device of a pushing connector, open the connector and start every AutoEvent."""
         self._stopping = False
+        self._behind = _Behind()
+        self._behind.began = self.clock.monotonic_ns()
         if self.connector.supports_push:
             for name, (dev, _) in self.connector.devices.items():
                 if dev.admin_state == "LOCKED":
@@ -778,6 +788,7 @@ class DeviceService:
     async def stop(self) -> None:
         """Stop polling, close the connector, then publish what it pushed before it closed."""
         self._stopping = True
+        self._behind.caught_up(self.clock.monotonic_ns(), stopping=True)
         busy = [t for t in self._tasks if t in self._polling]
         for t in self._tasks:
             if t not in self._polling:
@@ -835,6 +846,49 @@ class DeviceService:
             out.append((res, raw_out))
         async with self.clock.timeout(self.settings.read_timeout):
             await self.connector.write(device, out)
+
+
+class _Behind:
+    """Whether AutoEvents fall behind (a read ends after the next tick it should have started), said once
+    when it begins and once when it ends: an operator sees that polling could not keep up, and how much it
+    missed, without a line per device and interval (``missed_intervals`` counts them per device)."""
+
+    def __init__(self) -> None:
+        self.began = 0  # monotonic ns when polling began
+        self.since: int | None = None  # monotonic ns of the first miss of this episode
+        self.last = 0
+        self.intervals = 0
+        self.devices: set[str] = set()
+
+    def missed(self, device: str, intervals: int, now: int) -> None:
+        if self.since is None:
+            self.since = now
+            log.warning(
+                "AutoEvents are falling behind: the read of %s ended %d interval(s) late, %.1f s after "
+                "polling began (the whole count when polling catches up)",
+                device,
+                intervals,
+                (now - self.began) / 1e9,
+            )
+        self.last = now
+        self.intervals += intervals
+        self.devices.add(device)
+
+    def caught_up(self, now: int, *, stopping: bool = False) -> None:
+        """Say how much was missed once no interval was missed for :data:`CAUGHT_UP` s (or at a stop)."""
+        if self.since is None or (not stopping and now - self.last < CAUGHT_UP * 1e9):
+            return
+        log.warning(
+            "AutoEvents %s: %d interval(s) of %d device(s) missed from %.1f s to %.1f s after polling began",
+            "were still behind at the stop" if stopping else "caught up",
+            self.intervals,
+            len(self.devices),
+            (self.since - self.began) / 1e9,
+            (self.last - self.began) / 1e9,
+        )
+        self.since = None
+        self.intervals = 0
+        self.devices = set()
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:

@@ -7,6 +7,7 @@ exactly when it is due, and the counts below are exact (no real sleeps).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import Any
 
@@ -305,6 +306,50 @@ async def test_a_slow_device_does_not_delay_another() -> None:
     assert svc.states["slow"].missed_intervals == 30  # 10..300 ms went by while it read: counted, not queued
     assert svc.states["fast"].missed_intervals == 0
     assert len(origins(sink, "fast")) == 31
+
+
+async def test_falling_behind_and_catching_up_are_each_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    slow = Device(
+        name="slow",
+        profile_name="Boiler",
+        protocols={"virtual": {"latency": "250ms"}},
+        auto_events=[AutoEvent(interval="100ms", source_name="Temp")],
+    )
+    svc, conn, _, clock = make(slow)
+    with caplog.at_level(logging.WARNING, logger="edgeflow.service"):
+        await svc.start()
+        await clock.run_for(1 * SECOND)  # every read (250 ms) ends after the next two ticks
+        conn._state["slow"].latency = 0.0  # the device answers at once from now on
+        await clock.run_for(5 * SECOND)
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoEvents")]
+        assert len(said) == 1  # falling behind, once, not once per interval
+        assert said[0].startswith("AutoEvents are falling behind: the read of slow ended 2 interval(s) late")
+        await clock.run_for(6 * SECOND)  # 10 s without a missed interval
+        await svc.stop()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoEvents")]
+    # reads at 0, 0.3, 0.6 and 0.9 s, each 250 ms, the last ending at 1.15 s: 2 intervals missed by each
+    missed = svc.states["slow"].missed_intervals
+    assert missed == 8
+    assert said[1:] == [
+        f"AutoEvents caught up: {missed} interval(s) of 1 device(s) missed from 0.2 s to 1.1 s after polling began"
+    ]
+
+
+async def test_still_behind_at_the_stop_is_said_with_the_count(caplog: pytest.LogCaptureFixture) -> None:
+    slow = Device(
+        name="slow",
+        profile_name="Boiler",
+        protocols={"virtual": {"latency": "250ms"}},
+        auto_events=[AutoEvent(interval="100ms", source_name="Temp")],
+    )
+    svc, _, _, clock = make(slow)
+    with caplog.at_level(logging.WARNING, logger="edgeflow.service"):
+        await svc.start()
+        await clock.run_for(2 * SECOND)
+        await svc.stop()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoEvents")]
+    missed = svc.states["slow"].missed_intervals
+    assert said[-1].startswith(f"AutoEvents were still behind at the stop: {missed} interval(s) of 1 device(s)")
 
 
 async def test_locked_device_is_not_polled() -> None:
