@@ -101,8 +101,9 @@ _UPLINK_HELP = {
 }
 #: How often at most the "readings matched no pipeline" line is logged.
 UNROUTED_LOG_INTERVAL = 60.0
-#: ``run(freeze_gc=True)``: seconds after start when what the first reads built (rule states, series)
-#: is frozen too, and the young generation's threshold (CPython's default is 700).
+#: ``run(freeze_gc=True)``: seconds after start with the collector off, after which what the first reads
+#: built (rule states, series) is collected once and frozen too; and the young generation's threshold
+#: (CPython's default is 700).
 GC_SETTLE = 5.0
 GC_YOUNG = 10_000
 
@@ -238,10 +239,12 @@ def _edgex_event_sizes(infos: Sequence[SeriesInfo]) -> list[int]:
 _ORIGIN = 1_767_225_600_000_000_000  # a 19-digit origin, as every origin in this century is
 
 
-def _freeze_settled() -> None:
+def _freeze_settled(enable: bool) -> None:
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
+    if enable:
+        gc.enable()
     log.debug("froze %d objects in %.3f s", gc.get_freeze_count(), time.perf_counter() - started)
 
 
@@ -760,8 +763,10 @@ class Runtime:
         the process built (modules, profiles, connections) is moved out of the garbage collector's sight
         (:func:`gc.freeze`), so a full collection scans what the node allocates while it runs, not every
         object of every import — a 25–40 ms pause of the event loop otherwise, enough to push a 100 ms
-        poll into a missed one. :data:`GC_SETTLE` seconds later, what the first reads built (every
-        series' rule state: 100,000 objects for 10,000 devices × 10) is frozen too, and young
+        poll into a missed one. The collector is off until :data:`GC_SETTLE` seconds later (the first
+        reads build every series' state then: collections over it would pause the busiest seconds); then
+        one collection, and what the first reads built (100,000 series for 10,000 devices × 10) is
+        frozen too. Young
         collections run every :data:`GC_YOUNG` allocations, not 700: at 10,000 devices full collections
         took 14 % of the CPU and paused the loop up to 250 ms, after this 3 %. The run leaves the
         collector as it found it."""
@@ -774,6 +779,7 @@ class Runtime:
                 installed.append(sig)
         reloads: set[asyncio.Task[None]] = set()
         thresholds = gc.get_threshold()
+        enabled = gc.isenabled()
         settle: asyncio.TimerHandle | None = None
 
         def hup() -> None:
@@ -790,7 +796,8 @@ class Runtime:
                 gc.collect()
                 gc.freeze()
                 gc.set_threshold(GC_YOUNG, *thresholds[1:])
-                settle = loop.call_later(GC_SETTLE, _freeze_settled)
+                gc.disable()  # while the first reads build the node's state: one collection at the settle
+                settle = loop.call_later(GC_SETTLE, _freeze_settled, enabled)
             if duration is None:
                 await done.wait()
             else:
@@ -805,6 +812,8 @@ class Runtime:
                 settle.cancel()
                 gc.set_threshold(*thresholds)
                 gc.unfreeze()
+                if enabled:
+                    gc.enable()
 
     # -- the router -----------------------------------------------------------------------------
 

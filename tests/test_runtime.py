@@ -271,8 +271,9 @@ async def test_rule_state_is_committed_with_the_batches_and_survives_a_restart(t
 async def test_a_node_of_its_own_freezes_what_start_and_the_first_reads_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``run(freeze_gc=True)`` (``edgeflow run``): frozen at start, again once the first reads built the
-    rule state, young collections rarer; the collector as it was after the run."""
+    """``run(freeze_gc=True)`` (``edgeflow run``): frozen at start, off while the first reads build the
+    rule state, then one collection and frozen again, young collections rarer; the collector as it was
+    after the run."""
     monkeypatch.setattr(runtime, "GC_SETTLE", 0.3)
     rt = Runtime(parse_config(config(tmp_path), environ={}))
     before = gc.get_threshold()
@@ -284,11 +285,13 @@ async def test_a_node_of_its_own_freezes_what_start_and_the_first_reads_built(
     await asyncio.sleep(0.1)
     at_start = gc.get_freeze_count()
     assert at_start > 0 and gc.get_threshold()[0] == runtime.GC_YOUNG
+    assert not gc.isenabled()  # while the node settles: no collection scans what the first reads build
     built = [[i] for i in range(1000)]  # built after start (as rule states are): frozen at the settle
     await asyncio.sleep(0.4)
     assert gc.get_freeze_count() >= at_start + len(built)
+    assert gc.isenabled()
     await run
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0 and gc.isenabled()
 
 
 async def test_unreadable_state_is_set_aside_and_the_rules_start_afresh(tmp_path: Path) -> None:
