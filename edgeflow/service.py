@@ -738,10 +738,14 @@ class DeviceService:
             deadline += interval - (deadline + wall_offset) % interval if align else interval
             now = clock.monotonic_ns()
             if deadline < now:
-                missed = (now - deadline) // interval + 1
-                state.missed_intervals += missed
-                deadline += missed * interval
-                self._behind.missed(device, missed, now)
+                # Ticks went by during the read. The interval ``now`` is in is read at once, late (as a
+                # ticker that keeps one tick does: a short stall costs no reading); the intervals before
+                # it had no read at all: missed, counted, not queued.
+                missed = (now - deadline) // interval
+                if missed:
+                    state.missed_intervals += missed
+                    deadline += missed * interval
+                    self._behind.missed(device, missed, now)
             elif self._behind.since is not None:
                 self._behind.caught_up(now)
 
@@ -849,7 +853,7 @@ class DeviceService:
 
 
 class _Behind:
-    """Whether AutoEvents fall behind (a read ends after the next tick it should have started), said once
+    """Whether AutoEvents fall behind (whole intervals go by without a read of a device), said once
     when it begins and once when it ends: an operator sees that polling could not keep up, and how much it
     missed, without a line per device and interval (``missed_intervals`` counts them per device)."""
 
@@ -864,10 +868,10 @@ class _Behind:
         if self.since is None:
             self.since = now
             log.warning(
-                "AutoEvents are falling behind: the read of %s ended %d interval(s) late, %.1f s after "
+                "AutoEvents are falling behind: %d interval(s) of %s went by without a read, %.1f s after "
                 "polling began (the whole count when polling catches up)",
-                device,
                 intervals,
+                device,
                 (now - self.began) / 1e9,
             )
         self.last = now

@@ -303,7 +303,9 @@ async def test_a_slow_device_does_not_delay_another() -> None:
     await clock.run_for(50 * MS)  # the slow read started at 0 answers at 300 ms
     await svc.stop()
     assert origins(sink, "slow") == [300]  # stamped when it answered
-    assert svc.states["slow"].missed_intervals == 30  # 10..300 ms went by while it read: counted, not queued
+    # the intervals from 10 to 300 ms went by while it read: counted, not queued; the one it ended in
+    # (300..310 ms) is read at once, late
+    assert svc.states["slow"].missed_intervals == 29
     assert svc.states["fast"].missed_intervals == 0
     assert len(origins(sink, "fast")) == 31
 
@@ -318,20 +320,22 @@ async def test_falling_behind_and_catching_up_are_each_said_once(caplog: pytest.
     svc, conn, _, clock = make(slow)
     with caplog.at_level(logging.WARNING, logger="edgeflow.service"):
         await svc.start()
-        await clock.run_for(1 * SECOND)  # every read (250 ms) ends after the next two ticks
+        await clock.run_for(1 * SECOND)  # every read (250 ms) outlasts the 100 ms interval
         conn._state["slow"].latency = 0.0  # the device answers at once from now on
         await clock.run_for(5 * SECOND)
         said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoEvents")]
         assert len(said) == 1  # falling behind, once, not once per interval
-        assert said[0].startswith("AutoEvents are falling behind: the read of slow ended 2 interval(s) late")
+        # the read at 0 ends at 250 ms: the interval from 100 ms went by without one; 200..300 is read late
+        assert said[0].startswith("AutoEvents are falling behind: 1 interval(s) of slow went by without a read")
         await clock.run_for(6 * SECOND)  # 10 s without a missed interval
         await svc.stop()
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoEvents")]
-    # reads at 0, 0.3, 0.6 and 0.9 s, each 250 ms, the last ending at 1.15 s: 2 intervals missed by each
+    # reads of 250 ms from 0, 0.25, 0.5, 0.75 and 1.0 s (each begun at once, late, in the interval the one
+    # before ended in), the intervals between without one: 1 + 2 + 1 + 2 + 1 missed, the last at 1.25 s
     missed = svc.states["slow"].missed_intervals
-    assert missed == 8
+    assert missed == 7
     assert said[1:] == [
-        f"AutoEvents caught up: {missed} interval(s) of 1 device(s) missed from 0.2 s to 1.1 s after polling began"
+        f"AutoEvents caught up: {missed} interval(s) of 1 device(s) missed from 0.2 s to 1.2 s after polling began"
     ]
 
 
