@@ -98,17 +98,20 @@ class SwingRule(ErrorBoundedRule):
     # -- many series, one reading each: as columns ----------------------------------------------------
 
     def _process(self, batch: ReadingBatch) -> RuleOutput:
-        pos = self._steppable(batch) if len(batch) >= STEP_MIN else None
-        if pos is None:
+        rounds = self._steppable(batch) if len(batch) >= STEP_MIN else None
+        if rounds is None:
             return self._one_by_one(batch)
-        points = self._step(batch, pos)
-        if len(pos) == len(batch):
-            return RuleOutput(points)
+        points = [self._step(batch, pos) for pos in rounds]  # a series' readings in arrival order
+        taken = sum(len(pos) for pos in rounds)
+        out = points[0] if len(points) == 1 else ReadingBatch.concat(self.table, points)
+        if taken == len(batch):
+            return RuleOutput(out)
         rest = np.ones(len(batch), dtype=bool)
-        rest[pos] = False
+        for pos in rounds:
+            rest[pos] = False
         other = self._one_by_one(batch.take(rest))
         # each series is in one part or the other: its points keep their order
-        return RuleOutput(ReadingBatch.concat(self.table, [points, other.batch]), late=other.late)
+        return RuleOutput(ReadingBatch.concat(self.table, [out, other.batch]), late=other.late)
 
     def _places(self, series: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
         slot_of = self._slot_of
@@ -118,27 +121,53 @@ class SwingRule(ErrorBoundedRule):
             slot_of = grown
         return slot_of[series]
 
-    def _steppable(self, batch: ReadingBatch) -> npt.NDArray[np.intp] | None:
-        """Positions of the readings that are their series' only one in ``batch``, finite, numeric,
-        after its last origin, of a series whose state has begun or has none yet; ``None`` when fewer
-        than STEP_MIN."""
+    def _steppable(self, batch: ReadingBatch) -> list[npt.NDArray[np.intp]] | None:
+        """The readings to step as columns, in rounds of at most one reading per series (round ``r``: each
+        series' ``r``-th reading): those of series whose every reading in ``batch`` is finite, numeric and
+        after the one before (the first after the series' last origin), and whose state has begun or has
+        none yet. ``None`` when fewer than STEP_MIN. A tick gives one round; a loop that fell behind and
+        read a device twice before the router stepped, two."""
         series = batch.series
-        places = self._places(series)
-        known = places >= 0
-        ok = ~known | self._cols.has[np.where(known, places, 0)] if len(self._cols.has) else ~known
-        ok &= np.isfinite(batch.values)
+        n = len(series)
+        ok = np.isfinite(batch.values)
         if batch.objects is not None:
             ok &= ~batch.object_mask()
         ok &= self.table.numeric_series()[series]
-        ok &= np.bincount(series)[series] == 1
-        if int(ok.sum()) < STEP_MIN:
+        counts = np.bincount(series)
+        if int(counts.max()) == 1:  # one reading per series: no sorting
+            order = np.arange(n)
+            sids, starts, rank = series, order, None
+        else:
+            order = np.argsort(series, kind="stable")
+            ss = series[order]
+            starts = np.flatnonzero(np.concatenate(([True], ss[1:] != ss[:-1])))
+            sids = ss[starts]
+            ts = batch.origins[order]
+            after = np.ones(n, dtype=bool)  # after the reading before it in its series (the first: below)
+            after[1:] = ts[1:] > ts[:-1]
+            after[starts] = True
+            ok = np.logical_and.reduceat(ok[order] & after, starts)  # per series from here on
+            rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+        places = self._places(sids)
+        known = places >= 0
+        if len(self._cols.has):
+            ok &= ~known | self._cols.has[np.where(known, places, 0)]
+        else:
+            ok &= ~known
+        if int(ok.sum()) < (STEP_MIN if rank is None else 1):
             return None
         last = np.fromiter(
-            map(self.frame.last_t.get, series.tolist(), repeat(_NO_ORIGIN)), dtype=np.int64, count=len(series)
+            map(self.frame.last_t.get, sids.tolist(), repeat(_NO_ORIGIN)), dtype=np.int64, count=len(sids)
         )
-        ok &= batch.origins > last
-        pos = np.flatnonzero(ok)
-        return pos if len(pos) >= STEP_MIN else None
+        ok &= batch.origins[order[starts]] > last
+        if rank is None:
+            pos = np.flatnonzero(ok)
+            return [pos] if len(pos) >= STEP_MIN else None
+        take = np.repeat(ok, np.diff(np.append(starts, n)))  # per reading, in series order
+        if int(take.sum()) < STEP_MIN:
+            return None
+        chosen, ranks = order[take], rank[take]
+        return [np.sort(chosen[ranks == r]) for r in range(int(ranks.max()) + 1)]
 
     def _begin(self, sids: npt.NDArray[np.int32]) -> None:
         """States for series that have none, placed in the order of their ids (as the frame feeds them)."""
@@ -162,6 +191,7 @@ class SwingRule(ErrorBoundedRule):
         v = batch.values[pos]
         t0, y0, u, lo, n, tp = c.t0[places], c.y0[places], c.u[places], c.l[places], c.n[places], c.tp[places]
         dt = (t - t0).astype(np.float64)
+        dt[fresh] = 1.0  # no anchor yet (what is computed for them here is not used)
         hi = (v + e - y0) / dt
         lw = (v - e - y0) / dt
         first = n == 0
