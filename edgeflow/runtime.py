@@ -299,6 +299,7 @@ class Runtime:
         self.bus: Bus[ReadingBatch] = Bus()
         with _blamed_on(config.source, "uplink"):
             self.uplink = uplink or create_uplink(config.uplink, service=config.service)
+        self.uplink.pending_min = 2 * config.bus.capacity  # (see Uplink.pending_min)
         self.services: dict[str, DeviceService] = {}
         self.routes: list[_Route] = []
         self.registry = Registry()

@@ -367,3 +367,11 @@ def test_edgex_sizes_of_a_fleet_are_the_sizes_of_each_series() -> None:
             table.intern(name, res, "p", vt, "C", "All")
     infos = [table.info(sid) for sid in range(len(table))]
     assert runtime._edgex_event_sizes(infos) == [runtime._edgex_event_size(i) for i in infos]
+
+
+def test_the_uplink_takes_twice_the_bus_before_it_holds_the_router(tmp_path: Path) -> None:
+    # a big fleet's tick (the bus's worth of readings) waiting for one slow commit must not hold the router
+    cfg = config(tmp_path)
+    cfg["bus"] = {"capacity": 150_000}
+    rt = Runtime(parse_config(cfg, environ={}))
+    assert rt.uplink.pending_min == 300_000

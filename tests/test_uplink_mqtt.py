@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from conftest import MosquittoBroker, MosquittoFactory, free_port
@@ -17,6 +18,7 @@ from uplink_support import check_series, make_batch, table, uplink_spec, wait_fo
 from edgeflow.cloud import Receiver
 from edgeflow.codec import DecodedBatch
 from edgeflow.errors import UplinkError
+from edgeflow.model import ReadingBatch, SeriesTable
 from edgeflow.mqtt.connection import ConnectParams, MqttConnection
 from edgeflow.uplink.mqtt import MqttUplink
 from edgeflow.uplink.spec import MqttUplinkSpec, UplinkSpec
@@ -217,9 +219,7 @@ async def test_batching_by_count_and_delay(mosquitto: MosquittoBroker, tmp_path:
         mosquitto.url, ["edgeflow/+/batches"], on_batch=lambda b, tp: sizes.append(b.readings), keep=True
     )
     await rx.start()
-    spec = uplink_spec(
-        mosquitto.url, tmp_path / "ob.sqlite", batching={"max_readings": 300, "max_delay": 30}
-    )
+    spec = uplink_spec(mosquitto.url, tmp_path / "ob.sqlite", batching={"max_readings": 300, "max_delay": 30})
     up = MqttUplink(spec, service="s")
     await up.start()
     t = table()
@@ -356,3 +356,31 @@ def test_spec_is_part_of_the_uplink_union_and_errors_name_the_field() -> None:
         ta.validate_python({"type": "mqtt", "url": "mqtt://b", "envelope": "edgex-v3"})
     with pytest.raises(ValidationError, match=r"extra"):
         ta.validate_python({"type": "mqtt", "url": "mqtt://b", "qos": 0})
+
+
+async def test_a_big_fleets_tick_waiting_for_its_commit_does_not_hold_the_router(tmp_path: Path) -> None:
+    # A tick of 10,000 devices x 10 resources: 100,000 readings submitted at once. The router's room() must
+    # not wait for them to be committed (one slow commit would hold the router, fill the bus and stop the
+    # polls); three ticks' worth waits. (An uplink whose broker is not there: only the commit log works.)
+    table = SeriesTable()
+    sid = table.intern("d", "r")
+    n = 100_000
+    tick = ReadingBatch.from_columns(table, np.arange(n) + 1, np.ones(n), np.full(n, sid))
+    spec = MqttUplinkSpec.model_validate(
+        {"type": "mqtt", "url": "mqtt://127.0.0.1:1", "outbox": {"path": str(tmp_path / "outbox.sqlite")}}
+    )
+    up = MqttUplink(spec, service="s")
+    up.pending_min = 200_000  # what the runtime sets for its bus of 100,000 readings
+    await up.start()
+    try:
+        up.submit(tick)
+        room = up.room()
+        with pytest.raises(StopIteration):  # returned at once, without waiting
+            room.send(None)
+        up.submit(tick)
+        up.submit(tick)
+        room = up.room()
+        assert room.send(None) is not None  # it waits for a commit
+        room.close()
+    finally:
+        await up.stop(flush_timeout=0)

@@ -94,6 +94,11 @@ class Uplink:
         self.commit_log = commit_log
         self.transport = transport
         self.max_readings = max_readings
+        #: Readings submitted and not yet committed beyond which :meth:`room` waits (backpressure) is the
+        #: larger of four messages' worth and this. The runtime makes it twice its bus's capacity: one slow
+        #: commit (a big fleet's first, with every new series' keys and table) must not hold the router
+        #: while a tick's reads fill the bus and stop the polls; the bus bounds what waits before it.
+        self.pending_min = 0
         self.max_bytes = max_bytes
         self.max_delay = max_delay
         self.commit_delay = commit_delay
@@ -156,7 +161,7 @@ class Uplink:
                 max_readings=self.max_readings,
                 max_delay=self.max_delay,
                 commit_delay=self.commit_delay,
-                max_pending=4 * self.max_readings,
+                max_pending=max(4 * self.max_readings, self.pending_min),
                 states=self._states,
                 on_commit=self.transport.wake,
             )
