@@ -85,8 +85,8 @@ def _proxy(sink: Sink, kbit: float, burst: int | None = None) -> LinkProxy:
 
 def test_proxy_holds_the_rate(sink: Sink) -> None:
     proxy = _proxy(sink, 64, burst=1000)  # 8000 B/s
+    c = socket.create_connection(("127.0.0.1", proxy.port))
     try:
-        c = socket.create_connection(("127.0.0.1", proxy.port))
         payload = b"x" * 24_000
         t0 = time.monotonic()
         c.sendall(payload)
@@ -95,9 +95,13 @@ def test_proxy_holds_the_rate(sink: Sink) -> None:
         # never faster than the link (the bucket starts empty; one burst of slack), whatever the load
         assert elapsed >= (len(payload) - 1000) / 8000 * 0.95, elapsed
         assert sink.received == len(payload)
+        # the proxy counts a chunk once its send returned, which may be after the sink has it
+        deadline = time.monotonic() + 10
+        while proxy.bytes_up < len(payload) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proxy.bytes_up == len(payload)
-        c.close()
     finally:
+        c.close()
         proxy.stop()
 
 
