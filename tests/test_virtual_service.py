@@ -310,14 +310,18 @@ async def test_a_slow_device_does_not_delay_another() -> None:
     assert len(origins(sink, "fast")) == 31
 
 
-async def test_falling_behind_and_catching_up_are_each_said_once(caplog: pytest.LogCaptureFixture) -> None:
-    slow = Device(
+def _outlasting() -> Device:
+    """A device whose reads (250 ms) outlast its AutoEvent's interval (100 ms)."""
+    return Device(
         name="slow",
         profile_name="Boiler",
         protocols={"virtual": {"latency": "250ms"}},
         auto_events=[AutoEvent(interval="100ms", source_name="Temp")],
     )
-    svc, conn, _, clock = make(slow)
+
+
+async def test_falling_behind_and_catching_up_are_each_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    svc, conn, _, clock = make(_outlasting())
     with caplog.at_level(logging.WARNING, logger="edgeflow.service"):
         await svc.start()
         await clock.run_for(1 * SECOND)  # every read (250 ms) outlasts the 100 ms interval
@@ -340,13 +344,7 @@ async def test_falling_behind_and_catching_up_are_each_said_once(caplog: pytest.
 
 
 async def test_still_behind_at_the_stop_is_said_with_the_count(caplog: pytest.LogCaptureFixture) -> None:
-    slow = Device(
-        name="slow",
-        profile_name="Boiler",
-        protocols={"virtual": {"latency": "250ms"}},
-        auto_events=[AutoEvent(interval="100ms", source_name="Temp")],
-    )
-    svc, _, _, clock = make(slow)
+    svc, _, _, clock = make(_outlasting())
     with caplog.at_level(logging.WARNING, logger="edgeflow.service"):
         await svc.start()
         await clock.run_for(2 * SECOND)

@@ -14,12 +14,13 @@ consecutive points is within E of every reading (up to float rounding), which th
 Points are emitted when a segment closes; :meth:`~edgeflow.rules.base.Rule.flush` emits the open one.
 
 A fleet's step gives each of many series one reading (every device polled once per tick). The rule keeps
-its states as numpy columns by the series' place in the state rows, and steps the series of a batch that
-have exactly one clean reading each (finite, numeric, after the series' last origin, with a state begun)
-all at once, in numpy, with the float operations of the one-by-one loop in the same order: the points and
-states are bit for bit the same (the tests check it). The rest of a batch, and every batch of fewer than
-:data:`STEP_MIN` readings, goes one by one through the shared frame, on per-series state objects loaded
-from the columns and stored back.
+its states as numpy columns by the series' place in the state rows, and steps the series of a batch whose
+readings are all clean (finite, numeric, each after the one before, the first after the series' last
+origin) all at once, in numpy: one round per reading a series has in the batch (one for a tick), with the
+float operations of the one-by-one loop in the same order, so the points and states are bit for bit the
+same (the tests check it). The other series of a batch, and every batch with fewer than :data:`STEP_MIN`
+such readings, go one by one through the shared frame, on per-series state objects loaded from the
+columns and stored back.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from edgeflow.rules.knots import shortest_decimal, shortest_decimals
 
 __all__ = ["STEP_MIN", "SwingRule"]
 
-#: Series with one clean reading each in a batch from which they are stepped as columns, at once.
+#: Clean readings in a batch from which their series are stepped as columns, at once.
 STEP_MIN: Final = 64
 
 _NO_ORIGIN: Final = -(2**63)
